@@ -1,0 +1,2 @@
+// Command syncer is the TMC syncer binary.
+package main

@@ -1,0 +1,2 @@
+// Package integration is a placeholder until its issue lands.
+package integration

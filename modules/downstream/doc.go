@@ -1,0 +1,2 @@
+// Package downstream is a placeholder until its issue lands.
+package downstream

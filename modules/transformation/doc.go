@@ -1,0 +1,2 @@
+// Package transformation is a placeholder until its issue lands.
+package transformation

@@ -1,0 +1,2 @@
+// Package tunnel is a placeholder until its issue lands.
+package tunnel

@@ -1,0 +1,2 @@
+// Package upstream is a placeholder until its issue lands.
+package upstream
