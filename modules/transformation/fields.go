@@ -1,6 +1,10 @@
 package transformation
 
-import "fmt"
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime"
+)
 
 // asMap returns v as a JSON object, or nil when it is anything else. Stages walk user input
 // with it so that an unexpected shape is left alone (the apiserver will reject it) instead of
@@ -16,11 +20,55 @@ func asSlice(v any) []any {
 	return s
 }
 
-// renameField replaces m[key] by fn(m[key]) when it is a string.
+// renameField replaces m[key] by fn(m[key]) when it is a string. It writes only on change:
+// storing a string in an interface allocates, and most names are not renamed.
 func renameField(m map[string]any, key string, fn func(string) string) {
 	if s, ok := m[key].(string); ok {
-		m[key] = fn(s)
+		if renamed := fn(s); renamed != s {
+			m[key] = renamed
+		}
 	}
+}
+
+// metaString returns obj.metadata.<field>.<key> when it is a string, without copying the map
+// as GetLabels and GetAnnotations do.
+func metaString(obj map[string]any, field, key string) (string, bool) {
+	s, ok := asMap(asMap(obj["metadata"])[field])[key].(string)
+	return s, ok
+}
+
+// label returns one label of obj.
+func label(obj map[string]any, key string) (string, bool) { return metaString(obj, "labels", key) }
+
+// annotation returns one annotation of obj.
+func annotation(obj map[string]any, key string) (string, bool) {
+	return metaString(obj, "annotations", key)
+}
+
+// copyObject deep-copies src. Going down it leaves out .status and metadata.managedFields:
+// they never reach the downstream object, and copying them is most of the pipeline's cost.
+// It panics, like runtime.DeepCopyJSONValue, on values JSON cannot hold.
+func copyObject(src map[string]any, dir Direction) map[string]any {
+	out := make(map[string]any, len(src))
+	for k, v := range src {
+		switch {
+		case dir == Down && k == "status":
+			continue
+		case dir == Down && k == "metadata":
+			if md, ok := v.(map[string]any); ok {
+				copied := make(map[string]any, len(md))
+				for mk, mv := range md {
+					if mk != "managedFields" {
+						copied[mk] = runtime.DeepCopyJSONValue(mv)
+					}
+				}
+				out[k] = copied
+				continue
+			}
+		}
+		out[k] = runtime.DeepCopyJSONValue(v)
+	}
+	return out
 }
 
 // metadata returns obj's metadata object, creating it when absent.

@@ -86,8 +86,9 @@ func (r *Request) Locator() namespace.Locator {
 	}
 }
 
-// Stage is one ordered step of a chain. Transform mutates obj, the pipeline's private copy;
-// it returns Skip(...) to drop the object, or an error that fails it.
+// Stage is one ordered step of a chain. Transform mutates obj, the pipeline's private deep copy
+// (going down, a copy without .status and metadata.managedFields, which never go down); it
+// returns Skip(...) to drop the object, or an error that fails it.
 type Stage interface {
 	// Name names the stage in errors and skips.
 	Name() string
@@ -255,7 +256,7 @@ func (p *Pipeline) StatusToUpstream(ctx Context, downstream, upstream *unstructu
 }
 
 func newRequest(ctx Context, dir Direction, upstream, downstream *unstructured.Unstructured) *Request {
-	cluster := upstream.GetAnnotations()[kcp.ClusterAnnotation]
+	cluster, _ := annotation(upstream.Object, kcp.ClusterAnnotation)
 	if cluster == "" {
 		cluster = ctx.LogicalCluster
 	}
@@ -270,7 +271,7 @@ func newRequest(ctx Context, dir Direction, upstream, downstream *unstructured.U
 }
 
 // run copies src and applies the stages in order. A panic (only possible on objects holding
-// non-JSON Go values, which DeepCopy rejects, or from a caller stage) becomes a StageError so
+// non-JSON Go values, which the copy rejects, or from a caller stage) becomes a StageError so
 // one bad object cannot take the syncer down.
 func run(req *Request, src *unstructured.Unstructured, stages []Stage) (out *unstructured.Unstructured, err error) {
 	ref := ObjectRef{GroupKind: req.GroupKind, Namespace: src.GetNamespace(), Name: src.GetName()}
@@ -280,7 +281,7 @@ func run(req *Request, src *unstructured.Unstructured, stages []Stage) (out *uns
 			out, err = nil, &StageError{Object: ref, Stage: current, Err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	obj := src.DeepCopy()
+	obj := &unstructured.Unstructured{Object: copyObject(src.Object, req.Direction)}
 	for _, s := range stages {
 		current = s.Name()
 		if err := s.Transform(req, obj); err != nil {

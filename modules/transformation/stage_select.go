@@ -13,8 +13,7 @@ var namespaceKind = schema.GroupKind{Kind: "Namespace"}
 
 // stateOf returns the upstream state label of this sync target and whether it is set.
 func stateOf(req *Request) (string, bool) {
-	v, ok := req.Upstream.GetLabels()[kcp.StateLabel(req.SyncTargetKey)]
-	return v, ok
+	return label(req.Upstream.Object, kcp.StateLabel(req.SyncTargetKey))
 }
 
 // selectDown decides whether the object goes down at all: only objects whose state label for

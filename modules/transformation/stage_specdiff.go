@@ -15,7 +15,7 @@ import (
 // .spec; patch paths are relative to spec, as in kcp. Like kcp, an object without spec
 // ignores the annotation. A patch that does not decode or apply fails this object only.
 func specDiff(req *Request, obj *unstructured.Unstructured) error {
-	raw, ok := req.Upstream.GetAnnotations()[kcp.SpecDiffAnnotation(req.SyncTargetKey)]
+	raw, ok := annotation(req.Upstream.Object, kcp.SpecDiffAnnotation(req.SyncTargetKey))
 	if !ok {
 		return nil
 	}

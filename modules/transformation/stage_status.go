@@ -67,7 +67,7 @@ func copyStatus(req *Request, obj *unstructured.Unstructured) error {
 // targetCount counts the sync targets an upstream object is assigned to.
 func targetCount(upstream *unstructured.Unstructured) int {
 	n := 0
-	for k := range upstream.GetLabels() {
+	for k := range asMap(asMap(upstream.Object["metadata"])["labels"]) {
 		if strings.HasPrefix(k, kcp.StateLabelPrefix) {
 			n++
 		}
