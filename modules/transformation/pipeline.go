@@ -63,9 +63,9 @@ type Request struct {
 	Direction Direction
 	// GroupKind is the object's kind.
 	GroupKind schema.GroupKind
-	// LogicalCluster is the upstream object's logical cluster: its kcp.io/cluster annotation,
-	// else Context.LogicalCluster.
-	LogicalCluster string
+	// Cluster is the upstream object's logical cluster: its kcp.io/cluster annotation, else
+	// Context.LogicalCluster.
+	Cluster string
 	// Upstream is the upstream object as given to the pipeline.
 	Upstream *unstructured.Unstructured
 	// Downstream is the downstream object (Up direction only).
@@ -75,14 +75,36 @@ type Request struct {
 // Locator returns the namespace locator of the upstream object (Namespace is empty for
 // cluster-scoped objects).
 func (r *Request) Locator() namespace.Locator {
+	return r.locator(r.Cluster, r.Upstream.GetNamespace())
+}
+
+// UpstreamCluster returns the logical cluster of an upstream object: its kcp.io/cluster
+// annotation, else c.LogicalCluster.
+func (c Context) UpstreamCluster(upstream *unstructured.Unstructured) string {
+	if upstream != nil {
+		if cluster, _ := annotation(upstream.Object, kcp.ClusterAnnotation); cluster != "" {
+			return cluster
+		}
+	}
+	return c.LogicalCluster
+}
+
+// Locator returns the namespace locator of an upstream object, the same one ToDownstream uses
+// to pick its downstream namespace; pass it to namespace.DownstreamNamespace to create that
+// namespace.
+func (c Context) Locator(upstream *unstructured.Unstructured) namespace.Locator {
+	return c.locator(c.UpstreamCluster(upstream), upstream.GetNamespace())
+}
+
+func (c Context) locator(cluster, ns string) namespace.Locator {
 	return namespace.Locator{
 		SyncTarget: namespace.SyncTarget{
-			Cluster: r.SyncTargetCluster,
-			Name:    r.SyncTargetName,
-			UID:     r.SyncTargetUID,
+			Cluster: c.SyncTargetCluster,
+			Name:    c.SyncTargetName,
+			UID:     c.SyncTargetUID,
 		},
-		Cluster:   r.LogicalCluster,
-		Namespace: r.Upstream.GetNamespace(),
+		Cluster:   cluster,
+		Namespace: ns,
 	}
 }
 
@@ -256,17 +278,13 @@ func (p *Pipeline) StatusToUpstream(ctx Context, downstream, upstream *unstructu
 }
 
 func newRequest(ctx Context, dir Direction, upstream, downstream *unstructured.Unstructured) *Request {
-	cluster, _ := annotation(upstream.Object, kcp.ClusterAnnotation)
-	if cluster == "" {
-		cluster = ctx.LogicalCluster
-	}
 	return &Request{
-		Context:        ctx,
-		Direction:      dir,
-		GroupKind:      upstream.GroupVersionKind().GroupKind(),
-		LogicalCluster: cluster,
-		Upstream:       upstream,
-		Downstream:     downstream,
+		Context:    ctx,
+		Direction:  dir,
+		GroupKind:  upstream.GroupVersionKind().GroupKind(),
+		Cluster:    ctx.UpstreamCluster(upstream),
+		Upstream:   upstream,
+		Downstream: downstream,
 	}
 }
 

@@ -122,7 +122,7 @@ func recordOwner(req *Request, obj *unstructured.Unstructured) error {
 		return err
 	}
 	o := ownership.Owner{
-		Cluster:   req.LogicalCluster,
+		Cluster:   req.Cluster,
 		Namespace: req.Upstream.GetNamespace(),
 		Name:      req.Upstream.GetName(),
 		UID:       string(req.Upstream.GetUID()),
