@@ -19,17 +19,20 @@ const (
 	defaultServicePortProtocol = "TCP"
 )
 
-// podSpecPaths says where each pod-spec carrier keeps its pod spec.
-var podSpecPaths = map[schema.GroupKind][]string{
-	{Kind: "Pod"}:                        {"spec"},
-	{Kind: "PodTemplate"}:                {"template", "spec"},
-	{Kind: "ReplicationController"}:      {"spec", "template", "spec"},
-	{Group: "apps", Kind: "Deployment"}:  {"spec", "template", "spec"},
-	{Group: "apps", Kind: "ReplicaSet"}:  {"spec", "template", "spec"},
-	{Group: "apps", Kind: "StatefulSet"}: {"spec", "template", "spec"},
-	{Group: "apps", Kind: "DaemonSet"}:   {"spec", "template", "spec"},
-	{Group: "batch", Kind: "Job"}:        {"spec", "template", "spec"},
-	{Group: "batch", Kind: "CronJob"}:    {"spec", "jobTemplate", "spec", "template", "spec"},
+// podSpecCarriers lists each pod-spec carrier with where it keeps its pod spec. A function,
+// not a package variable, so no caller can change the table.
+func podSpecCarriers() map[schema.GroupKind][]string {
+	return map[schema.GroupKind][]string{
+		{Kind: "Pod"}:                        {"spec"},
+		{Kind: "PodTemplate"}:                {"template", "spec"},
+		{Kind: "ReplicationController"}:      {"spec", "template", "spec"},
+		{Group: "apps", Kind: "Deployment"}:  {"spec", "template", "spec"},
+		{Group: "apps", Kind: "ReplicaSet"}:  {"spec", "template", "spec"},
+		{Group: "apps", Kind: "StatefulSet"}: {"spec", "template", "spec"},
+		{Group: "apps", Kind: "DaemonSet"}:   {"spec", "template", "spec"},
+		{Group: "batch", Kind: "Job"}:        {"spec", "template", "spec"},
+		{Group: "batch", Kind: "CronJob"}:    {"spec", "jobTemplate", "spec", "template", "spec"},
+	}
 }
 
 // kindStages returns the built-in kind-specific stage of each kind that has one.
@@ -39,7 +42,7 @@ func kindStages() map[schema.GroupKind]Stage {
 		{Kind: "Service"}:        NewStage("service", serviceAllocations),
 		{Kind: "ServiceAccount"}: NewStage("service-account", serviceAccountSecrets),
 	}
-	for gk, path := range podSpecPaths {
+	for gk, path := range podSpecCarriers() {
 		m[gk] = NewStage("pod-spec", podSpecAt(path))
 	}
 	return m

@@ -12,21 +12,26 @@ import (
 )
 
 // strippedMetadata are the fields the downstream apiserver owns (or that describe the upstream
-// object's life, not the downstream one's).
-var strippedMetadata = [...]string{
-	"uid", "resourceVersion", "generation", "creationTimestamp", "managedFields",
-	"ownerReferences", "finalizers", "deletionTimestamp", "deletionGracePeriodSeconds",
-	"selfLink",
-}
+// object's life, not the downstream one's). Constants, so no caller can change the list.
+const (
+	strippedMetadata = "uid resourceVersion generation creationTimestamp managedFields " +
+		"ownerReferences finalizers deletionTimestamp deletionGracePeriodSeconds selfLink"
+)
 
-// strippedAnnotations are dropped by exact key.
-var strippedAnnotations = [...]string{kcp.ClusterAnnotation, kcp.LastAppliedAnnotation}
-
-// strippedAnnotationPrefixes are kcp's per-target control annotations: they steer the syncers
-// upstream and mean nothing downstream, whichever target they name.
-var strippedAnnotationPrefixes = [...]string{
-	kcp.StatusAnnotationPrefix, kcp.SpecDiffAnnotationPrefix,
-	kcp.DeletionAnnotationPrefix, kcp.FinalizersAnnotationPrefix,
+// isStrippedAnnotation reports the annotations that never go down: the upstream logical
+// cluster, kubectl's record of the upstream object, and kcp's per-target control annotations,
+// which steer the syncers upstream and mean nothing downstream, whichever target they name.
+func isStrippedAnnotation(k string) bool {
+	switch {
+	case k == kcp.ClusterAnnotation, k == kcp.LastAppliedAnnotation:
+		return true
+	case strings.HasPrefix(k, kcp.StatusAnnotationPrefix),
+		strings.HasPrefix(k, kcp.SpecDiffAnnotationPrefix),
+		strings.HasPrefix(k, kcp.DeletionAnnotationPrefix),
+		strings.HasPrefix(k, kcp.FinalizersAnnotationPrefix):
+		return true
+	}
+	return false
 }
 
 // stripMetadata removes server-owned metadata and .status, and replaces every state label by
@@ -37,7 +42,7 @@ func stripMetadata(req *Request, obj *unstructured.Unstructured) error {
 	if err != nil {
 		return err
 	}
-	for _, f := range strippedMetadata {
+	for f := range strings.FieldsSeq(strippedMetadata) {
 		delete(md, f)
 	}
 	// generateName has done its job once the object is named; downstream it would be noise.
@@ -55,15 +60,9 @@ func stripMetadata(req *Request, obj *unstructured.Unstructured) error {
 	labels[kcp.DownstreamClusterLabel] = req.SyncTargetKey
 
 	if annotations, ok := md["annotations"].(map[string]any); ok {
-		for _, k := range strippedAnnotations {
-			delete(annotations, k)
-		}
 		for k := range annotations {
-			for _, p := range strippedAnnotationPrefixes {
-				if strings.HasPrefix(k, p) {
-					delete(annotations, k)
-					break
-				}
+			if isStrippedAnnotation(k) {
+				delete(annotations, k)
 			}
 		}
 		if len(annotations) == 0 {

@@ -9,8 +9,6 @@ import (
 	"github.com/tmc-syncer/syncer/modules/transformation/kcp"
 )
 
-var namespaceKind = schema.GroupKind{Kind: "Namespace"}
-
 // stateOf returns the upstream state label of this sync target and whether it is set.
 func stateOf(req *Request) (string, bool) {
 	return label(req.Upstream.Object, kcp.StateLabel(req.SyncTargetKey))
@@ -22,7 +20,7 @@ func (p *Pipeline) selectDown(req *Request, obj *unstructured.Unstructured) erro
 	if err := checkShape(obj); err != nil {
 		return err
 	}
-	if req.GroupKind == namespaceKind {
+	if req.GroupKind == (schema.GroupKind{Kind: "Namespace"}) {
 		// Downstream namespaces are derived from locators (package namespace), never copied.
 		return Skip("namespaces are mapped by locator, not synced")
 	}

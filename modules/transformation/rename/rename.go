@@ -23,21 +23,16 @@ const (
 	DownstreamDefaultTokenPrefix = "kcp-default-token-"
 )
 
-var (
-	configMapKind = schema.GroupKind{Kind: "ConfigMap"}
-	secretKind    = schema.GroupKind{Kind: "Secret"}
-)
-
 // DownstreamName returns the downstream name of an upstream object of kind gk named name.
 // Only core ConfigMaps and Secrets are ever renamed; a custom kind that happens to be called
 // "Secret" keeps its name.
 func DownstreamName(gk schema.GroupKind, name string) string {
 	switch gk {
-	case configMapKind:
+	case schema.GroupKind{Kind: "ConfigMap"}:
 		if name == RootCAConfigMap {
 			return DownstreamRootCAConfigMap
 		}
-	case secretKind:
+	case schema.GroupKind{Kind: "Secret"}:
 		if strings.HasPrefix(name, DefaultTokenPrefix) {
 			return "kcp-" + name
 		}
@@ -50,11 +45,11 @@ func DownstreamName(gk schema.GroupKind, name string) string {
 // ownership annotations, which record the upstream name exactly.
 func UpstreamName(gk schema.GroupKind, name string) string {
 	switch gk {
-	case configMapKind:
+	case schema.GroupKind{Kind: "ConfigMap"}:
 		if name == DownstreamRootCAConfigMap {
 			return RootCAConfigMap
 		}
-	case secretKind:
+	case schema.GroupKind{Kind: "Secret"}:
 		if strings.HasPrefix(name, DownstreamDefaultTokenPrefix) {
 			return strings.TrimPrefix(name, "kcp-")
 		}
@@ -63,7 +58,7 @@ func UpstreamName(gk schema.GroupKind, name string) string {
 }
 
 // ConfigMap maps an upstream ConfigMap name as referenced from a pod spec.
-func ConfigMap(name string) string { return DownstreamName(configMapKind, name) }
+func ConfigMap(name string) string { return DownstreamName(schema.GroupKind{Kind: "ConfigMap"}, name) }
 
 // Secret maps an upstream Secret name as referenced from a pod spec.
-func Secret(name string) string { return DownstreamName(secretKind, name) }
+func Secret(name string) string { return DownstreamName(schema.GroupKind{Kind: "Secret"}, name) }
