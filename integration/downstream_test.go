@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
 	"github.com/tmc-syncer/syncer/modules/downstream"
@@ -522,11 +523,16 @@ func TestDownstreamIgnoreFieldsLeftToThePhysicalCluster(t *testing.T) {
 	h.waitDown(deploymentsGVR, ns, "web", replicas(2), "created with the upstream replicas")
 
 	// A local HPA scales the downstream Deployment.
-	scale, err := h.env.Physical.Kube(t).AppsV1().Deployments(h.downstreamNamespace(ns)).GetScale(context.Background(), "web", metav1.GetOptions{})
-	require.NoError(t, err)
-	scale.Spec.Replicas = 5
-	_, err = h.env.Physical.Kube(t).AppsV1().Deployments(h.downstreamNamespace(ns)).UpdateScale(context.Background(), "web", scale, metav1.UpdateOptions{FieldManager: "hpa"})
-	require.NoError(t, err)
+	deployments := h.env.Physical.Kube(t).AppsV1().Deployments(h.downstreamNamespace(ns))
+	require.NoError(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		scale, err := deployments.GetScale(context.Background(), "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		scale.Spec.Replicas = 5
+		_, err = deployments.UpdateScale(context.Background(), "web", scale, metav1.UpdateOptions{FieldManager: "hpa"})
+		return err
+	}), "scale the downstream Deployment as an HPA would")
 
 	h.patchUp(deploymentsGVR, ns, "web", map[string]any{"spec": map[string]any{"replicas": 3, "template": map[string]any{"spec": map[string]any{
 		"containers": []any{map[string]any{"name": "web", "image": "nginx:2"}}}}}})
@@ -592,7 +598,7 @@ func TestDownstreamNamespaceLifecycle(t *testing.T) {
 	h.createUp(configMapsGVR, h.configMap(ns, "first", map[string]any{"v": "1"}, nil))
 	h.waitDown(configMapsGVR, ns, "first", nil, "synced")
 	require.NoError(t, h.up.Resource(configMapsGVR).Namespace(ns).Delete(context.Background(), "first", metav1.DeleteOptions{}))
-	require.NoError(t, kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}))
+	require.NoError(t, h.upKube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}), "delete the upstream namespace")
 	require.Eventually(t, func() bool {
 		n, err := kube.CoreV1().Namespaces().Get(context.Background(), downNS, metav1.GetOptions{})
 		return apierrors.IsNotFound(err) || (err == nil && n.DeletionTimestamp != nil)
