@@ -551,6 +551,15 @@ func TestNonJSONValuesBecomeAnErrorNotAPanic(t *testing.T) {
 	var stageErr *StageError
 	require.ErrorAs(t, err, &stageErr)
 	assert.Equal(t, "copy", stageErr.Stage)
+	assert.Contains(t, err.Error(), "copy data: n: int is not a JSON value")
+
+	in = synced("v1", "ConfigMap", "ns", "a", nil)
+	in.Object["metadata"].(map[string]any)["finalizers"] = []any{[]string{"x"}}
+	_, err = NewPipeline().ToDownstream(testContext(), in)
+	assert.ErrorContains(t, err, "copy metadata.finalizers: [0]: []string is not a JSON value")
+
+	_, _, err = NewPipeline().StatusToUpstream(testContext(), in, in)
+	assert.ErrorContains(t, err, "[]string is not a JSON value")
 }
 
 func TestObjectRefAndDirectionRender(t *testing.T) {
