@@ -2,6 +2,8 @@ package transformation
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -446,6 +448,7 @@ func TestSpecDiffPatchesSpec(t *testing.T) {
 		{name: "not a patch", in: withPatch(`{"op":"add"}`, map[string]any{}), wantErr: "decode"},
 		{name: "unknown op", in: withPatch(`[{"op":"explode","path":"/a"}]`, map[string]any{}), wantErr: "unsupported operation"},
 		{name: "missing path", in: withPatch(`[{"op":"remove","path":"/nope"}]`, map[string]any{}), wantErr: "apply"},
+		{name: "copy bomb", in: withPatch(copyBomb(), map[string]any{"a": strings.Repeat("x", 1024)}), wantErr: "exceeding the limit 1048576"},
 		{name: "failed test", in: withPatch(`[{"op":"test","path":"/replicas","value":2}]`, map[string]any{"replicas": int64(1)}), wantErr: "apply"},
 	}
 	for _, tt := range tests {
@@ -465,6 +468,15 @@ func TestSpecDiffPatchesSpec(t *testing.T) {
 			assert.NotContains(t, out.GetAnnotations(), kcp.SpecDiffAnnotation(testKey))
 		})
 	}
+}
+
+// copyBomb returns a patch copying a 1 KiB value 2000 times: 2 MiB, over the copy limit.
+func copyBomb() string {
+	ops := make([]string, 0, 2000)
+	for i := range 2000 {
+		ops = append(ops, fmt.Sprintf(`{"op":"copy","from":"/a","path":"/c%d"}`, i))
+	}
+	return "[" + strings.Join(ops, ",") + "]"
 }
 
 func TestCallerStagesRunAfterTheDefaultsInOrder(t *testing.T) {
