@@ -29,10 +29,10 @@ test-unit: ## Unit tests of each module alone (GOWORK=off).
 
 .PHONY: test-integration
 test-integration: testbin ## End-to-end tests on real kube-apiserver + etcd (builds them first).
-	@dir=$$(hack/testbin.sh); \
-	cd integration && TMC_TESTBIN_DIR=$$dir GOWORK=off go test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(TEST_FLAGS) ./...; \
-	if pgrep -f "$$dir/" >/dev/null; then echo "test bed processes left running:"; pgrep -af "$$dir/"; exit 1; fi; \
-	echo "no test bed process left running"
+	@dir=$$(hack/testbin.sh 2>/dev/null); bed=$$(mktemp -d); \
+	rc=0; (cd integration && TMC_TESTBIN_DIR=$$dir TMC_BED_ROOT=$$bed GOWORK=off go test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(TEST_FLAGS) ./...) || rc=$$?; \
+	if pgrep -f "$$bed/" >/dev/null; then echo "test bed processes left running:"; pgrep -af "$$bed/"; exit 1; fi; \
+	rm -rf "$$bed"; echo "no test bed process left running"; exit $$rc
 
 .PHONY: testbin
 testbin: ## Build kube-apiserver, kube-controller-manager and etcd into the cache (skips what exists).

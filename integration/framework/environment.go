@@ -35,7 +35,9 @@ func Start(ctx context.Context) (_ *Environment, err error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "tmc-syncer-bed-")
+	// TMC_BED_ROOT lets a caller (the Makefile) find every process of this run by the
+	// directory on its command line, without mistaking another run's for a leak.
+	dir, err := os.MkdirTemp(os.Getenv("TMC_BED_ROOT"), "tmc-syncer-bed-")
 	if err != nil {
 		return nil, fmt.Errorf("temp dir: %w", err)
 	}

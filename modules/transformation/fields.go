@@ -1,9 +1,9 @@
 package transformation
 
 import (
+	"encoding/json"
 	"fmt"
-
-	"k8s.io/apimachinery/pkg/runtime"
+	"maps"
 )
 
 // asMap returns v as a JSON object, or nil when it is anything else. Stages walk user input
@@ -46,9 +46,8 @@ func annotation(obj map[string]any, key string) (string, bool) {
 }
 
 // copyObject deep-copies src. Going down it leaves out .status and metadata.managedFields:
-// they never reach the downstream object, and copying them is most of the pipeline's cost.
-// It panics, like runtime.DeepCopyJSONValue, on values JSON cannot hold.
-func copyObject(src map[string]any, dir Direction) map[string]any {
+// they never reach the downstream object, and copying them is wasted work.
+func copyObject(src map[string]any, dir Direction) (map[string]any, error) {
 	out := make(map[string]any, len(src))
 	for k, v := range src {
 		switch {
@@ -58,17 +57,73 @@ func copyObject(src map[string]any, dir Direction) map[string]any {
 			if md, ok := v.(map[string]any); ok {
 				copied := make(map[string]any, len(md))
 				for mk, mv := range md {
-					if mk != "managedFields" {
-						copied[mk] = runtime.DeepCopyJSONValue(mv)
+					if mk == "managedFields" {
+						continue
 					}
+					c, err := copyJSON(mv)
+					if err != nil {
+						return nil, fmt.Errorf("copy metadata.%s: %w", mk, err)
+					}
+					copied[mk] = c
 				}
 				out[k] = copied
 				continue
 			}
 		}
-		out[k] = runtime.DeepCopyJSONValue(v)
+		c, err := copyJSON(v)
+		if err != nil {
+			return nil, fmt.Errorf("copy %s: %w", k, err)
+		}
+		out[k] = c
 	}
-	return out
+	return out, nil
+}
+
+// copyJSON deep-copies a JSON value as unstructured holds it. Unlike
+// runtime.DeepCopyJSONValue it reports a non-JSON value (an int, a []string) as an error
+// naming its path instead of panicking. Scalars are immutable and shared; maps.Clone copies
+// an object's table at once, and only nested objects and arrays are then replaced.
+func copyJSON(v any) (any, error) {
+	switch x := v.(type) {
+	case map[string]any:
+		out := maps.Clone(x)
+		for k, e := range x {
+			if !isScalar(e) {
+				c, err := copyJSON(e)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", k, err)
+				}
+				out[k] = c
+			}
+		}
+		return out, nil
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			if isScalar(e) {
+				out[i] = e
+				continue
+			}
+			c, err := copyJSON(e)
+			if err != nil {
+				return nil, fmt.Errorf("[%d]: %w", i, err)
+			}
+			out[i] = c
+		}
+		return out, nil
+	}
+	if isScalar(v) {
+		return v, nil
+	}
+	return nil, fmt.Errorf("%T is not a JSON value", v)
+}
+
+func isScalar(v any) bool {
+	switch v.(type) {
+	case string, int64, float64, bool, nil, json.Number:
+		return true
+	}
+	return false
 }
 
 // metadata returns obj's metadata object, creating it when absent.

@@ -67,3 +67,34 @@ func noPanic(t *testing.T, err error) {
 		require.NotContains(t, err.Error(), "panic:", "a stage panicked")
 	}
 }
+
+// FuzzSpecDiff feeds arbitrary patches and specs to the spec-diff stage, where user text meets
+// a third-party JSON Patch implementation: a bad patch must be an error, never a panic.
+func FuzzSpecDiff(f *testing.F) {
+	f.Add(`[{"op":"replace","path":"/replicas","value":2}]`, []byte(`{"replicas":1}`))
+	f.Add(`[{"op":"move","from":"/a","path":"/a/b"}]`, []byte(`{"a":{"b":[1]}}`))
+	f.Add(`[{"op":"copy","from":"/a","path":"/b/-"},{"op":"test","path":"/b/0","value":{"x":1}}]`, []byte(`{"a":{"x":1},"b":[]}`))
+	f.Add(`[{"op":"add","path":"/a/99999999999","value":1}]`, []byte(`{"a":[]}`))
+	f.Add(`[{"op":"remove","path":"/"}]`, []byte(`{"":1}`))
+	p := NewPipeline()
+	f.Fuzz(func(t *testing.T, patch string, specJSON []byte) {
+		var spec any
+		if utiljson.Unmarshal(specJSON, &spec) != nil {
+			return
+		}
+		in := synced("apps/v1", "Deployment", "ns", "web", map[string]any{"spec": spec})
+		annotations := in.GetAnnotations()
+		if annotations == nil {
+			annotations = map[string]string{}
+		}
+		annotations["experimental.spec-diff.workload.kcp.io/"+testKey] = patch
+		in.SetAnnotations(annotations)
+
+		out, err := p.ToDownstream(testContext(), in)
+		noPanic(t, err)
+		if err == nil {
+			_, err := json.Marshal(out.Object)
+			require.NoError(t, err)
+		}
+	})
+}

@@ -288,9 +288,8 @@ func newRequest(ctx Context, dir Direction, upstream, downstream *unstructured.U
 	}
 }
 
-// run copies src and applies the stages in order. A panic (only possible on objects holding
-// non-JSON Go values, which the copy rejects, or from a caller stage) becomes a StageError so
-// one bad object cannot take the syncer down.
+// run copies src and applies the stages in order. A panic (a caller stage's, or a bug of ours)
+// becomes a StageError so that one bad object cannot take the syncer down.
 func run(req *Request, src *unstructured.Unstructured, stages []Stage) (out *unstructured.Unstructured, err error) {
 	ref := ObjectRef{GroupKind: req.GroupKind, Namespace: src.GetNamespace(), Name: src.GetName()}
 	current := "copy"
@@ -299,7 +298,11 @@ func run(req *Request, src *unstructured.Unstructured, stages []Stage) (out *uns
 			out, err = nil, &StageError{Object: ref, Stage: current, Err: fmt.Errorf("panic: %v", r)}
 		}
 	}()
-	obj := &unstructured.Unstructured{Object: copyObject(src.Object, req.Direction)}
+	copied, err := copyObject(src.Object, req.Direction)
+	if err != nil {
+		return nil, &StageError{Object: ref, Stage: current, Err: err}
+	}
+	obj := &unstructured.Unstructured{Object: copied}
 	for _, s := range stages {
 		current = s.Name()
 		if err := s.Transform(req, obj); err != nil {

@@ -2,6 +2,8 @@ package transformation
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -446,6 +448,7 @@ func TestSpecDiffPatchesSpec(t *testing.T) {
 		{name: "not a patch", in: withPatch(`{"op":"add"}`, map[string]any{}), wantErr: "decode"},
 		{name: "unknown op", in: withPatch(`[{"op":"explode","path":"/a"}]`, map[string]any{}), wantErr: "unsupported operation"},
 		{name: "missing path", in: withPatch(`[{"op":"remove","path":"/nope"}]`, map[string]any{}), wantErr: "apply"},
+		{name: "copy bomb", in: withPatch(copyBomb(), map[string]any{"a": strings.Repeat("x", 1024)}), wantErr: "exceeding the limit 1048576"},
 		{name: "failed test", in: withPatch(`[{"op":"test","path":"/replicas","value":2}]`, map[string]any{"replicas": int64(1)}), wantErr: "apply"},
 	}
 	for _, tt := range tests {
@@ -465,6 +468,15 @@ func TestSpecDiffPatchesSpec(t *testing.T) {
 			assert.NotContains(t, out.GetAnnotations(), kcp.SpecDiffAnnotation(testKey))
 		})
 	}
+}
+
+// copyBomb returns a patch copying a 1 KiB value 2000 times: 2 MiB, over the copy limit.
+func copyBomb() string {
+	ops := make([]string, 0, 2000)
+	for i := range 2000 {
+		ops = append(ops, fmt.Sprintf(`{"op":"copy","from":"/a","path":"/c%d"}`, i))
+	}
+	return "[" + strings.Join(ops, ",") + "]"
 }
 
 func TestCallerStagesRunAfterTheDefaultsInOrder(t *testing.T) {
@@ -551,6 +563,15 @@ func TestNonJSONValuesBecomeAnErrorNotAPanic(t *testing.T) {
 	var stageErr *StageError
 	require.ErrorAs(t, err, &stageErr)
 	assert.Equal(t, "copy", stageErr.Stage)
+	assert.Contains(t, err.Error(), "copy data: n: int is not a JSON value")
+
+	in = synced("v1", "ConfigMap", "ns", "a", nil)
+	in.Object["metadata"].(map[string]any)["finalizers"] = []any{[]string{"x"}}
+	_, err = NewPipeline().ToDownstream(testContext(), in)
+	require.ErrorContains(t, err, "copy metadata.finalizers: [0]: []string is not a JSON value")
+
+	_, _, err = NewPipeline().StatusToUpstream(testContext(), in, in)
+	assert.ErrorContains(t, err, "[]string is not a JSON value")
 }
 
 func TestObjectRefAndDirectionRender(t *testing.T) {

@@ -11,6 +11,9 @@ import (
 	"github.com/tmc-syncer/syncer/modules/transformation/kcp"
 )
 
+// maxSpecDiffCopyBytes bounds how much a spec-diff patch may grow spec through "copy".
+const maxSpecDiffCopyBytes = 1 << 20
+
 // specDiff applies this target's experimental.spec-diff.workload.kcp.io/<key> JSON Patch to
 // .spec; patch paths are relative to spec, as in kcp. Like kcp, an object without spec
 // ignores the annotation. A patch that does not decode or apply fails this object only.
@@ -31,7 +34,11 @@ func specDiff(req *Request, obj *unstructured.Unstructured) error {
 	if err != nil {
 		return fmt.Errorf("encode spec: %w", err)
 	}
-	patched, err := patch.Apply(doc)
+	opts := jsonpatch.NewApplyOptions()
+	// "copy" can double the document once per operation; without a bound a short annotation
+	// could exhaust the syncer's memory. Nothing bigger than etcd's request limit is storable.
+	opts.AccumulatedCopySizeLimit = maxSpecDiffCopyBytes
+	patched, err := patch.ApplyWithOptions(doc, opts)
 	if err != nil {
 		return fmt.Errorf("apply %s: %w", kcp.SpecDiffAnnotation(req.SyncTargetKey), err)
 	}

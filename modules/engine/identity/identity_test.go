@@ -109,3 +109,26 @@ func TestObjectHelpers(t *testing.T) {
 	_, ok = tg.State(&metav1.ObjectMeta{})
 	assert.False(t, ok)
 }
+
+func TestNamespaceLocatorRoundTripsInKcpFieldOrder(t *testing.T) {
+	tg := NewTarget("root:org", "kind", "st-uid")
+	js, err := tg.Locator("lc", "team-a").JSON()
+	require.NoError(t, err)
+	assert.Equal(t, `{"syncTarget":{"cluster":"root:org","name":"kind","uid":"st-uid"},"cluster":"lc","namespace":"team-a"}`, js)
+
+	noCluster, err := NewTarget("", "kind", "u").Locator("", "ns").JSON()
+	require.NoError(t, err)
+	assert.Equal(t, `{"syncTarget":{"name":"kind","uid":"u"},"namespace":"ns"}`, noCluster)
+
+	loc, ok, err := LocatorOf(&metav1.ObjectMeta{Annotations: map[string]string{NamespaceLocatorAnnotation: js}})
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, tg.Locator("lc", "team-a"), loc)
+
+	_, ok, err = LocatorOf(&metav1.ObjectMeta{})
+	assert.False(t, ok)
+	assert.NoError(t, err)
+	_, ok, err = LocatorOf(&metav1.ObjectMeta{Name: "bad", Annotations: map[string]string{NamespaceLocatorAnnotation: "{"}})
+	assert.True(t, ok)
+	assert.ErrorContains(t, err, "namespace bad")
+}
