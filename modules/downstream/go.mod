@@ -9,6 +9,7 @@ replace (
 
 require (
 	github.com/prometheus/client_golang v1.25.0
+	github.com/stretchr/testify v1.12.1
 	github.com/tmc-syncer/syncer/modules/engine v0.0.0-00010101000000-000000000000
 	github.com/tmc-syncer/syncer/modules/transformation v0.0.0-00010101000000-000000000000
 	golang.org/x/sync v0.25.0

@@ -81,7 +81,13 @@ func Hash(desired *unstructured.Unstructured, preserve []string) (string, error)
 	for _, p := range preserve {
 		fields.Remove(obj.Object, p)
 	}
-	unstructured.RemoveNestedField(obj.Object, "metadata", "annotations", HashAnnotation)
+	if anns := obj.GetAnnotations(); anns != nil {
+		delete(anns, HashAnnotation)
+		if len(anns) == 0 {
+			anns = nil
+		}
+		obj.SetAnnotations(anns)
+	}
 	b, err := json.Marshal(obj.Object)
 	if err != nil {
 		return "", fmt.Errorf("hash %s: %w", ref(desired), err)
