@@ -64,13 +64,13 @@ func TestPlanOutcomes(t *testing.T) {
 		live    *unstructured.Unstructured
 		want    Outcome
 	}{
-		"absent is created":                       {base, nil, Created},
-		"unchanged is skipped":                    {base, live, Unchanged},
-		"desired changed":                         {desired(map[string]any{"k": "v2"}), live, Updated},
-		"field we own edited":                     {base, drifted, Reverted},
-		"field only another manager set is fine":  {base, extra, Unchanged},
-		"our label removed":                       {base, labelDrift, Reverted},
-		"annotations replaced":                    {base, annDrift, Updated},
+		"absent is created":                      {base, nil, Created},
+		"unchanged is skipped":                   {base, live, Unchanged},
+		"desired changed":                        {desired(map[string]any{"k": "v2"}), live, Updated},
+		"field we own edited":                    {base, drifted, Reverted},
+		"field only another manager set is fine": {base, extra, Unchanged},
+		"our label removed":                      {base, labelDrift, Reverted},
+		"annotations replaced":                   {base, annDrift, Updated},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -230,22 +230,22 @@ func TestClassify(t *testing.T) {
 		class Class
 		after time.Duration
 	}{
-		"nil":                 {nil, Retriable, 0},
-		"conflict":            {apierrors.NewConflict(gr, "s", errors.New("x")), Retriable, 0},
-		"429 with retry":      {tooMany, Retriable, 7 * time.Second},
-		"503 with retry":      {unavailable, Retriable, 3 * time.Second},
-		"500":                 {apierrors.NewInternalError(errors.New("x")), Retriable, 0},
-		"timeout":             {apierrors.NewServerTimeout(gr, "patch", 1), Retriable, time.Second},
-		"context deadline":    {fmt.Errorf("x: %w", context.DeadlineExceeded), Retriable, 0},
-		"network":             {fmt.Errorf("x: %w", netErr{}), Retriable, 0},
-		"not found":           {apierrors.NewNotFound(gr, "s"), Retriable, 0},
-		"invalid":             {invalid, Permanent, 0},
-		"forbidden":           {apierrors.NewForbidden(gr, "s", errors.New("rbac")), Permanent, 0},
+		"nil":                   {nil, Retriable, 0},
+		"conflict":              {apierrors.NewConflict(gr, "s", errors.New("x")), Retriable, 0},
+		"429 with retry":        {tooMany, Retriable, 7 * time.Second},
+		"503 with retry":        {unavailable, Retriable, 3 * time.Second},
+		"500":                   {apierrors.NewInternalError(errors.New("x")), Retriable, 0},
+		"timeout":               {apierrors.NewServerTimeout(gr, "patch", 1), Retriable, time.Second},
+		"context deadline":      {fmt.Errorf("x: %w", context.DeadlineExceeded), Retriable, 0},
+		"network":               {fmt.Errorf("x: %w", netErr{}), Retriable, 0},
+		"not found":             {apierrors.NewNotFound(gr, "s"), Retriable, 0},
+		"invalid":               {invalid, Permanent, 0},
+		"forbidden":             {apierrors.NewForbidden(gr, "s", errors.New("rbac")), Permanent, 0},
 		"namespace terminating": {terminating, Retriable, 0},
-		"bad request":         {apierrors.NewBadRequest("x"), Permanent, 0},
-		"admission denied":    {errors.New(`admission webhook "v.example.com" denied the request: no`), Permanent, 0},
-		"immutable":           {immutable, Immutable, 0},
-		"unknown":             {errors.New("weird"), Retriable, 0},
+		"bad request":           {apierrors.NewBadRequest("x"), Permanent, 0},
+		"admission denied":      {errors.New(`admission webhook "v.example.com" denied the request: no`), Permanent, 0},
+		"immutable":             {immutable, Immutable, 0},
+		"unknown":               {errors.New("weird"), Retriable, 0},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -38,13 +38,13 @@ func TestClassify(t *testing.T) {
 		live *unstructured.Unstructured
 		want Ownership
 	}{
-		"absent":                 {nil, Absent},
-		"ours":                   {obj(ours, &upOwner, "a"), Ours},
-		"earlier upstream UID":   {obj(ours, &other, "a"), Stale},
-		"no label":               {obj(nil, &upOwner, "a"), Foreign},
-		"other target's label":   {obj(map[string]string{identity.DownstreamClusterLabel: "k2"}, &upOwner, "a"), Foreign},
-		"no ownership":           {obj(ours, nil, "a"), Foreign},
-		"another upstream name":  {obj(ours, &renamed, "a"), Foreign},
+		"absent":                {nil, Absent},
+		"ours":                  {obj(ours, &upOwner, "a"), Ours},
+		"earlier upstream UID":  {obj(ours, &other, "a"), Stale},
+		"no label":              {obj(nil, &upOwner, "a"), Foreign},
+		"other target's label":  {obj(map[string]string{identity.DownstreamClusterLabel: "k2"}, &upOwner, "a"), Foreign},
+		"no ownership":          {obj(ours, nil, "a"), Foreign},
+		"another upstream name": {obj(ours, &renamed, "a"), Foreign},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -64,14 +64,14 @@ func TestDecide(t *testing.T) {
 		write    bool
 		conflict string
 	}{
-		"absent writes":              {Abort, Absent, nil, true, ""},
-		"ours writes":                {Abort, Ours, desired, true, ""},
-		"stale writes":               {Abort, Stale, desired, true, ""},
-		"abort foreign":              {Abort, Foreign, diff, false, "sync target k2"},
-		"abort unlabelled":           {Abort, Foreign, same, false, "not synced by any sync target"},
-		"adopt same content":         {Adopt, Foreign, same, true, ""},
-		"adopt different content":    {Adopt, Foreign, diff, false, "content differs"},
-		"overwrite different":        {Overwrite, Foreign, diff, true, ""},
+		"absent writes":           {Abort, Absent, nil, true, ""},
+		"ours writes":             {Abort, Ours, desired, true, ""},
+		"stale writes":            {Abort, Stale, desired, true, ""},
+		"abort foreign":           {Abort, Foreign, diff, false, "sync target k2"},
+		"abort unlabelled":        {Abort, Foreign, same, false, "not synced by any sync target"},
+		"adopt same content":      {Adopt, Foreign, same, true, ""},
+		"adopt different content": {Adopt, Foreign, diff, false, "content differs"},
+		"overwrite different":     {Overwrite, Foreign, diff, true, ""},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {

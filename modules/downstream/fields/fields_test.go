@@ -99,8 +99,8 @@ func TestContains(t *testing.T) {
 func TestContentContainsIgnoresMetadataAndStatus(t *testing.T) {
 	desired := map[string]any{
 		"apiVersion": "v1", "kind": "ConfigMap",
-		"metadata": map[string]any{"name": "a", "labels": map[string]any{"x": "y"}},
-		"data":     map[string]any{"k": "v"},
+		"metadata":   map[string]any{"name": "a", "labels": map[string]any{"x": "y"}},
+		"data":       map[string]any{"k": "v"},
 		"binaryData": map[string]any{},
 	}
 	live := map[string]any{"metadata": map[string]any{"name": "a"}, "data": map[string]any{"k": "v"}, "status": "whatever"}

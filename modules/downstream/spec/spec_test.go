@@ -135,8 +135,8 @@ func newFixture(t *testing.T, upObjs ...*unstructured.Unstructured) *fixture {
 	f.downAPI = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds)
 	f.ctl = NewController(Config{
 		Target: target, Transform: f.tctx,
-		Pipeline:  transformation.NewPipeline(transformation.WithStage(StripControlAnnotations())),
-		Resources: []Resource{{GVR: cmGVR, Upstream: f.upStore, Downstream: f.down}},
+		Pipeline:       transformation.NewPipeline(transformation.WithStage(StripControlAnnotations())),
+		Resources:      []Resource{{GVR: cmGVR, Upstream: f.upStore, Downstream: f.down}},
 		UpstreamClient: f.up, DownstreamClient: f.downAPI, Writer: f.writer, Namespaces: f.ns,
 		Recorder: f.recorder, Metrics: f.metrics, PermanentRetryDelay: time.Minute,
 	})
@@ -259,10 +259,10 @@ func TestForeignObjectConflicts(t *testing.T) {
 		liveData  string
 		wantApply bool
 	}{
-		"abort by default":     {"", "v", false},
-		"adopt equal content":  {"Adopt", "v", true},
-		"adopt different":      {"Adopt", "theirs", false},
-		"overwrite":            {"Overwrite", "theirs", true},
+		"abort by default":    {"", "v", false},
+		"adopt equal content": {"Adopt", "v", true},
+		"adopt different":     {"Adopt", "theirs", false},
+		"overwrite":           {"Overwrite", "theirs", true},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -431,8 +431,10 @@ func TestRemovePaths(t *testing.T) {
 		wantProp      metav1.DeletionPropagation
 	}{
 		"state pending deletes downstream": {
-			mutate:      []func(*fixture, *unstructured.Unstructured){func(f *fixture, u *unstructured.Unstructured) { u.SetLabels(map[string]string{f.target.StateLabel(): ""}) }},
-			downstream:  true, wantDeletes: 1, wantFinalizer: true, wantProp: metav1.DeletePropagationBackground,
+			mutate: []func(*fixture, *unstructured.Unstructured){func(f *fixture, u *unstructured.Unstructured) {
+				u.SetLabels(map[string]string{f.target.StateLabel(): ""})
+			}},
+			downstream: true, wantDeletes: 1, wantFinalizer: true, wantProp: metav1.DeletePropagationBackground,
 		},
 		"deletion annotation with foreground propagation": {
 			mutate: []func(*fixture, *unstructured.Unstructured){func(f *fixture, u *unstructured.Unstructured) {
@@ -450,11 +452,13 @@ func TestRemovePaths(t *testing.T) {
 			downstream: true, wantDeletes: 0, wantFinalizer: true,
 		},
 		"downstream being deleted waits": {
-			mutate:      []func(*fixture, *unstructured.Unstructured){func(f *fixture, u *unstructured.Unstructured) { u.SetLabels(nil) }},
-			downstream:  true, terminating: true, wantDeletes: 0, wantFinalizer: true,
+			mutate:     []func(*fixture, *unstructured.Unstructured){func(f *fixture, u *unstructured.Unstructured) { u.SetLabels(nil) }},
+			downstream: true, terminating: true, wantDeletes: 0, wantFinalizer: true,
 		},
 		"downstream gone releases the finalizer": {
-			mutate:     []func(*fixture, *unstructured.Unstructured){func(f *fixture, u *unstructured.Unstructured) { u.SetLabels(map[string]string{f.target.StateLabel(): "Upsync"}) }},
+			mutate: []func(*fixture, *unstructured.Unstructured){func(f *fixture, u *unstructured.Unstructured) {
+				u.SetLabels(map[string]string{f.target.StateLabel(): "Upsync"})
+			}},
 			downstream: false, wantDeletes: 0, wantFinalizer: false,
 		},
 	}
