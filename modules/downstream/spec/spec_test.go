@@ -384,7 +384,7 @@ func TestRetriableErrorsUseBackoffOrRetryAfter(t *testing.T) {
 	f.writer.applyErr = apierrors.NewInternalError(errors.New("boom"))
 	err = f.ctl.Reconcile(context.Background(), key("web"))
 	require.Error(t, err)
-	assert.False(t, errors.As(err, &ra), "plain backoff")
+	assert.NotErrorAs(t, err, &ra, "plain backoff")
 	assert.Empty(t, f.events(), "retriable errors are not reported upstream")
 }
 
@@ -410,7 +410,7 @@ func TestTransformAndNamespaceErrors(t *testing.T) {
 	f.ns.err = errors.New("apiserver down")
 	err = f.ctl.Reconcile(context.Background(), key("web"))
 	require.ErrorContains(t, err, "apiserver down")
-	assert.False(t, errors.As(err, &ra))
+	assert.NotErrorAs(t, err, &ra)
 
 	bad := f.cm("web", withFinalizer(f), withAnnotation(conflict.PolicyAnnotation, "Steal"))
 	f = newFixture(t, bad)
