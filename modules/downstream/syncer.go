@@ -108,6 +108,11 @@ func New(clients Clients, target identity.Target, resources []schema.GroupVersio
 	if err != nil {
 		return nil, fmt.Errorf("downstream syncer: %w", err)
 	}
+	switch opts.DeletionPropagation {
+	case "", metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan:
+	default:
+		return nil, fmt.Errorf("downstream syncer: unknown deletion propagation %q", opts.DeletionPropagation)
+	}
 	if opts.Workers <= 0 {
 		opts.Workers = DefaultWorkers
 	}

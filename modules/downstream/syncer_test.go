@@ -41,10 +41,11 @@ func TestNewValidatesItsInput(t *testing.T) {
 		res     []schema.GroupVersionResource
 		opts    Options
 	}{
-		"no clients":   {Clients{}, target, res, Options{}},
-		"no target":    {Clients{Upstream: c, Downstream: c}, identity.Target{}, res, Options{}},
-		"no resources": {Clients{Upstream: c, Downstream: c}, target, nil, Options{}},
-		"bad policy":   {Clients{Upstream: c, Downstream: c}, target, res, Options{ConflictPolicy: "Steal"}},
+		"no clients":      {Clients{}, target, res, Options{}},
+		"no target":       {Clients{Upstream: c, Downstream: c}, identity.Target{}, res, Options{}},
+		"no resources":    {Clients{Upstream: c, Downstream: c}, target, nil, Options{}},
+		"bad policy":      {Clients{Upstream: c, Downstream: c}, target, res, Options{ConflictPolicy: "Steal"}},
+		"bad propagation": {Clients{Upstream: c, Downstream: c}, target, res, Options{DeletionPropagation: "Later"}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
