@@ -141,7 +141,7 @@ func (h *syncerHarness) start(resources ...schema.GroupVersionResource) {
 			cancel()
 			select {
 			case err := <-done:
-				assert.NoError(h.t, err, "syncer Run")
+				require.NoError(h.t, err, "syncer Run")
 			case <-time.After(time.Minute):
 				h.t.Error("syncer did not stop within a minute")
 			}
@@ -633,7 +633,9 @@ func TestDownstreamBenchmark1000ConfigMaps(t *testing.T) {
 	h.up = up
 	downCfg := unlimited(h.env.Physical.Config)
 	syncerCfg := rest.CopyConfig(downCfg)
-	syncerCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{next: rt, counter: h.downRequests} })
+	syncerCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return countingTransport{next: rt, counter: h.downRequests}
+	})
 	down, err := dynamic.NewForConfig(syncerCfg)
 	require.NoError(t, err)
 	h.down = down
