@@ -137,16 +137,16 @@ func TestRunFailsWithoutSyncTarget(t *testing.T) {
 	f := newFixture(t, unstr("v1", "ConfigMap", "x", "unrelated", nil))
 	e, err := New(config(), f.up, f.down)
 	require.NoError(t, err)
-	assert.ErrorContains(t, e.Run(context.Background()), "get sync target root:org|kind")
+	require.ErrorContains(t, e.Run(context.Background()), "get sync target root:org|kind")
 }
 
 func TestNewValidatesConfig(t *testing.T) {
 	_, err := New(Config{SyncTargetUID: "u"}, ClusterClients{}, ClusterClients{})
-	assert.ErrorContains(t, err, "name is required")
+	require.ErrorContains(t, err, "name is required")
 	_, err = New(Config{SyncTargetName: "n"}, ClusterClients{}, ClusterClients{})
-	assert.ErrorContains(t, err, "UID is required")
+	require.ErrorContains(t, err, "UID is required")
 	_, err = New(Config{SyncTargetName: "n", SyncTargetUID: "u", Resources: []string{"pods/log"}}, ClusterClients{}, ClusterClients{})
-	assert.ErrorContains(t, err, "--resources")
+	require.ErrorContains(t, err, "--resources")
 }
 
 func TestEngineDeliversOwnObjectsAndFollowsSyncedResources(t *testing.T) {
@@ -180,8 +180,8 @@ func TestEngineDeliversOwnObjectsAndFollowsSyncedResources(t *testing.T) {
 		t.Fatal("engine not ready")
 	}
 	_, err = e.Register(&recordingController{}, Watch{Side: informers.Upstream})
-	assert.Error(t, err, "registering after Run fails")
-	assert.Error(t, e.Run(ctx), "Run twice fails")
+	require.Error(t, err, "registering after Run fails")
+	require.Error(t, e.Run(ctx), "Run twice fails")
 
 	wantKey := queue.Key{Direction: queue.Down, GVR: configmaps, Cluster: cluster, Namespace: "ns", Name: "mine"}
 	require.Eventually(t, func() bool { return len(rec.seen()) > 0 }, 5*time.Second, 5*time.Millisecond)
