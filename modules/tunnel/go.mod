@@ -2,6 +2,4 @@ module github.com/tmc-syncer/syncer/modules/tunnel
 
 go 1.26.0
 
-replace (
-	github.com/tmc-syncer/syncer/modules/engine => ../engine
-)
+replace github.com/tmc-syncer/syncer/modules/engine => ../engine
