@@ -134,7 +134,7 @@ func startEngine(t *testing.T, cfg engine.Config, ctrls ...queue.Controller) (*r
 			cancel()
 			select {
 			case err := <-re.done:
-				assert.NoError(t, err, "engine Run")
+				require.NoError(t, err, "engine Run")
 			case <-time.After(60 * time.Second):
 				t.Error("engine did not stop within 60s")
 			}
