@@ -49,7 +49,7 @@ func (e *Engine) reconcileResourceSet(ctx context.Context) error {
 
 	var want []informers.ID
 	for _, gvr := range set.GVRs() {
-		want = append(want, informers.ID{Side: informers.Upstream, GVR: gvr}, informers.ID{Side: informers.Downstream, GVR: gvr})
+		want = append(want, e.setID(informers.Upstream, gvr), e.setID(informers.Downstream, gvr))
 	}
 	e.mu.Lock()
 	e.set = set
