@@ -143,10 +143,10 @@ type Stats struct {
 	streamsOpen  [2]atomic.Int64
 	streamsTotal [2]atomic.Int64
 
-	mu            sync.Mutex
-	failures      map[Reason]int64
-	disconnects   map[Reason]int64
-	stateHistory  []State
+	mu           sync.Mutex
+	failures     map[Reason]int64
+	disconnects  map[Reason]int64
+	stateHistory []State
 }
 
 var _ Observer = (*Stats)(nil)

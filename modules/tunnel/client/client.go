@@ -51,7 +51,8 @@ type Breaker struct {
 	// FailureThreshold consecutive failed attempts open the breaker. Default 5.
 	FailureThreshold uint32
 	// OpenTimeout is how long the breaker stays open before one half-open
-	// probe is allowed. Default 60 s.
+	// probe is allowed. Default 30 s (the backoff cap, so an open breaker
+	// never delays a reconnect much beyond what the backoff would).
 	OpenTimeout time.Duration
 }
 
@@ -79,7 +80,7 @@ type Options struct {
 	Keepalive tunnel.Keepalive
 	// Backoff configures reconnect delays (250 ms … 30 s, reset after 60 s up).
 	Backoff Backoff
-	// Breaker configures the circuit breaker (5 failures, 60 s open).
+	// Breaker configures the circuit breaker (5 failures, 30 s open).
 	Breaker Breaker
 	// HandshakeTimeout bounds one connection attempt. Default 30 s.
 	HandshakeTimeout time.Duration
@@ -139,7 +140,7 @@ func New(opts Options) (*Client, error) {
 		opts.Breaker.FailureThreshold = 5
 	}
 	if opts.Breaker.OpenTimeout <= 0 {
-		opts.Breaker.OpenTimeout = 60 * time.Second
+		opts.Breaker.OpenTimeout = 30 * time.Second
 	}
 	if opts.Handler == nil {
 		opts.Handler = http.NotFoundHandler()
