@@ -24,7 +24,7 @@ var Target = tunnel.Target{Cluster: "root:org:ws", Name: "cluster-1"}
 const (
 	// SyncerToken authenticates the syncer, which may update synctargets/tunnel.
 	SyncerToken = "syncer-token"
-	// UserToken authenticates "alice", who may read pods/log and exec in namespace "team".
+	// UserToken authenticates "alice", who may do anything in namespaces "team*".
 	UserToken = "alice-token"
 	// OtherToken authenticates "mallory", who may do nothing.
 	OtherToken = "mallory-token"
@@ -71,7 +71,7 @@ func (a *Auth) Authorize(_ context.Context, at server.Attributes) (bool, string,
 		return at.Verb == "update" && at.Resource == "synctargets" && at.Subresource == "tunnel" &&
 			at.Group == "workload.kcp.io" && at.Name == Target.Name && at.Cluster == Target.Cluster, "", nil
 	case "alice", "cert-user":
-		return at.Namespace == "team" && at.Cluster == Target.Cluster, "", nil
+		return strings.HasPrefix(at.Namespace, "team") && at.Cluster == Target.Cluster, "", nil
 	}
 	return false, "no RBAC", nil
 }
@@ -83,12 +83,12 @@ func (a *Auth) SetDenied(d bool) {
 	a.Denied = d
 }
 
-// MapNamespace maps "team" to "kcp-team" and refuses others.
+// MapNamespace maps "team*" to "kcp-team*" and refuses others and "team-gone".
 func MapNamespace(_ context.Context, t tunnel.Target, ns string) (string, error) {
 	if t != Target {
 		return "", errors.New("unknown target")
 	}
-	if strings.HasPrefix(ns, "team") {
+	if strings.HasPrefix(ns, "team") && ns != "team-gone" {
 		return "kcp-" + ns, nil
 	}
 	return "", errors.New("namespace not synced")
