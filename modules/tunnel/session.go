@@ -275,7 +275,8 @@ func (s *Session) Accept(kind StreamKind) (net.Conn, error) {
 // Listener returns a net.Listener of the streams the peer opens, for serving
 // HTTP over the tunnel. Closing it does not close the session.
 func (s *Session) Listener(kind StreamKind) net.Listener {
-	return &streamListener{s: s, kind: kind, closed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &streamListener{s: s, kind: kind, ctx: ctx, cancel: cancel}
 }
 
 func (s *Session) track(c net.Conn, kind StreamKind) net.Conn {
@@ -286,28 +287,23 @@ func (s *Session) track(c net.Conn, kind StreamKind) net.Conn {
 type streamListener struct {
 	s      *Session
 	kind   StreamKind
-	once   sync.Once
-	closed chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 func (l *streamListener) Accept() (net.Conn, error) {
-	select {
-	case <-l.closed:
-		return nil, net.ErrClosed
-	default:
-	}
-	c, err := l.s.Accept(l.kind)
+	c, err := l.s.mux.AcceptStreamWithContext(l.ctx)
 	if err != nil {
-		if errors.Is(err, yamux.ErrSessionShutdown) {
+		if l.ctx.Err() != nil || errors.Is(err, yamux.ErrSessionShutdown) {
 			return nil, net.ErrClosed
 		}
 		return nil, err
 	}
-	return c, nil
+	return l.s.track(c, l.kind), nil
 }
 
 func (l *streamListener) Close() error {
-	l.once.Do(func() { close(l.closed) })
+	l.cancel()
 	return nil
 }
 
