@@ -107,7 +107,9 @@ func benchClient(b *testing.B, upstream string) *client.Client {
 	go func() { done <- c.Run(ctx) }()
 	b.Cleanup(func() {
 		cancel()
-		<-done
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
 	})
 	return c
 }

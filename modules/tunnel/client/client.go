@@ -21,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
 	"github.com/sony/gobreaker/v2"
+	"k8s.io/client-go/rest"
 
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 )
@@ -439,6 +440,15 @@ func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Con
 			return nil, fmt.Errorf("tunnel dial %s: waiting for the tunnel: %w", addr, ctx.Err())
 		}
 	}
+}
+
+// UpstreamConfig returns a copy of cfg whose connections go through the
+// tunnel (Dial = DialContext). Host, TLS and credentials stay as they are:
+// TLS to the upstream API is end to end.
+func (c *Client) UpstreamConfig(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Dial = c.DialContext
+	return cfg
 }
 
 type logWriter struct{ log logr.Logger }

@@ -3,7 +3,7 @@ package client_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"k8s.io/client-go/rest"
 
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 	"github.com/tmc-syncer/syncer/modules/tunnel/client"
@@ -117,11 +118,15 @@ func TestUpstreamTLSStaysEndToEnd(t *testing.T) {
 	c, _ := startClient(t, client.Options{ServerURL: srv.URL, TLSConfig: pki.ClientTLS()})
 	waitConnected(t, c)
 
-	pool := x509.NewCertPool()
-	pool.AddCert(api.Certificate())
-	tr := &http.Transport{DialContext: c.DialContext, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Get(api.URL + "/version")
+	cfg := c.UpstreamConfig(&rest.Config{
+		Host:            api.URL,
+		TLSClientConfig: rest.TLSClientConfig{CAData: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: api.Certificate().Raw})},
+		Timeout:         10 * time.Second,
+	})
+	hc, err := rest.HTTPClientFor(cfg)
+	require.NoError(t, err)
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get(api.URL + "/version")
 	require.NoError(t, err)
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)

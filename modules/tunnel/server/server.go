@@ -190,7 +190,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	defer cancel()
 	s.Close()
 	err := srv.Shutdown(shutdownCtx)
-	<-errc
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
 	if err != nil {
 		return fmt.Errorf("tunnel server shutdown: %w", err)
 	}
