@@ -92,13 +92,17 @@ func download(b *testing.B, c net.Conn) {
 	}
 }
 
-func benchClient(b *testing.B, upstream string) *client.Client {
+func benchClient(b *testing.B, upstream string, withTLS bool) *client.Client {
 	b.Helper()
-	pki := tunneltest.NewPKI(b)
+	var pki *tunneltest.PKI
+	opts := client.Options{Target: tunneltest.Target, Token: client.StaticToken(tunneltest.SyncerToken)}
+	if withTLS {
+		pki = tunneltest.NewPKI(b)
+		opts.TLSConfig = pki.ClientTLS()
+	}
 	srv := tunneltest.NewServer(b, pki, upstream, nil)
-	c, err := client.New(client.Options{
-		ServerURL: srv.URL, Target: tunneltest.Target, Token: client.StaticToken(tunneltest.SyncerToken), TLSConfig: pki.ClientTLS(),
-	})
+	opts.ServerURL = srv.URL
+	c, err := client.New(opts)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -114,12 +118,18 @@ func benchClient(b *testing.B, upstream string) *client.Client {
 	return c
 }
 
-// BenchmarkBulkThroughput moves 256 MiB each way through the tunnel (TLS
-// WebSocket + yamux) and over direct loopback TCP, and reports MB/s of both
-// and the tunnel/direct ratio.
+// BenchmarkBulkThroughput moves 256 MiB each way through the tunnel
+// (WebSocket + yamux, over TLS as deployed and, to show the TLS share,
+// without) and over direct loopback TCP, and reports MB/s of both and the
+// tunnel/direct ratio.
 func BenchmarkBulkThroughput(b *testing.B) {
+	b.Run("tls", func(b *testing.B) { benchBulk(b, true) })
+	b.Run("insecure", func(b *testing.B) { benchBulk(b, false) })
+}
+
+func benchBulk(b *testing.B, withTLS bool) {
 	upstream := bulkServer(b)
-	c := benchClient(b, upstream)
+	c := benchClient(b, upstream, withTLS)
 	ctx := context.Background()
 	dialTunnel := func() net.Conn {
 		conn, err := c.DialContext(ctx, "tcp", "upstream:443")
@@ -164,7 +174,7 @@ func BenchmarkBulkThroughput(b *testing.B) {
 // p50/p99 of both and the added latency.
 func BenchmarkSmallRequestLatency(b *testing.B) {
 	upstream := bulkServer(b)
-	c := benchClient(b, upstream)
+	c := benchClient(b, upstream, true)
 	tun, err := c.DialContext(context.Background(), "tcp", "upstream:443")
 	if err != nil {
 		b.Fatal(err)
