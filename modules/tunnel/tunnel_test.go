@@ -193,7 +193,9 @@ func TestSessionStreamsBothWaysAndMeasuresPings(t *testing.T) {
 	hsrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "pong") }), ReadHeaderTimeout: time.Second}
 	served := make(chan struct{})
 	go func() { defer close(served); _ = hsrv.Serve(ln) }()
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return srv.Open(ctx, tunnel.StreamDownstream) }}
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return srv.Open(ctx, tunnel.StreamDownstream)
+	}}
 	resp, err := (&http.Client{Transport: tr}).Get("http://syncer/ping")
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
@@ -293,4 +295,3 @@ func tunneltestEventually(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-

@@ -349,7 +349,6 @@ func (c *Client) connect(ctx context.Context) (*tunnel.Session, error) {
 // attemptError is a failed attempt with its classified reason.
 type attemptError struct {
 	reason tunnel.Reason
-	status int
 	err    error
 }
 
@@ -375,7 +374,6 @@ func handshakeError(resp *http.Response, err error) error {
 	msg := strings.TrimSpace(string(body))
 	return &attemptError{
 		reason: reason,
-		status: resp.StatusCode,
 		err:    fmt.Errorf("tunnel handshake refused: %s: %s", resp.Status, msg),
 	}
 }
@@ -389,15 +387,6 @@ func classify(err error) tunnel.Reason {
 		return tunnel.ReasonBreakerOpen
 	}
 	return tunnel.ReasonHandshake
-}
-
-// HandshakeStatus returns the HTTP status of a refused handshake in err, or 0.
-func HandshakeStatus(err error) int {
-	var ae *attemptError
-	if errors.As(err, &ae) {
-		return ae.status
-	}
-	return 0
 }
 
 // DialContext opens a stream to the upstream API through the tunnel. network
