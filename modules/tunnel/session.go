@@ -388,6 +388,8 @@ func (l yamuxLogger) Print(v ...any)                 { l.log.V(4).Info(fmt.Sprin
 func (l yamuxLogger) Printf(format string, v ...any) { l.log.V(4).Info(fmt.Sprintf(format, v...)) }
 func (l yamuxLogger) Println(v ...any)               { l.log.V(4).Info(fmt.Sprint(v...)) }
 
+const pipeBuffer = 128 << 10
+
 // Pipe copies both ways between a and b, half-closing each side's write end
 // when the other side's read ends, and closes both when done.
 func Pipe(a, b net.Conn) {
@@ -395,7 +397,10 @@ func Pipe(a, b net.Conn) {
 	wg.Add(2)
 	cp := func(dst, src net.Conn) {
 		defer wg.Done()
-		_, err := io.Copy(dst, src)
+		// A larger buffer than io.Copy's 32 KiB, and no ReaderFrom/WriterTo
+		// shortcuts (they fall back to 32 KiB too): fewer syscalls per MiB.
+		buf := make([]byte, pipeBuffer)
+		_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
 		if err != nil {
 			// Broken: tear down both directions.
 			_ = a.Close()
