@@ -70,8 +70,10 @@ func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target
 		obs = NopObserver{}
 	}
 	ka = ka.withDefaults()
-	ctx, cancel := context.WithCancel(ctx)
-	nc := &countingConn{Conn: websocket.NetConn(ctx, ws, websocket.MessageBinary), target: t, obs: obs}
+	// The connection lives on an inner context so that the end of ctx leads
+	// to a graceful close (GoAway, close frame) rather than an abrupt one.
+	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	nc := &countingConn{Conn: websocket.NetConn(inner, ws, websocket.MessageBinary), target: t, obs: obs}
 	cfg := yamuxConfig(log)
 	var (
 		mux *yamux.Session
@@ -88,7 +90,7 @@ func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target
 		return nil, fmt.Errorf("start yamux session: %w", err)
 	}
 	s := &Session{target: t, ws: ws, mux: mux, obs: obs, log: log, cancel: cancel, done: make(chan struct{})}
-	go s.run(ctx, ka)
+	go s.run(ctx, inner, ka)
 	return s, nil
 }
 
@@ -104,14 +106,15 @@ func yamuxConfig(log logr.Logger) *yamux.Config {
 	return cfg
 }
 
-func (s *Session) run(ctx context.Context, ka Keepalive) {
+func (s *Session) run(ctx, inner context.Context, ka Keepalive) {
 	defer close(s.done)
 	pingDone := make(chan struct{})
 	go func() {
 		defer close(pingDone)
-		s.keepalive(ctx, ka)
+		s.keepalive(inner, ka)
 	}()
 	select {
+	case <-inner.Done(): // Close
 	case <-ctx.Done():
 		s.setReason(ReasonShutdown)
 		s.closeGracefully()
