@@ -204,7 +204,7 @@ func TestSessionStreamsBothWaysAndMeasuresPings(t *testing.T) {
 	tr.CloseIdleConnections()
 	require.NoError(t, hsrv.Close())
 	<-served
-	assert.Equal(t, ln.Addr(), ln.Addr())
+	assert.NotNil(t, ln.Addr())
 
 	// Client-opened stream piped to an echo on the server side.
 	accepted := make(chan net.Conn, 1)

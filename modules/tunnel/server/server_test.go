@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -137,25 +138,10 @@ func TestNewerConnectionReplacesTheOlderOne(t *testing.T) {
 
 func closeReason(err error) string {
 	var ce websocket.CloseError
-	if ok := asCloseError(err, &ce); ok {
+	if errors.As(err, &ce) {
 		return ce.Reason
 	}
 	return ""
-}
-
-func asCloseError(err error, ce *websocket.CloseError) bool {
-	for err != nil {
-		if c, ok := err.(websocket.CloseError); ok {
-			*ce = c
-			return true
-		}
-		u, ok := err.(interface{ Unwrap() error })
-		if !ok {
-			return false
-		}
-		err = u.Unwrap()
-	}
-	return false
 }
 
 func TestNewRequiresTLSUnlessInsecure(t *testing.T) {
