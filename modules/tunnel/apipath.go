@@ -25,8 +25,14 @@ type APIRequest struct {
 	Subresource string
 }
 
-// Pod subresources that may cross the tunnel.
-var podSubresources = map[string]bool{"log": true, "exec": true, "attach": true, "portforward": true}
+// isPodSubresource reports whether a pod subresource may cross the tunnel.
+func isPodSubresource(sub string) bool {
+	switch sub {
+	case "log", "exec", "attach", "portforward":
+		return true
+	}
+	return false
+}
 
 // ParseAPIPath parses /api/v1/namespaces/<ns>/<resource>[/<name>[/<sub>]] or
 // /apis/<group>/<version>/namespaces/<ns>/<resource>[/<name>[/<sub>]]. It
@@ -55,7 +61,7 @@ func ParseAPIPath(p string) (APIRequest, error) {
 	}
 	if len(seg) == 5 {
 		r.Subresource = seg[4]
-		if r.Group != "" || r.Resource != "pods" || !podSubresources[r.Subresource] {
+		if r.Group != "" || r.Resource != "pods" || !isPodSubresource(r.Subresource) {
 			return APIRequest{}, fmt.Errorf("subresource %s/%s is not served through the tunnel", r.Resource, r.Subresource)
 		}
 	}
@@ -117,13 +123,12 @@ func (r APIRequest) Verb(method string, query url.Values) (string, error) {
 	}
 }
 
-// credentialHeaders are request headers that carry the caller's credentials or
-// identity; they never cross the tunnel, each side authenticates on its own.
-var credentialHeaders = []string{"Authorization", "Proxy-Authorization", "Cookie"}
-
-// StripCredentials removes credential and impersonation headers from h.
+// StripCredentials removes the headers that carry the caller's credentials or
+// identity (Authorization, Proxy-Authorization, Cookie, Impersonate-*,
+// X-Remote-*) from h: they never cross the tunnel, each side authenticates on
+// its own.
 func StripCredentials(h http.Header) {
-	for _, k := range credentialHeaders {
+	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie"} {
 		h.Del(k)
 	}
 	for k := range h {
