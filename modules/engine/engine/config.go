@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,6 +12,7 @@ import (
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 	"github.com/tmc-syncer/syncer/modules/engine/resources"
 )
@@ -44,6 +46,14 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Registry, when set, receives the engine's Prometheus metrics.
 	Registry prometheus.Registerer
+	// MetadataOnly lists the sides whose resource-set informers hold only object
+	// metadata (*metav1.PartialObjectMetadata), for processes whose controllers need
+	// no spec or status from that side. By default both sides hold full objects.
+	MetadataOnly []informers.Side
+}
+
+func (c Config) metadataOnly(side informers.Side) bool {
+	return slices.Contains(c.MetadataOnly, side)
 }
 
 func (c Config) withDefaults() (Config, error) {

@@ -100,8 +100,8 @@ func (e *Engine) queueOptions() queue.Options {
 // Target returns the identity of the SyncTarget.
 func (e *Engine) Target() identity.Target { return e.target }
 
-// Informers returns the informer manager: use Informer, Lister and Get with an
-// informers.ID{Side, GVR} of the resource set to read objects.
+// Informers returns the informer manager: use Informer, Lister and Get with
+// SetInformer(side, gvr) to read objects of the resource set.
 func (e *Engine) Informers() *informers.Manager { return e.informers }
 
 // Resources returns the current resource set.
@@ -115,14 +115,24 @@ func (e *Engine) Resources() resources.Set {
 // the controllers started.
 func (e *Engine) Ready() <-chan struct{} { return e.ready }
 
+// SetInformer returns the ID of the informer the engine runs for gvr of the
+// resource set on side (metadata-only when Config.MetadataOnly lists the side).
+func (e *Engine) SetInformer(side informers.Side, gvr schema.GroupVersionResource) informers.ID {
+	return e.setID(side, gvr)
+}
+
+func (e *Engine) setID(side informers.Side, gvr schema.GroupVersionResource) informers.ID {
+	return informers.ID{Side: side, GVR: gvr, MetadataOnly: e.cfg.metadataOnly(side)}
+}
+
 // Watch subscribes a controller to the informers of one side.
 type Watch struct {
 	Side informers.Side
 	// Direction of the keys produced by the default mapping.
 	Direction queue.Direction
 	// Keys picks the informers to watch and maps their objects to keys; returning
-	// nil skips an informer. Nil means every full (not metadata-only) informer of
-	// the resource set on Side, mapped by Engine.DefaultKeys.
+	// nil skips an informer. Nil means every informer of the resource set on Side
+	// (see SetInformer), mapped by Engine.DefaultKeys.
 	Keys func(id informers.ID) queue.KeysFunc
 }
 
@@ -139,7 +149,7 @@ func (e *Engine) Register(c queue.Controller, watches ...Watch) (*queue.Runner, 
 		if keys == nil {
 			dir := w.Direction
 			keys = func(id informers.ID) queue.KeysFunc {
-				if id.MetadataOnly || id.GVR == informers.NamespacesGVR {
+				if id.MetadataOnly != e.cfg.metadataOnly(id.Side) || id.GVR == informers.NamespacesGVR {
 					return nil
 				}
 				return e.DefaultKeys(dir, id)

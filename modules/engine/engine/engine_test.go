@@ -137,16 +137,16 @@ func TestRunFailsWithoutSyncTarget(t *testing.T) {
 	f := newFixture(t, unstr("v1", "ConfigMap", "x", "unrelated", nil))
 	e, err := New(config(), f.up, f.down)
 	require.NoError(t, err)
-	assert.ErrorContains(t, e.Run(context.Background()), "get sync target root:org|kind")
+	require.ErrorContains(t, e.Run(context.Background()), "get sync target root:org|kind")
 }
 
 func TestNewValidatesConfig(t *testing.T) {
 	_, err := New(Config{SyncTargetUID: "u"}, ClusterClients{}, ClusterClients{})
-	assert.ErrorContains(t, err, "name is required")
+	require.ErrorContains(t, err, "name is required")
 	_, err = New(Config{SyncTargetName: "n"}, ClusterClients{}, ClusterClients{})
-	assert.ErrorContains(t, err, "UID is required")
+	require.ErrorContains(t, err, "UID is required")
 	_, err = New(Config{SyncTargetName: "n", SyncTargetUID: "u", Resources: []string{"pods/log"}}, ClusterClients{}, ClusterClients{})
-	assert.ErrorContains(t, err, "--resources")
+	require.ErrorContains(t, err, "--resources")
 }
 
 func TestEngineDeliversOwnObjectsAndFollowsSyncedResources(t *testing.T) {
@@ -180,8 +180,8 @@ func TestEngineDeliversOwnObjectsAndFollowsSyncedResources(t *testing.T) {
 		t.Fatal("engine not ready")
 	}
 	_, err = e.Register(&recordingController{}, Watch{Side: informers.Upstream})
-	assert.Error(t, err, "registering after Run fails")
-	assert.Error(t, e.Run(ctx), "Run twice fails")
+	require.Error(t, err, "registering after Run fails")
+	require.Error(t, e.Run(ctx), "Run twice fails")
 
 	wantKey := queue.Key{Direction: queue.Down, GVR: configmaps, Cluster: cluster, Namespace: "ns", Name: "mine"}
 	require.Eventually(t, func() bool { return len(rec.seen()) > 0 }, 5*time.Second, 5*time.Millisecond)
@@ -265,4 +265,50 @@ func TestDefaultKeysMapsDownstreamObjectsThroughTheirNamespace(t *testing.T) {
 	assert.Empty(t, keys(&metav1.ObjectMeta{Namespace: "not-ours", Name: "cm"}))
 	assert.Equal(t, []queue.Key{{Direction: queue.Up, GVR: configmaps, Cluster: cluster, Name: "cluster-scoped"}},
 		keys(&metav1.ObjectMeta{Name: "cluster-scoped"}))
+}
+
+func TestMetadataOnlySideRunsMetadataInformers(t *testing.T) {
+	f := newFixture(t, syncTarget(""))
+	cfg := config()
+	cfg.MetadataOnly = []informers.Side{informers.Upstream}
+	e, err := New(cfg, f.up, f.down)
+	require.NoError(t, err)
+	rec := &recordingController{}
+	_, err = e.Register(rec, Watch{Side: informers.Upstream, Direction: queue.Up})
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	select {
+	case <-e.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("engine not ready")
+	}
+
+	id := e.SetInformer(informers.Upstream, configmaps)
+	assert.True(t, id.MetadataOnly)
+	_, ok := e.Informers().Informer(id)
+	assert.True(t, ok, "metadata-only informer runs upstream")
+	_, ok = e.Informers().Informer(informers.ID{Side: informers.Upstream, GVR: configmaps})
+	assert.False(t, ok, "no full informer upstream")
+	assert.False(t, e.SetInformer(informers.Downstream, configmaps).MetadataOnly)
+
+	_, err = f.up.Metadata.Resource(configmaps).Namespace("ns").(metadatafake.MetadataClient).CreateFake(&metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "meta", Labels: map[string]string{e.Target().StateLabel(): "Sync"}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		for _, k := range rec.seen() {
+			if k.Name == "meta" && k.GVR == configmaps {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 5*time.Millisecond, "events of metadata-only informers reach the controller")
 }

@@ -105,7 +105,7 @@ func TestResolveAgainstBothClusters(t *testing.T) {
 	}
 	got := map[string]outcome{}
 	for _, r := range set {
-		got[r.GroupResource.String()] = outcome{r.Version, r.Reason, r.Origin}
+		got[r.String()] = outcome{r.Version, r.Reason, r.Origin}
 	}
 	assert.Equal(t, map[string]outcome{
 		"configmaps":          {"v1", "", FromConfig},
@@ -177,9 +177,9 @@ func (s stubDiscovery) ServerGroupsAndResourcesWithContext(context.Context) ([]*
 func TestResolveDiscoveryFailures(t *testing.T) {
 	ok := fakeDiscovery(coreList())
 	_, err := Resolve(context.Background(), stubDiscovery{err: errors.New("down")}, ok, Always, nil)
-	assert.ErrorContains(t, err, "discover control plane resources: down")
+	require.ErrorContains(t, err, "discover control plane resources: down")
 	_, err = Resolve(context.Background(), ok, stubDiscovery{err: errors.New("down")}, Always, nil)
-	assert.ErrorContains(t, err, "discover physical cluster resources")
+	require.ErrorContains(t, err, "discover physical cluster resources")
 
 	partial := stubDiscovery{lists: []*metav1.APIResourceList{coreList(), nil, {GroupVersion: "a/b/c"}}, err: &discovery.ErrGroupDiscoveryFailed{
 		Groups: map[schema.GroupVersion]error{{Group: "metrics.k8s.io", Version: "v1beta1"}: errors.New("503")},

@@ -35,7 +35,7 @@ func MergeStatus(existing []workloadv1alpha1.ResourceToSync, set Set) []workload
 		if r.Origin != FromConfig || len(versions) == 0 {
 			continue
 		}
-		if i, ok := index[r.GroupResource.String()]; ok {
+		if i, ok := index[r.String()]; ok {
 			out[i].State = r.State
 			out[i].Versions = slices.Clone(versions)
 			continue
