@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -14,12 +15,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -292,32 +291,56 @@ func hasStatusManager(obj *unstructured.Unstructured, manager string) bool {
 // cluster gives the downstream Deployment status; it appears upstream, written by the
 // syncer through the status subresource, and again after a scale.
 //
-// The bed's control plane runs a deployment controller too; with the same spec and no
-// scheduler in either cluster it computes the same counts, so the syncer's write stands.
+// The bed's control plane runs a deployment controller too, which writes the upstream
+// Deployment's status from its own ReplicaSets. A spec-diff gives the downstream pod
+// template an extra annotation, so the downstream ReplicaSet has another name and the
+// downstream status (its Progressing message) is told apart from the upstream
+// controller's; the syncer re-asserts the downstream status over the other writer.
 func TestUpstreamDeploymentStatusFollowsDownstream(t *testing.T) {
 	b := newUpstreamBed(t)
 	ctx := context.Background()
 	ns := b.env.KCP.CreateNamespace(t, "status")
-	up := b.upstreamObject(deploymentsGVR, ns, deployment("web", 2))
+	dep := deployment("web", 2)
+	dep.SetAnnotations(map[string]string{kcp.SpecDiffAnnotation(b.target.Key): `[{"op":"add","path":"/template/metadata/annotations","value":{"tmc.dev/side":"downstream"}}]`})
+	up := b.upstreamObject(deploymentsGVR, ns, dep)
 	down := b.syncDown(deploymentsGVR, up)
 	b.start(upstream.Options{DisableEvents: true}, deploymentsGVR)
 
-	downDeps := b.down.kube.AppsV1().Deployments(down.GetNamespace())
+	downDeps := b.down.dyn.Resource(deploymentsGVR).Namespace(down.GetNamespace())
 	upDeps := b.up.dyn.Resource(deploymentsGVR).Namespace(ns)
-	converged := func(replicas int32) func() bool {
+	var lastDown, lastUp *unstructured.Unstructured
+	converged := func(replicas int64) func() bool {
 		return func() bool {
 			d, err := downDeps.Get(ctx, "web", metav1.GetOptions{})
-			if err != nil || d.Status.Replicas != replicas || d.Status.ObservedGeneration != d.Generation {
+			if err != nil || statusField(d, "replicas") != replicas || statusField(d, "observedGeneration") != d.GetGeneration() {
 				return false
 			}
 			u, err := upDeps.Get(ctx, "web", metav1.GetOptions{})
-			return err == nil && statusField(u, "replicas") == int64(replicas) &&
-				statusField(u, "observedGeneration") == d.Status.ObservedGeneration &&
-				hasStatusManager(u, "tmc-syncer")
+			lastDown, lastUp = d, u
+			return err == nil && reflect.DeepEqual(d.Object["status"], u.Object["status"]) && hasStatusManager(u, "tmc-syncer")
 		}
 	}
-	require.Eventually(t, converged(2), 30*time.Second, 50*time.Millisecond,
-		"downstream Deployment status (2 replicas) written upstream by tmc-syncer")
+	explain := func() string {
+		if lastDown == nil || lastUp == nil {
+			return "no downstream status yet"
+		}
+		return fmt.Sprintf("downstream status %v\nupstream status %v", lastDown.Object["status"], lastUp.Object["status"])
+	}
+	if !assert.Eventually(t, converged(2), 30*time.Second, 50*time.Millisecond,
+		"downstream Deployment status (2 replicas) written upstream by tmc-syncer") {
+		t.Fatal(explain())
+	}
+	progressing := func(obj *unstructured.Unstructured) string {
+		conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, ok := c.(map[string]any); ok && m["type"] == "Progressing" {
+				msg, _ := m["message"].(string)
+				return msg
+			}
+		}
+		return ""
+	}
+	t.Logf("upstream Progressing: %q", progressing(lastUp))
 
 	// Scale: upstream first, then downstream as the downstream syncer would.
 	u, err := upDeps.Get(ctx, "web", metav1.GetOptions{})
@@ -327,8 +350,11 @@ func TestUpstreamDeploymentStatusFollowsDownstream(t *testing.T) {
 	require.NoError(t, err)
 	_, err = downDeps.Patch(ctx, "web", types.MergePatchType, []byte(`{"spec":{"replicas":3}}`), metav1.PatchOptions{})
 	require.NoError(t, err)
-	require.Eventually(t, converged(3), 30*time.Second, 50*time.Millisecond,
-		"status after the scale (3 replicas) written upstream")
+	if !assert.Eventually(t, converged(3), 30*time.Second, 50*time.Millisecond,
+		"status after the scale (3 replicas, generation 2) written upstream") {
+		t.Fatal(explain())
+	}
+	assert.Equal(t, int64(2), statusField(lastUp, "observedGeneration"))
 }
 
 // TestUpstreamMultiTargetWritesAnnotationNotStatus: an object synced to two targets gets
@@ -585,6 +611,3 @@ func TestUpstreamEventFloodIsRateLimited(t *testing.T) {
 	assert.LessOrEqual(t, float64(got), min(globalBound, objectBound)+1, "upstream receives at most what the buckets allow")
 	assert.Greater(t, dropped, float64(total/2), "the excess is dropped and counted")
 }
-
-var _ = runtime.Object(nil)
-var _ = appsv1.Deployment{}

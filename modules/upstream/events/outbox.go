@@ -125,9 +125,9 @@ func (o *outbox) Offer(key, objectID string) {
 	}
 	obj := o.objects[objectID]
 	if obj == nil {
+		o.forgetIdleLocked()
 		obj = &objectState{id: objectID, limiter: rate.NewLimiter(rate.Limit(o.limits.PerObjectQPS), o.limits.PerObjectBurst), pending: list.New()}
 		o.objects[objectID] = obj
-		o.forgetIdleLocked()
 	}
 	e := &entry{key: key, object: obj}
 	e.global = o.order.PushBack(e)

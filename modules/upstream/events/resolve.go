@@ -136,6 +136,10 @@ func (r *Resolver) ownerNamespace(owner *metav1.OwnerReference, dependentNS stri
 		return "", fmt.Errorf("owner %s %s: %w", owner.Kind, owner.Name, err)
 	}
 	m, err := r.mapper.RESTMapping(gv.WithKind(owner.Kind).GroupKind(), gv.Version)
+	if meta.IsNoMatchError(err) {
+		// lookup answers "not found" for it next.
+		return dependentNS, nil
+	}
 	if err != nil {
 		return "", fmt.Errorf("map owner kind %s: %w", gv.WithKind(owner.Kind), err)
 	}

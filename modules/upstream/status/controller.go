@@ -86,7 +86,27 @@ type Controller struct {
 	seen map[queue.Key]time.Time
 	// noStatus remembers resources without a status subresource upstream.
 	noStatus map[schema.GroupVersionResource]bool
+	// written holds the upstream resourceVersion our last write produced, to tell our own
+	// updates from another writer's.
+	written map[queue.Key]string
+	// reasserts backs off re-asserting status over another writer, per key.
+	reasserts map[queue.Key]*backoff
+	now       func() time.Time
 }
+
+// backoff is the re-assert state of one key.
+type backoff struct {
+	n    int
+	last time.Time
+}
+
+// Re-assert delays: a writer that keeps disagreeing (a controller computing status upstream)
+// is answered ever more slowly, so the two never spin.
+const (
+	reassertBase  = 10 * time.Millisecond
+	reassertMax   = time.Minute
+	reassertReset = 2 * time.Minute
+)
 
 // New returns a Controller; Run starts it.
 func New(cfg Config) (*Controller, error) {
@@ -99,7 +119,10 @@ func New(cfg Config) (*Controller, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4
 	}
-	c := &Controller{cfg: cfg, seen: map[queue.Key]time.Time{}, noStatus: map[schema.GroupVersionResource]bool{}}
+	c := &Controller{
+		cfg: cfg, seen: map[queue.Key]time.Time{}, noStatus: map[schema.GroupVersionResource]bool{},
+		written: map[queue.Key]string{}, reasserts: map[queue.Key]*backoff{}, now: time.Now,
+	}
 	c.runner = queue.NewRunner(c, cfg.Queue)
 	return c, nil
 }
@@ -206,17 +229,70 @@ func (c *Controller) upstreamHandler(gvr schema.GroupVersionResource) cache.Reso
 	return cache.ResourceEventHandlerFuncs{
 		AddFunc: enqueue,
 		UpdateFunc: func(oldObj, newObj any) {
-			// Labels decide single vs multi-target; a status change by another writer is
-			// not re-asserted here (the next downstream change does), so that two writers
-			// never ping-pong.
 			o, ok1 := asObject(oldObj)
 			n, ok2 := asObject(newObj)
-			if ok1 && ok2 && (!reflect.DeepEqual(o.GetLabels(), n.GetLabels()) || o.GetUID() != n.GetUID() ||
-				o.GetAnnotations()[c.statusAnnotation()] != n.GetAnnotations()[c.statusAnnotation()]) {
+			if !ok1 || !ok2 {
+				return
+			}
+			// Labels decide single vs multi-target.
+			if !reflect.DeepEqual(o.GetLabels(), n.GetLabels()) || o.GetUID() != n.GetUID() ||
+				o.GetAnnotations()[c.statusAnnotation()] != n.GetAnnotations()[c.statusAnnotation()] {
 				enqueue(newObj)
+				return
+			}
+			// Another writer changed status: the downstream object is the truth, re-assert
+			// it, with a growing delay so that two writers never spin.
+			ou, isU1 := oldObj.(*unstructured.Unstructured)
+			nu, isU2 := newObj.(*unstructured.Unstructured)
+			if isU1 && isU2 && !reflect.DeepEqual(ou.Object["status"], nu.Object["status"]) {
+				for _, k := range keys(n) {
+					c.reassert(k, n.GetResourceVersion())
+				}
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if m, ok := asObject(obj); ok {
+				for _, k := range keys(m) {
+					c.forget(k)
+				}
 			}
 		},
 	}
+}
+
+// reassert queues key after another writer changed its status, unless resourceVersion is
+// the one our own last write produced.
+func (c *Controller) reassert(key queue.Key, resourceVersion string) {
+	c.mu.Lock()
+	if c.written[key] == resourceVersion {
+		c.mu.Unlock()
+		return
+	}
+	now := c.now()
+	b := c.reasserts[key]
+	if b == nil || now.Sub(b.last) > reassertReset {
+		b = &backoff{}
+		c.reasserts[key] = b
+	}
+	delay := min(reassertBase<<min(b.n, 20), reassertMax)
+	b.n++
+	b.last = now
+	c.mu.Unlock()
+	c.runner.EnqueueAfter(key, delay)
+}
+
+// wrote records the resourceVersion of our write to key.
+func (c *Controller) wrote(key queue.Key, resourceVersion string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.written[key] = resourceVersion
+}
+
+func (c *Controller) forget(key queue.Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.written, key)
+	delete(c.reasserts, key)
 }
 
 func (c *Controller) statusAnnotation() string {

@@ -236,9 +236,11 @@ func (c *Controller) writeStatus(ctx context.Context, key queue.Key, up, down, d
 				return nil
 			}
 		}
-		if _, err := client.UpdateStatus(ctx, desired, metav1.UpdateOptions{FieldManager: FieldManager}); err != nil {
+		updated, err := client.UpdateStatus(ctx, desired, metav1.UpdateOptions{FieldManager: FieldManager})
+		if err != nil {
 			return err
 		}
+		c.wrote(key, updated.GetResourceVersion())
 		wrote = true
 		return nil
 	})
@@ -292,7 +294,7 @@ func (c *Controller) writeAnnotation(ctx context.Context, key queue.Key, uid typ
 	if err != nil {
 		return fmt.Errorf("encode status annotation patch of %s: %w", key, err)
 	}
-	_, err = c.resource(key).Patch(ctx, key.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
+	patched, err := c.resource(key).Patch(ctx, key.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil
@@ -303,6 +305,7 @@ func (c *Controller) writeAnnotation(ctx context.Context, key queue.Key, uid typ
 	case err != nil:
 		return fmt.Errorf("patch status annotation of %s: %w", key, err)
 	}
+	c.wrote(key, patched.GetResourceVersion())
 	c.cfg.Metrics.StatusWrite(key.GVR, writeAnnotation)
 	klog.FromContext(ctx).V(4).Info("wrote upstream status annotation", "removed", value == nil)
 	return nil
