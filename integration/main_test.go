@@ -8,5 +8,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(framework.Main(m))
+	code := framework.Main(m)
+	removeSyncerBinary()
+	os.Exit(code)
 }

@@ -2,35 +2,348 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"os"
+	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
 
 	"github.com/tmc-syncer/syncer/cmd/syncer/options"
+	"github.com/tmc-syncer/syncer/modules/downstream"
+	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
+	"github.com/tmc-syncer/syncer/modules/engine/engine"
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/tunnel"
+	tunnelclient "github.com/tmc-syncer/syncer/modules/tunnel/client"
+	"github.com/tmc-syncer/syncer/modules/upstream"
 )
 
-// runSyncer starts every component of the syncer and blocks until ctx ends or one
-// of them fails.
-func runSyncer(ctx context.Context, version string, opts *options.Options, stderr io.Writer) error {
-	upstream, err := loadConfig("from-kubeconfig", opts.FromKubeconfig, opts.FromContext)
+// shutdownGrace bounds how long components may take to drain after SIGTERM.
+const shutdownGrace = 20 * time.Second
+
+// runSyncer starts every component of the syncer under one errgroup and blocks
+// until ctx ends (exit 0 after draining) or one of them fails (that error).
+func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.Writer) error {
+	log := klog.Background().WithValues("syncTarget", opts.FromCluster+"|"+opts.SyncTargetName)
+	upCfg, err := loadConfig("from-kubeconfig", opts.FromKubeconfig, opts.FromContext)
 	if err != nil {
 		return err
 	}
-	if _, err := loadConfig("to-kubeconfig", opts.ToKubeconfig, opts.ToContext); err != nil {
+	downCfg, err := loadConfig("to-kubeconfig", opts.ToKubeconfig, opts.ToContext)
+	if err != nil {
 		return err
 	}
-	if err := checkSyncTarget(ctx, upstream, opts.SyncTargetName, opts.SyncTargetUID); err != nil {
+	clientOpts := clients.Options{QPS: opts.QPS, Burst: opts.Burst, Version: version}
+	downCfg = clients.Configure(downCfg, clientOpts)
+
+	// Bind before anything starts, so a port in use ends the process with nothing
+	// half-started.
+	healthLn, err := listen("health-bind-address", opts.HealthBindAddress)
+	if err != nil {
 		return err
 	}
-	_, _ = fmt.Fprintf(stderr, "syncer %s: SyncTarget %s checked; the sync components are not yet assembled\n", version, opts.SyncTargetName)
-	return errorf(ExitFailure, "not yet assembled: the engine, downstream and upstream modules are wired by the cmd/syncer issue")
+	metricsLn, err := listen("metrics-bind-address", opts.MetricsBindAddress)
+	if err != nil {
+		closeAll(healthLn)
+		return err
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	var tun *tunnelclient.Client
+	if opts.TunnelURL != "" {
+		if tun, err = newTunnelClient(opts, upCfg, downCfg, log); err != nil {
+			closeAll(healthLn, metricsLn)
+			return err
+		}
+		upCfg = tun.UpstreamConfig(upCfg)
+		g.Go(func() error {
+			if err := tun.Run(gctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, tunnelclient.ErrStopped) {
+				return fmt.Errorf("tunnel: %w", err)
+			}
+			return nil
+		})
+	}
+	upCfg = clients.Configure(upCfg, clientOpts)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	probes := &probes{tunnel: tun}
+	g.Go(func() error { return serve(gctx, metricsLn, metricsHandler(reg)) })
+	g.Go(func() error { return serve(gctx, healthLn, probes.handler()) })
+
+	g.Go(func() error {
+		checkCtx, cancel := context.WithTimeout(gctx, time.Minute)
+		defer cancel()
+		if err := checkSyncTarget(checkCtx, upCfg, opts.SyncTargetName, opts.SyncTargetUID); err != nil {
+			return err
+		}
+		sync := func(ctx context.Context) error { return runSync(ctx, opts, upCfg, downCfg, reg, probes, log) }
+		if opts.LeaderElect {
+			return runLeaderElected(gctx, opts, downCfg, sync, log)
+		}
+		return sync(gctx)
+	})
+
+	done := make(chan error, 1)
+	go func() { done <- g.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		select {
+		case err = <-done:
+		case <-time.After(shutdownGrace):
+			return errorf(ExitFailure, "components did not stop within %s of the shutdown signal", shutdownGrace)
+		}
+	}
+	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
+		log.Info("stopped on signal")
+		return nil
+	}
+	return classify(err)
+}
+
+// runSync runs the engine and the downstream and upstream syncers until ctx ends.
+func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Config, reg prometheus.Registerer, p *probes, log logr.Logger) error {
+	up, err := engine.ClientsFor(upCfg)
+	if err != nil {
+		return err
+	}
+	down, err := engine.ClientsFor(downCfg)
+	if err != nil {
+		return err
+	}
+	upKube, err := kubernetes.NewForConfig(upCfg)
+	if err != nil {
+		return err
+	}
+	downKube, err := kubernetes.NewForConfig(downCfg)
+	if err != nil {
+		return err
+	}
+	eng, err := engine.New(engine.Config{
+		SyncTargetName: opts.SyncTargetName,
+		SyncTargetUID:  types.UID(opts.SyncTargetUID),
+		FromCluster:    opts.FromCluster,
+		Resources:      opts.Resources,
+		Registry:       reg,
+	}, up, down)
+	if err != nil {
+		return errorf(ExitUsage, "%w", err)
+	}
+	p.setEngine(eng)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error {
+		select {
+		case <-eng.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		gvrs := eng.Resources().Accepted().GVRs()
+		target := eng.Target()
+		log.Info("resources resolved", "resources", fmt.Sprint(gvrs))
+		ds, err := downstream.New(downstream.Clients{Upstream: up.Dynamic, Downstream: down.Dynamic, UpstreamEvents: upKube},
+			target, gvrs, downstream.Options{
+				ConflictPolicy:      conflict.Policy(opts.ConflictPolicy),
+				NamespaceCleanDelay: opts.DownstreamNamespaceCleanDelay,
+				Workers:             opts.Workers,
+				FromCluster:         opts.FromCluster,
+				Registerer:          reg,
+			})
+		if err != nil {
+			return err
+		}
+		us, err := upstream.New(upstream.Config{
+			Target:      target,
+			FromCluster: opts.FromCluster,
+			Resources:   gvrs,
+			Upstream:    upstream.Clients{Dynamic: up.Dynamic, Kube: upKube},
+			Downstream:  upstream.Clients{Dynamic: down.Dynamic, Kube: downKube, Metadata: down.Metadata},
+			Informers:   eng.Informers(),
+			Registry:    reg,
+			Options:     upstream.Options{StatusWorkers: opts.Workers},
+		})
+		if err != nil {
+			return err
+		}
+		p.setSyncers(ds)
+		inner, ictx := errgroup.WithContext(gctx)
+		inner.Go(func() error { return ds.Run(ictx) })
+		inner.Go(func() error { return us.Run(ictx) })
+		return inner.Wait()
+	})
+	return g.Wait()
+}
+
+// runLeaderElected runs sync only while this replica holds the Lease in the
+// syncer's namespace downstream; losing the lease ends the process (its
+// replacement starts clean), as controllers usually do.
+func runLeaderElected(ctx context.Context, opts *options.Options, downCfg *rest.Config, sync func(context.Context) error, log logr.Logger) error {
+	kube, err := kubernetes.NewForConfig(downCfg)
+	if err != nil {
+		return err
+	}
+	id, err := os.Hostname()
+	if err != nil {
+		return fmt.Errorf("leader election identity: %w", err)
+	}
+	id = fmt.Sprintf("%s_%d", id, os.Getpid())
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.Namespace, Name: "tmc-syncer-" + identity.SyncTargetKey(opts.FromCluster, opts.SyncTargetName)},
+		Client:     kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+	}
+	var syncErr error
+	lost := errors.New("lost the leader lease")
+	leCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   opts.LeaseDuration,
+		RenewDeadline:   opts.RenewDeadline,
+		RetryPeriod:     opts.RetryPeriod,
+		ReleaseOnCancel: true,
+		Name:            "tmc-syncer",
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				log.Info("leading", "identity", id)
+				syncErr = sync(ctx)
+				cancel(syncErr)
+			},
+			OnStoppedLeading: func() {
+				if ctx.Err() == nil {
+					cancel(lost)
+				}
+			},
+			OnNewLeader: func(identity string) { log.Info("leader", "identity", identity) },
+		},
+	})
+	if err != nil {
+		return errorf(ExitUsage, "leader election: %w", err)
+	}
+	le.Run(leCtx)
+	if cause := context.Cause(leCtx); ctx.Err() == nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return syncErr
+}
+
+func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, log logr.Logger) (*tunnelclient.Client, error) {
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if opts.TunnelCAFile != "" {
+		pem, err := os.ReadFile(opts.TunnelCAFile)
+		if err != nil {
+			return nil, errorf(ExitUsage, "--tunnel-ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errorf(ExitUsage, "--tunnel-ca-file %s: no PEM certificate in it", opts.TunnelCAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	var token tunnelclient.TokenSource
+	switch {
+	case upCfg.BearerTokenFile != "":
+		token = tunnelclient.FileToken(upCfg.BearerTokenFile)
+	case upCfg.BearerToken != "":
+		token = tunnelclient.StaticToken(upCfg.BearerToken)
+	default:
+		return nil, errorf(ExitKubeconfig, "--from-kubeconfig: the tunnel needs a bearer token in the upstream kubeconfig")
+	}
+	handler, err := tunnelclient.NewDownstreamHandler(downCfg, func(string) bool { return false }, log)
+	if err != nil {
+		return nil, err
+	}
+	c, err := tunnelclient.New(tunnelclient.Options{
+		ServerURL: opts.TunnelURL,
+		Target:    tunnel.Target{Cluster: opts.FromCluster, Name: opts.SyncTargetName},
+		Token:     token,
+		TLSConfig: tlsCfg,
+		Handler:   handler,
+		Logger:    log.WithName("tunnel"),
+	})
+	if err != nil {
+		return nil, errorf(ExitUsage, "--tunnel-url: %w", err)
+	}
+	return c, nil
+}
+
+// classify maps a component's failure to its exit code.
+func classify(err error) error {
+	var mismatch *identity.UIDMismatchError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &mismatch):
+		return withCode(ExitSyncTarget, err)
+	default:
+		return withCode(ExitFailure, err)
+	}
+}
+
+func listen(flag, addr string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, errorf(ExitAddressInUse, "--%s %s: %w", flag, addr, err)
+	}
+	return ln, nil
+}
+
+func closeAll(lns ...net.Listener) {
+	for _, ln := range lns {
+		if ln != nil {
+			_ = ln.Close()
+		}
+	}
+}
+
+// serve serves h on ln until ctx ends; a nil listener (disabled) serves nothing.
+func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
+	if ln == nil {
+		return nil
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdownCtx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}
+
+func metricsHandler(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
 }
 
 // loadConfig reads a kubeconfig; an empty path means the in-cluster configuration.

@@ -1,0 +1,197 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/tmc-syncer/syncer/integration/framework"
+	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
+)
+
+// syncerBuild holds the syncer binary, built once per test process from cmd/syncer.
+var syncerBuild struct {
+	once sync.Once
+	dir  string
+	path string
+	err  error
+}
+
+func syncerBinary(t *testing.T) string {
+	t.Helper()
+	env := framework.Shared(t)
+	syncerBuild.once.Do(func() {
+		syncerBuild.dir, syncerBuild.err = os.MkdirTemp("", "tmc-syncer-bin-")
+		if syncerBuild.err != nil {
+			return
+		}
+		syncerBuild.path = filepath.Join(syncerBuild.dir, "syncer")
+		cmd := exec.Command("go", "build", "-o", syncerBuild.path, ".")
+		cmd.Dir = filepath.Join(env.Root, "cmd", "syncer")
+		cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			syncerBuild.err = fmt.Errorf("build syncer: %w\n%s", err, b)
+		}
+	})
+	require.NoError(t, syncerBuild.err)
+	return syncerBuild.path
+}
+
+// removeSyncerBinary deletes the binary built for the tests, if any.
+func removeSyncerBinary() {
+	if syncerBuild.dir != "" {
+		_ = os.RemoveAll(syncerBuild.dir)
+	}
+}
+
+// syncerProcess is the real syncer binary running against the test bed.
+type syncerProcess struct {
+	cmd    *exec.Cmd
+	output *bytes.Buffer
+	done   chan struct{}
+	err    error
+}
+
+func startSyncerBinary(t *testing.T, args ...string) *syncerProcess {
+	t.Helper()
+	bin := syncerBinary(t)
+	p := &syncerProcess{output: &bytes.Buffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	require.NoError(t, p.cmd.Start())
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("syncer output:\n%s", p.output.String())
+		}
+	})
+	return p
+}
+
+func (p *syncerProcess) exitCode(t *testing.T, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatalf("syncer did not exit within %s; output:\n%s", within, p.output.String())
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	require.NoError(t, p.err)
+	return 0
+}
+
+func createSyncTarget(t *testing.T, env *framework.Environment, name string) *unstructured.Unstructured {
+	t.Helper()
+	sts := env.KCP.Dynamic(t).Resource(workloadv1alpha1.SyncTargetsResource)
+	st, err := sts.Create(context.Background(), &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "workload.kcp.io/v1alpha1", "kind": "SyncTarget", "metadata": map[string]any{"name": name},
+	}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = sts.Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	return st
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func syncerArgs(env *framework.Environment, name string, uid string, extra ...string) []string {
+	return append([]string{
+		"--from-kubeconfig=" + env.KCP.Kubeconfig, "--to-kubeconfig=" + env.Physical.Kubeconfig,
+		"--sync-target-name=" + name, "--sync-target-uid=" + uid,
+		"--health-bind-address=127.0.0.1:0", "--metrics-bind-address=127.0.0.1:0",
+	}, extra...)
+}
+
+// TestSyncerBinarySyncsAndStopsCleanlyOnSIGTERM runs the real binary: a ConfigMap
+// labelled for its SyncTarget appears in the physical cluster, and SIGTERM ends the
+// process with exit code 0.
+func TestSyncerBinarySyncsAndStopsCleanlyOnSIGTERM(t *testing.T) {
+	env := framework.Shared(t)
+	ctx := context.Background()
+	st := createSyncTarget(t, env, "binary")
+	target := identity.NewTarget("root", "binary", st.GetUID())
+	health := freeAddr(t)
+	p := startSyncerBinary(t, append(syncerArgs(env, "binary", string(st.GetUID())), "--health-bind-address="+health)...)
+
+	ns := env.KCP.CreateNamespace(t, "binary")
+	_, err := env.KCP.Kube(t).CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "app-config", Labels: map[string]string{target.StateLabel(): "Sync"}},
+		Data:       map[string]string{"greeting": "hello"},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+
+	downNS, err := namespace.DownstreamName(namespace.Locator{
+		SyncTarget: namespace.SyncTarget{Cluster: "root", Name: "binary", UID: string(st.GetUID())},
+		Cluster:    "root", Namespace: ns,
+	})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		cm, err := env.Physical.Kube(t).CoreV1().ConfigMaps(downNS).Get(ctx, "app-config", metav1.GetOptions{})
+		return err == nil && cm.Data["greeting"] == "hello"
+	}, 60*time.Second, 100*time.Millisecond, "the ConfigMap reaches %s downstream; syncer output:\n%s", downNS, p.output)
+
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	assert.Equal(t, 0, p.exitCode(t, 30*time.Second), "SIGTERM drains and exits 0; output:\n%s", p.output)
+}
+
+// TestSyncerBinaryBadInputExitCodes checks that each bad input ends the process at
+// once with one clear line and its own exit code.
+func TestSyncerBinaryBadInputExitCodes(t *testing.T) {
+	env := framework.Shared(t)
+	st := createSyncTarget(t, env, "badinput")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer busy.Close()
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"SyncTarget not found", syncerArgs(env, "does-not-exist", ""), 5, `SyncTarget "does-not-exist" not found`},
+		{"UID mismatch", syncerArgs(env, "badinput", "0000-wrong"), 5, "but --sync-target-uid is 0000-wrong"},
+		{"port in use", syncerArgs(env, "badinput", string(st.GetUID()), "--metrics-bind-address="+busy.Addr().String()), 7, "--metrics-bind-address"},
+		{"missing kubeconfig", []string{"--from-kubeconfig=/nonexistent", "--sync-target-name=x"}, 4, "--from-kubeconfig /nonexistent"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := startSyncerBinary(t, tt.args...)
+			code := p.exitCode(t, 60*time.Second)
+			assert.Equal(t, tt.code, code, p.output.String())
+			assert.Contains(t, p.output.String(), tt.want)
+			assert.NotContains(t, p.output.String(), "goroutine ", "no stack trace")
+		})
+	}
+	_, err = env.KCP.Dynamic(t).Resource(workloadv1alpha1.SyncTargetsResource).Get(context.Background(), "badinput", metav1.GetOptions{})
+	assert.False(t, apierrors.IsNotFound(err))
+}
