@@ -30,10 +30,9 @@ func (p *probes) readiness() map[string]string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	checks := map[string]string{}
-	switch {
-	case p.engine == nil:
+	if p.engine == nil {
 		checks["engine"] = "not started (waiting for the SyncTarget or the leader lease)"
-	default:
+	} else {
 		select {
 		case <-p.engine.Ready():
 			checks["informers-synced"] = ""
