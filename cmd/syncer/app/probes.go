@@ -25,6 +25,19 @@ func (p *probes) setEngine(e *engine.Engine) { p.mu.Lock(); p.engine = e; p.mu.U
 
 func (p *probes) setSyncers(s *downstream.Syncer) { p.mu.Lock(); p.syncers = s; p.mu.Unlock() }
 
+// managedNamespace reports whether a downstream namespace is one this syncer
+// created (it carries our locator); the tunnel serves pod requests only there.
+func (p *probes) managedNamespace(ns string) bool {
+	p.mu.Lock()
+	eng := p.engine
+	p.mu.Unlock()
+	if eng == nil {
+		return false
+	}
+	_, _, ok, err := eng.Informers().UpstreamNamespace(ns)
+	return ok && err == nil
+}
+
 // readiness runs the named checks; an empty string means the check passed.
 func (p *probes) readiness() map[string]string {
 	p.mu.Lock()

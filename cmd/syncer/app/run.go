@@ -71,9 +71,10 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	probes := &probes{}
 	var tun *tunnelclient.Client
 	if opts.TunnelURL != "" {
-		if tun, err = newTunnelClient(opts, upCfg, downCfg, log); err != nil {
+		if tun, err = newTunnelClient(opts, upCfg, downCfg, probes.managedNamespace, log); err != nil {
 			closeAll(healthLn, metricsLn)
 			return err
 		}
@@ -89,7 +90,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	probes := &probes{tunnel: tun}
+	probes.tunnel = tun
 	g.Go(func() error { return serve(gctx, metricsLn, metricsHandler(reg)) })
 	g.Go(func() error { return serve(gctx, healthLn, probes.handler()) })
 
@@ -250,7 +251,7 @@ func runLeaderElected(ctx context.Context, opts *options.Options, downCfg *rest.
 	return syncErr
 }
 
-func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, log logr.Logger) (*tunnelclient.Client, error) {
+func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed tunnelclient.ManagedNamespace, log logr.Logger) (*tunnelclient.Client, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if opts.TunnelCAFile != "" {
 		pem, err := os.ReadFile(opts.TunnelCAFile)
@@ -272,7 +273,7 @@ func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, log log
 	default:
 		return nil, errorf(ExitKubeconfig, "--from-kubeconfig: the tunnel needs a bearer token in the upstream kubeconfig")
 	}
-	handler, err := tunnelclient.NewDownstreamHandler(downCfg, func(string) bool { return false }, log)
+	handler, err := tunnelclient.NewDownstreamHandler(downCfg, managed, log)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,131 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+
+	"github.com/spf13/cobra"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
+	"github.com/tmc-syncer/syncer/modules/tunnel"
+	"github.com/tmc-syncer/syncer/modules/tunnel/server"
+)
+
+// tunnelServerOptions are the settings of `syncer tunnel-server`.
+type tunnelServerOptions struct {
+	bindAddress     string
+	certFile        string
+	keyFile         string
+	clientCAFile    string
+	insecure        bool
+	kubeconfig      string
+	context         string
+	upstreamAddress string
+	kcp             bool
+}
+
+func newTunnelServerCommand() *cobra.Command {
+	o := tunnelServerOptions{bindAddress: ":8443"}
+	cmd := &cobra.Command{
+		Use:   "tunnel-server",
+		Short: "Run the control-plane side of the tunnel that syncers dial out to",
+		Long: "tunnel-server accepts one WebSocket per syncer at /tunnel/v1/clusters/<cluster>/synctargets/<name>,\n" +
+			"connects the syncer's API streams to the control plane's API address only, and proxies\n" +
+			"users' pod logs/exec/attach/port-forward requests to the physical cluster after a SubjectAccessReview.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runTunnelServer(cmd.Context(), o) },
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&o.bindAddress, "bind-address", o.bindAddress, "listen address")
+	fs.StringVar(&o.certFile, "tls-cert-file", "", "serving certificate")
+	fs.StringVar(&o.keyFile, "tls-private-key-file", "", "serving key")
+	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "CA that signs client certificates (optional)")
+	fs.BoolVar(&o.insecure, "insecure", false, "serve plain HTTP (tests only)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the control plane, for TokenReviews and SubjectAccessReviews (empty: in-cluster)")
+	fs.StringVar(&o.context, "context", "", "context in --kubeconfig")
+	fs.StringVar(&o.upstreamAddress, "upstream-address", "", "host:port syncer streams are connected to (default: the --kubeconfig server)")
+	fs.BoolVar(&o.kcp, "kcp", false, "the control plane is kcp: review tokens in each SyncTarget's logical cluster")
+	return cmd
+}
+
+func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
+	if !o.insecure && (o.certFile == "" || o.keyFile == "") {
+		return errorf(ExitUsage, "--tls-cert-file and --tls-private-key-file are required (or --insecure for tests)")
+	}
+	cfg, err := loadConfig("kubeconfig", o.kubeconfig, o.context)
+	if err != nil {
+		return err
+	}
+	addr := o.upstreamAddress
+	if addr == "" {
+		u, err := url.Parse(cfg.Host)
+		if err != nil || u.Host == "" {
+			return errorf(ExitKubeconfig, "--kubeconfig: server %q is not a URL with a host", cfg.Host)
+		}
+		addr = u.Host
+		if u.Port() == "" {
+			addr = net.JoinHostPort(u.Hostname(), "443")
+		}
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+	}
+	clusters := server.SingleCluster(kube)
+	if o.kcp {
+		clusters = server.KCPClusters(cfg)
+	}
+	ln, err := listen("bind-address", o.bindAddress)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Options{
+		UpstreamAddress: addr,
+		Authenticator:   server.NewTokenReviewAuthenticator(clusters),
+		Authorizer:      server.NewSubjectAccessReviewAuthorizer(clusters),
+		NamespaceMapper: syncTargetNamespaces(dyn),
+		Logger:          klog.Background().WithName("tunnel-server"),
+		CertFile:        o.certFile,
+		KeyFile:         o.keyFile,
+		ClientCAFile:    o.clientCAFile,
+		Insecure:        o.insecure,
+	})
+	if err != nil {
+		_ = ln.Close()
+		return errorf(ExitUsage, "tunnel server: %w", err)
+	}
+	klog.Background().Info("tunnel server listening", "address", ln.Addr().String(), "upstream", addr)
+	if err := srv.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// syncTargetNamespaces maps an upstream namespace to its downstream namespace for a
+// SyncTarget, with the same algorithm the syncer uses (the locator needs the
+// SyncTarget's UID, read from the control plane).
+func syncTargetNamespaces(client dynamic.Interface) server.NamespaceMapper {
+	return func(ctx context.Context, t tunnel.Target, upstreamNS string) (string, error) {
+		st, err := client.Resource(workloadv1alpha1.SyncTargetsResource).Get(ctx, t.Name, metav1.GetOptions{})
+		if err != nil {
+			return "", fmt.Errorf("SyncTarget %s: %w", t.Name, err)
+		}
+		return namespace.DownstreamName(namespace.Locator{
+			SyncTarget: namespace.SyncTarget{Cluster: t.Cluster, Name: t.Name, UID: string(st.GetUID())},
+			Cluster:    t.Cluster,
+			Namespace:  upstreamNS,
+		})
+	}
+}
