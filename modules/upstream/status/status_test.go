@@ -430,7 +430,7 @@ func assertMetric(t *testing.T, reg *prometheus.Registry, name string, labels ma
 			}
 		}
 	}
-	assert.Equal(t, want, got, "metric %s%v", name, labels)
+	assert.InDelta(t, want, got, 0, "metric %s%v", name, labels)
 }
 
 var _ = types.UID("")
