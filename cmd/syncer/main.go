@@ -1,11 +1,20 @@
 package main
 
 import (
-	"fmt"
+	"context"
 	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/tmc-syncer/syncer/cmd/syncer/app"
 )
 
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
 func main() {
-	fmt.Fprintln(os.Stderr, "syncer: not yet assembled (see the cmd/syncer issue)")
-	os.Exit(1)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := app.Execute(ctx, version, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }

@@ -203,19 +203,24 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 // the timeout passes.
 func (c *Cluster) waitFor(ctx context.Context, p *process, timeout time.Duration, check func(context.Context) error) error {
 	var last error
+	var exited error
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		if done, exitErr := p.exited(); done {
-			return false, fmt.Errorf("%s exited (%v); last lines of %s:\n%s", p.name, exitErr, p.logFile, p.logTail(20))
+			exited = fmt.Errorf("%s exited (%w); last lines of %s:\n%s", p.name, exitErr, p.logFile, p.logTail(20))
+			return false, exited
 		}
 		callCtx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		last = check(callCtx)
 		return last == nil, nil
 	})
-	if err != nil && last != nil && !strings.Contains(err.Error(), p.name) {
-		return fmt.Errorf("%s not ready after %s: %w (last check: %v); log: %s", p.name, timeout, err, last, p.logFile)
+	switch {
+	case exited != nil:
+		return exited
+	case err != nil:
+		return fmt.Errorf("%s not ready after %s: %w (last check: %w); log: %s", p.name, timeout, err, last, p.logFile)
 	}
-	return err
+	return nil
 }
 
 func (c *Cluster) writeKubeconfig() error {

@@ -75,12 +75,6 @@ func (p *process) stop(grace time.Duration) {
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 }
 
-// kill stops the process group at once, as a crash would.
-func (p *process) kill() {
-	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	<-p.done
-}
-
 // alive reports whether any process of the group still exists.
 func (p *process) alive() bool {
 	err := syscall.Kill(-p.cmd.Process.Pid, 0)

@@ -568,7 +568,7 @@ func TestNonJSONValuesBecomeAnErrorNotAPanic(t *testing.T) {
 	in = synced("v1", "ConfigMap", "ns", "a", nil)
 	in.Object["metadata"].(map[string]any)["finalizers"] = []any{[]string{"x"}}
 	_, err = NewPipeline().ToDownstream(testContext(), in)
-	assert.ErrorContains(t, err, "copy metadata.finalizers: [0]: []string is not a JSON value")
+	require.ErrorContains(t, err, "copy metadata.finalizers: [0]: []string is not a JSON value")
 
 	_, _, err = NewPipeline().StatusToUpstream(testContext(), in, in)
 	assert.ErrorContains(t, err, "[]string is not a JSON value")

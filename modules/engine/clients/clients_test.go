@@ -16,7 +16,7 @@ import (
 func TestConfigureAppliesDefaultsAndDialer(t *testing.T) {
 	base := &rest.Config{Host: "https://example"}
 	cfg := Configure(base, Options{})
-	assert.Equal(t, float32(30), cfg.QPS)
+	assert.InDelta(t, 30, cfg.QPS, 0)
 	assert.Equal(t, 20, cfg.Burst)
 	assert.Equal(t, "tmc-syncer/dev", cfg.UserAgent)
 	assert.Nil(t, cfg.Dial)
@@ -26,12 +26,12 @@ func TestConfigureAppliesDefaultsAndDialer(t *testing.T) {
 	cfg = Configure(base, Options{QPS: 5, Burst: 7, Version: "v1.2.3", Dial: func(context.Context, string, string) (net.Conn, error) {
 		return nil, dialErr
 	}})
-	assert.Equal(t, float32(5), cfg.QPS)
+	assert.InDelta(t, 5, cfg.QPS, 0)
 	assert.Equal(t, 7, cfg.Burst)
 	assert.Equal(t, "tmc-syncer/v1.2.3", cfg.UserAgent)
 	require.NotNil(t, cfg.Dial)
 	_, err := cfg.Dial(context.Background(), "tcp", "x:443")
-	assert.ErrorIs(t, err, dialErr)
+	require.ErrorIs(t, err, dialErr)
 }
 
 func TestLoad(t *testing.T) {
@@ -60,5 +60,5 @@ current-context: a
 	require.NoError(t, err)
 	assert.Equal(t, "https://b.example", cfg.Host)
 	_, err = Load(path, "missing")
-	assert.ErrorContains(t, err, `context "missing"`)
+	require.ErrorContains(t, err, `context "missing"`)
 }

@@ -173,17 +173,17 @@ func TestStartErrors(t *testing.T) {
 	for name, id := range tests {
 		t.Run(name, func(t *testing.T) {
 			_, err := m.Start(ctx, id)
-			assert.Error(t, err)
+			require.Error(t, err)
 		})
 	}
 	_, _, err := m.Sync(ctx, []ID{{Side: Upstream, GVR: configmaps}})
-	assert.Error(t, err)
+	require.Error(t, err)
 	_, _, err = m.Get(ID{Side: Upstream, GVR: configmaps}, "", "", "x")
-	assert.Error(t, err)
+	require.Error(t, err)
 	_, _, err = m.DownstreamNamespace("c", "ns")
-	assert.Error(t, err)
+	require.Error(t, err)
 	_, _, _, err = m.UpstreamNamespace("ns")
-	assert.Error(t, err)
+	require.Error(t, err)
 }
 
 func TestDownstreamNamespaceLocatorIndex(t *testing.T) {
@@ -228,7 +228,7 @@ func TestDownstreamNamespaceLocatorIndex(t *testing.T) {
 	require.NoError(t, err)
 	assert.False(t, ok)
 	_, _, _, err = m.UpstreamNamespace("kcp-bad")
-	assert.Error(t, err)
+	require.Error(t, err)
 	_, _, ok, err = m.UpstreamNamespace("missing")
 	require.NoError(t, err)
 	assert.False(t, ok)

@@ -315,7 +315,7 @@ func TestKeyString(t *testing.T) {
 func TestErrorsUnwrapAndDescribe(t *testing.T) {
 	base := errors.New("base")
 	err := Permanent(base)
-	assert.ErrorIs(t, err, base)
+	require.ErrorIs(t, err, base)
 	assert.Contains(t, err.Error(), "retry in 5m0s")
 	assert.Equal(t, "requeue after 1s", RequeueAfter(time.Second, nil).Error())
 	assert.Contains(t, (&PanicError{Value: "x"}).Error(), "panicked: x")

@@ -34,7 +34,9 @@ type Resource struct {
 	schema.GroupResource
 	// Version is the version informers use on both sides; empty when Incompatible.
 	Version string
-	// Versions lists the versions served by both clusters, Version first.
+	// Versions lists the versions served by both clusters, Version first. For an
+	// Incompatible resource it lists the versions one of the clusters serves (the
+	// control plane's when it serves any), since status entries need one.
 	Versions   []string
 	Namespaced bool
 	State      workloadv1alpha1.ResourceCompatibleState
@@ -117,6 +119,12 @@ func Resolve(ctx context.Context, upstream, downstream Discoverer, configured []
 func resolveOne(gr schema.GroupResource, up, down *served) Resource {
 	r := Resource{GroupResource: gr, State: workloadv1alpha1.ResourceSchemaIncompatibleState}
 	switch {
+	case up != nil:
+		r.Versions = slices.Clone(up.versions)
+	case down != nil:
+		r.Versions = slices.Clone(down.versions)
+	}
+	switch {
 	case up == nil:
 		r.Reason = "not served by the control plane"
 		return r
@@ -133,17 +141,18 @@ func resolveOne(gr schema.GroupResource, up, down *served) Resource {
 		r.Reason = "namespaced in one cluster and cluster-scoped in the other"
 		return r
 	}
+	var common []string
 	for _, v := range up.versions {
 		if slices.Contains(down.versions, v) {
-			r.Versions = append(r.Versions, v)
+			common = append(common, v)
 		}
 	}
-	if len(r.Versions) == 0 {
+	if len(common) == 0 {
 		r.Reason = fmt.Sprintf("no common version: control plane serves %s, physical cluster serves %s",
 			strings.Join(up.versions, ","), strings.Join(down.versions, ","))
 		return r
 	}
-	r.Version, r.Namespaced, r.State = r.Versions[0], up.namespaced, workloadv1alpha1.ResourceSchemaAcceptedState
+	r.Versions, r.Version, r.Namespaced, r.State = common, common[0], up.namespaced, workloadv1alpha1.ResourceSchemaAcceptedState
 	return r
 }
 

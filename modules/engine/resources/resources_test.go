@@ -105,7 +105,7 @@ func TestResolveAgainstBothClusters(t *testing.T) {
 	}
 	got := map[string]outcome{}
 	for _, r := range set {
-		got[r.GroupResource.String()] = outcome{r.Version, r.Reason, r.Origin}
+		got[r.String()] = outcome{r.Version, r.Reason, r.Origin}
 	}
 	assert.Equal(t, map[string]outcome{
 		"configmaps":          {"v1", "", FromConfig},
@@ -138,10 +138,22 @@ func TestResolveAgainstBothClusters(t *testing.T) {
 	assert.Len(t, merged, len(set)+1, "the Pending entry from the control plane is kept")
 	assert.Equal(t, workloadv1alpha1.ResourceSchemaPendingState, byGR["bars.example.com"].State)
 	assert.Equal(t, workloadv1alpha1.ResourceSchemaIncompatibleState, byGR["widgets.example.com"].State)
-	assert.Equal(t, []string{}, byGR["widgets.example.com"].Versions)
+	assert.Equal(t, []string{"v1"}, byGR["widgets.example.com"].Versions, "incompatible entries report the control plane's versions")
+	assert.Equal(t, []string{"v1beta1"}, byGR["gadgets.example.com"].Versions, "or the physical cluster's")
+	assert.Equal(t, []string{"v2"}, byGR["crons.batch"].Versions)
 	assert.Equal(t, workloadv1alpha1.ResourceSchemaAcceptedState, byGR["deployments.apps"].State)
-	assert.Equal(t, []string{"v1beta1"}, byGR["foos.example.com"].Versions)
+	assert.Equal(t, []string{"v1"}, byGR["deployments.apps"].Versions)
+	assert.Nil(t, byGR["foos.example.com"].Versions, "entries owned by the control plane are left alone")
 	assert.Equal(t, "foos", merged[0].Resource, "existing entries keep their position")
+
+	// An Accepted entry from the control plane that this syncer cannot serve stays
+	// Accepted and is reported in the condition.
+	missing := []workloadv1alpha1.ResourceToSync{{GroupResource: metav1.GroupResource{Group: "nope.io", Resource: "ghosts"}, Versions: []string{"v1"}, State: workloadv1alpha1.ResourceSchemaAcceptedState}}
+	set2, err := Resolve(context.Background(), up, down, nil, missing)
+	require.NoError(t, err)
+	assert.Equal(t, missing, MergeStatus(missing, set2))
+	assert.Contains(t, Condition(set2).Message, "ghosts.nope.io: not served by the control plane")
+	assert.Empty(t, MergeStatus(nil, Set{{GroupResource: schema.GroupResource{Resource: "x"}, Origin: FromConfig}}), "no version, no entry")
 }
 
 func TestResolveIsStableWhenNothingChanges(t *testing.T) {
@@ -165,9 +177,9 @@ func (s stubDiscovery) ServerGroupsAndResourcesWithContext(context.Context) ([]*
 func TestResolveDiscoveryFailures(t *testing.T) {
 	ok := fakeDiscovery(coreList())
 	_, err := Resolve(context.Background(), stubDiscovery{err: errors.New("down")}, ok, Always, nil)
-	assert.ErrorContains(t, err, "discover control plane resources: down")
+	require.ErrorContains(t, err, "discover control plane resources: down")
 	_, err = Resolve(context.Background(), ok, stubDiscovery{err: errors.New("down")}, Always, nil)
-	assert.ErrorContains(t, err, "discover physical cluster resources")
+	require.ErrorContains(t, err, "discover physical cluster resources")
 
 	partial := stubDiscovery{lists: []*metav1.APIResourceList{coreList(), nil, {GroupVersion: "a/b/c"}}, err: &discovery.ErrGroupDiscoveryFailed{
 		Groups: map[schema.GroupVersion]error{{Group: "metrics.k8s.io", Version: "v1beta1"}: errors.New("503")},

@@ -11,10 +11,16 @@ import (
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 )
 
-// MergeStatus returns existing with an entry for every resource of set: entries
-// already present keep their position and identityHash and get the new state
-// and versions; new entries are appended. Entries the syncer did not resolve
-// (e.g. Pending ones from the control plane) are kept as they are.
+// MergeStatus returns existing with an entry for every configured resource of
+// set (Origin FromConfig): entries already present keep their position and
+// identityHash and get the new state and versions; new entries are appended.
+//
+// Entries the control plane owns are kept as they are: Pending ones, and
+// Accepted ones even when this syncer cannot serve them (their problem goes into
+// the ResourcesCompatible condition instead). Downgrading those to Incompatible
+// would take them out of the resource set for good, since only Accepted entries
+// are considered, so a CRD installed a moment later would never be picked up.
+// A resource neither cluster serves has no version to report and gets no entry.
 func MergeStatus(existing []workloadv1alpha1.ResourceToSync, set Set) []workloadv1alpha1.ResourceToSync {
 	out := make([]workloadv1alpha1.ResourceToSync, 0, len(existing)+len(set))
 	index := map[string]int{}
@@ -26,10 +32,10 @@ func MergeStatus(existing []workloadv1alpha1.ResourceToSync, set Set) []workload
 	}
 	for _, r := range set {
 		versions := r.Versions
-		if versions == nil {
-			versions = []string{}
+		if r.Origin != FromConfig || len(versions) == 0 {
+			continue
 		}
-		if i, ok := index[r.GroupResource.String()]; ok {
+		if i, ok := index[r.String()]; ok {
 			out[i].State = r.State
 			out[i].Versions = slices.Clone(versions)
 			continue

@@ -133,9 +133,9 @@ func TestLocatorFromAnnotations(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, ok, err := LocatorFromAnnotations(tt.annotations)
 			if tt.wantErr {
-				assert.Error(t, err)
+				require.Error(t, err)
 			} else {
-				assert.NoError(t, err)
+				require.NoError(t, err)
 			}
 			assert.Equal(t, tt.wantOK, ok)
 			assert.Equal(t, tt.want, got)

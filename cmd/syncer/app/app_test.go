@@ -1,0 +1,58 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func run(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := Execute(context.Background(), "v1.2.3", args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+func TestBadInputEndsWithOneLineAndItsExitCode(t *testing.T) {
+	dir := t.TempDir()
+	garbage := filepath.Join(dir, "garbage.kubeconfig")
+	require.NoError(t, os.WriteFile(garbage, []byte("this is not a kubeconfig"), 0o600))
+	cfg := filepath.Join(dir, "typo.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("sync-target: x\n"), 0o600))
+
+	tests := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown flag", []string{"--bogus"}, ExitUsage, "unknown flag: --bogus"},
+		{"missing required", []string{}, ExitUsage, "--sync-target-name: required; --from-kubeconfig: required"},
+		{"bad policy", []string{"--sync-target-name=a", "--from-kubeconfig=x", "--conflict-policy=x"}, ExitUsage, "--conflict-policy"},
+		{"bad URL", []string{"--sync-target-name=a", "--from-kubeconfig=x", "--tunnel-url=::"}, ExitUsage, "--tunnel-url"},
+		{"config typo", []string{"--config=" + cfg}, ExitConfig, `unknown setting "sync-target"`},
+		{"missing kubeconfig", []string{"--sync-target-name=a", "--from-kubeconfig=" + filepath.Join(dir, "none")}, ExitKubeconfig, "--from-kubeconfig"},
+		{"unreadable kubeconfig", []string{"--sync-target-name=a", "--from-kubeconfig=" + garbage}, ExitKubeconfig, "--from-kubeconfig " + garbage},
+		{"manifests without target", []string{"manifests", "--from-kubeconfig=x"}, ExitUsage, "--sync-target-name: required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := run(t, tt.args...)
+			assert.Equal(t, tt.code, code, stderr)
+			assert.Contains(t, stderr, tt.want)
+			assert.Equal(t, 1, bytes.Count([]byte(stderr), []byte("\n")), "one line: %q", stderr)
+			assert.NotContains(t, stderr, "goroutine", "no stack trace")
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	code, stdout, _ := run(t, "version")
+	assert.Equal(t, ExitOK, code)
+	assert.Equal(t, "v1.2.3\n", stdout)
+}

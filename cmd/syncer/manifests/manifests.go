@@ -1,0 +1,263 @@
+// Package manifests renders what installs a syncer into a physical cluster for one
+// SyncTarget (what `kubectl kcp workload sync` printed for kcp's syncer): Namespace,
+// ServiceAccount, least-privilege RBAC, the upstream kubeconfig Secret and a
+// Deployment with probes, resources and a restricted security context.
+package manifests
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"sort"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+// Config is what the manifests depend on.
+type Config struct {
+	SyncTargetName string
+	SyncTargetUID  string
+	// FromCluster is the logical cluster of the SyncTarget.
+	FromCluster string
+	// UpstreamKubeconfig is the kubeconfig the syncer uses upstream (stored in a Secret).
+	UpstreamKubeconfig []byte
+	// Resources are the --resources of the syncer (resource.group).
+	Resources []string
+	Image     string
+	// Namespace is the syncer's namespace; empty means a name derived from the target.
+	Namespace string
+	Replicas  int32
+	TunnelURL string
+}
+
+// Always-synced resources, as in kcp.
+var alwaysSynced = []string{"configmaps", "secrets", "serviceaccounts"}
+
+// NamespaceName is the syncer's namespace for a SyncTarget when none is given:
+// readable, unique per (cluster, name), and a valid DNS label.
+func NamespaceName(cluster, name string) string {
+	sum := sha256.Sum256([]byte(cluster + ":" + name))
+	base := "tmc-syncer-" + name
+	if len(base) > 54 {
+		base = base[:54]
+	}
+	return strings.TrimRight(base, "-") + "-" + fmt.Sprintf("%x", sum[:4])
+}
+
+// Objects returns the manifests in the order they must be applied.
+func Objects(c Config) []runtime.Object {
+	ns := c.Namespace
+	if ns == "" {
+		ns = NamespaceName(c.FromCluster, c.SyncTargetName)
+	}
+	name := "tmc-syncer"
+	labels := map[string]string{"app.kubernetes.io/name": "tmc-syncer", "syncer.tmc.dev/sync-target": c.SyncTargetName}
+	replicas := c.Replicas
+	if replicas == 0 {
+		replicas = 1
+	}
+	args := []string{
+		"--from-kubeconfig=/etc/tmc-syncer/upstream/kubeconfig",
+		"--from-cluster=" + c.FromCluster,
+		"--sync-target-name=" + c.SyncTargetName,
+		"--sync-target-uid=" + c.SyncTargetUID,
+		"--health-bind-address=:8081",
+		"--metrics-bind-address=:8080",
+	}
+	if len(c.Resources) > 0 {
+		args = append(args, "--resources="+strings.Join(c.Resources, ","))
+	}
+	if replicas > 1 {
+		args = append(args, "--leader-elect")
+	}
+	if c.TunnelURL != "" {
+		args = append(args, "--tunnel-url="+c.TunnelURL)
+	}
+	meta := func(n string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: n, Namespace: ns, Labels: labels}
+	}
+	clusterMeta := metav1.ObjectMeta{Name: "tmc-syncer:" + ns, Labels: labels}
+	probe := func(path string) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("health")}},
+			PeriodSeconds:    10,
+			FailureThreshold: 3,
+		}
+	}
+	no, yes := false, true
+	uid := int64(65532)
+	return []runtime.Object{
+		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}},
+		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(name)},
+		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta, Rules: ClusterRules(c.Resources)},
+		&rbacv1.ClusterRoleBinding{
+			TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterMeta.Name},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
+		},
+		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(name), Rules: NamespaceRules()},
+		&rbacv1.RoleBinding{
+			TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(name),
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
+		},
+		&corev1.Secret{
+			TypeMeta: typeMeta("v1", "Secret"), ObjectMeta: meta(name + "-upstream"),
+			Type: corev1.SecretTypeOpaque,
+			Data: map[string][]byte{"kubeconfig": c.UpstreamKubeconfig},
+		},
+		&appsv1.Deployment{
+			TypeMeta: typeMeta("apps/v1", "Deployment"), ObjectMeta: meta(name),
+			Spec: appsv1.DeploymentSpec{
+				Replicas: &replicas,
+				Selector: &metav1.LabelSelector{MatchLabels: labels},
+				Strategy: appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType},
+				Template: corev1.PodTemplateSpec{
+					ObjectMeta: metav1.ObjectMeta{Labels: labels},
+					Spec: corev1.PodSpec{
+						ServiceAccountName: name,
+						SecurityContext: &corev1.PodSecurityContext{
+							RunAsNonRoot: &yes, RunAsUser: &uid, RunAsGroup: &uid,
+							SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+						},
+						Containers: []corev1.Container{{
+							Name:  "syncer",
+							Image: c.Image,
+							Args:  args,
+							Env: []corev1.EnvVar{{Name: "NAMESPACE", ValueFrom: &corev1.EnvVarSource{
+								FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"},
+							}}},
+							Ports: []corev1.ContainerPort{
+								{Name: "health", ContainerPort: 8081},
+								{Name: "metrics", ContainerPort: 8080},
+							},
+							LivenessProbe:  probe("/livez"),
+							ReadinessProbe: probe("/readyz"),
+							Resources: corev1.ResourceRequirements{
+								Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+								Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")},
+							},
+							SecurityContext: &corev1.SecurityContext{
+								AllowPrivilegeEscalation: &no,
+								ReadOnlyRootFilesystem:   &yes,
+								Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+							},
+							VolumeMounts: []corev1.VolumeMount{{Name: "upstream", MountPath: "/etc/tmc-syncer/upstream", ReadOnly: true}},
+						}},
+						Volumes: []corev1.Volume{{Name: "upstream", VolumeSource: corev1.VolumeSource{
+							Secret: &corev1.SecretVolumeSource{SecretName: name + "-upstream"},
+						}}},
+					},
+				},
+			},
+		},
+	}
+}
+
+// ClusterRules is the least privilege the syncer needs cluster-wide in the physical
+// cluster: full control of the resources it syncs, namespaces it creates and deletes,
+// reading Events to forward them, and pod subresources for the tunnel.
+func ClusterRules(resources []string) []rbacv1.PolicyRule {
+	byGroup := map[string][]string{}
+	for _, r := range append(append([]string(nil), alwaysSynced...), resources...) {
+		res, group, _ := strings.Cut(r, ".")
+		byGroup[group] = appendUnique(byGroup[group], res)
+	}
+	groups := make([]string, 0, len(byGroup))
+	for g := range byGroup {
+		groups = append(groups, g)
+	}
+	sort.Strings(groups)
+	rules := []rbacv1.PolicyRule{
+		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
+		{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
+		{APIGroups: []string{""}, Resources: []string{"pods/exec", "pods/attach", "pods/portforward"}, Verbs: []string{"get", "create"}},
+	}
+	for _, g := range groups {
+		res := byGroup[g]
+		sort.Strings(res)
+		withStatus := append([]string(nil), res...)
+		for _, r := range res {
+			withStatus = append(withStatus, r+"/status")
+		}
+		rules = append(rules, rbacv1.PolicyRule{
+			APIGroups: []string{g}, Resources: withStatus,
+			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+		})
+	}
+	return rules
+}
+
+// NamespaceRules are what the syncer needs in its own namespace: the leader-election
+// Lease.
+func NamespaceRules() []rbacv1.PolicyRule {
+	return []rbacv1.PolicyRule{
+		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
+		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+	}
+}
+
+// YAML renders objects as one multi-document YAML stream.
+func YAML(objs []runtime.Object) ([]byte, error) {
+	var buf bytes.Buffer
+	for i, obj := range objs {
+		u, err := runtime.DefaultUnstructuredConverter.ToUnstructured(obj)
+		if err != nil {
+			return nil, fmt.Errorf("convert %T: %w", obj, err)
+		}
+		// Typed objects carry empty server fields; a manifest has none.
+		delete(u, "status")
+		if spec, ok := u["spec"].(map[string]any); ok && len(spec) == 0 {
+			delete(u, "spec")
+		}
+		if m, ok := u["metadata"].(map[string]any); ok {
+			delete(m, "creationTimestamp")
+		}
+		if tmpl, ok := nested(u, "spec", "template", "metadata"); ok {
+			delete(tmpl, "creationTimestamp")
+		}
+		out, err := yaml.Marshal(u)
+		if err != nil {
+			return nil, fmt.Errorf("marshal %T: %w", obj, err)
+		}
+		if i > 0 {
+			buf.WriteString("---\n")
+		}
+		buf.Write(out)
+	}
+	return buf.Bytes(), nil
+}
+
+func nested(m map[string]any, path ...string) (map[string]any, bool) {
+	for _, p := range path {
+		next, ok := m[p].(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		m = next
+	}
+	return m, true
+}
+
+func typeMeta(apiVersion, kind string) metav1.TypeMeta {
+	return metav1.TypeMeta{APIVersion: apiVersion, Kind: kind}
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}

@@ -1,0 +1,182 @@
+// Package options holds the syncer's settings: kcp's flag names plus ours, an
+// optional YAML config file with the same keys (flags win), and validation that
+// names the bad input.
+package options
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Conflict policies for downstream objects the syncer does not own.
+const (
+	ConflictAbort     = "Abort"
+	ConflictAdopt     = "Adopt"
+	ConflictOverwrite = "Overwrite"
+)
+
+// Options are the settings of the syncer's root command.
+type Options struct {
+	FromKubeconfig string
+	FromContext    string
+	FromCluster    string
+	ToKubeconfig   string
+	ToContext      string
+
+	SyncTargetName string
+	SyncTargetUID  string
+	Resources      []string
+
+	QPS   float32
+	Burst int
+
+	DownstreamNamespaceCleanDelay time.Duration
+
+	TunnelURL    string
+	TunnelCAFile string
+
+	ConflictPolicy     string
+	HealthBindAddress  string
+	MetricsBindAddress string
+
+	LeaderElect   bool
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+
+	Workers        int
+	EventRateLimit float64
+
+	Config string
+	// Namespace is the syncer's own namespace downstream (env NAMESPACE), where the
+	// leader-election Lease lives.
+	Namespace string
+}
+
+// New returns the defaults: kcp's where kcp has one.
+func New() *Options {
+	return &Options{
+		FromCluster:                   "root",
+		QPS:                           30,
+		Burst:                         20,
+		DownstreamNamespaceCleanDelay: 30 * time.Second,
+		ConflictPolicy:                ConflictAbort,
+		HealthBindAddress:             ":8081",
+		MetricsBindAddress:            ":8080",
+		LeaseDuration:                 15 * time.Second,
+		RenewDeadline:                 10 * time.Second,
+		RetryPeriod:                   2 * time.Second,
+		Workers:                       4,
+		EventRateLimit:                20,
+		Namespace:                     os.Getenv("NAMESPACE"),
+	}
+}
+
+// AddFlags registers every setting on fs.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.FromKubeconfig, "from-kubeconfig", o.FromKubeconfig, "kubeconfig of the control plane (upstream)")
+	fs.StringVar(&o.FromContext, "from-context", o.FromContext, "context in --from-kubeconfig to use")
+	fs.StringVar(&o.FromCluster, "from-cluster", o.FromCluster, "logical cluster of the SyncTarget, and of upstream objects without a kcp.io/cluster annotation")
+	fs.StringVar(&o.ToKubeconfig, "to-kubeconfig", o.ToKubeconfig, "kubeconfig of the physical cluster (downstream); empty means in-cluster")
+	fs.StringVar(&o.ToContext, "to-context", o.ToContext, "context in --to-kubeconfig to use")
+	fs.StringVar(&o.SyncTargetName, "sync-target-name", o.SyncTargetName, "name of the SyncTarget this syncer serves")
+	fs.StringVar(&o.SyncTargetUID, "sync-target-uid", o.SyncTargetUID, "UID of the SyncTarget; the syncer refuses to run when it differs")
+	fs.StringSliceVar(&o.Resources, "resources", o.Resources, "resources to sync, e.g. deployments.apps,services (configmaps, secrets, serviceaccounts are always synced)")
+	fs.Float32Var(&o.QPS, "qps", o.QPS, "client QPS per cluster")
+	fs.IntVar(&o.Burst, "burst", o.Burst, "client burst per cluster")
+	fs.DurationVar(&o.DownstreamNamespaceCleanDelay, "downstream-namespace-clean-delay", o.DownstreamNamespaceCleanDelay, "how long an emptied downstream namespace stays before it is deleted")
+	fs.StringVar(&o.TunnelURL, "tunnel-url", o.TunnelURL, "https URL of the tunnel server; empty means no tunnel")
+	fs.StringVar(&o.TunnelCAFile, "tunnel-ca-file", o.TunnelCAFile, "CA bundle that signs the tunnel server's certificate")
+	fs.StringVar(&o.ConflictPolicy, "conflict-policy", o.ConflictPolicy, "what to do with a downstream object that is not ours: Abort, Adopt or Overwrite")
+	fs.StringVar(&o.HealthBindAddress, "health-bind-address", o.HealthBindAddress, "address of /livez, /readyz, /healthz; empty disables")
+	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "address of /metrics; empty disables")
+	fs.BoolVar(&o.LeaderElect, "leader-elect", o.LeaderElect, "elect a leader among replicas through a Lease in $NAMESPACE downstream")
+	fs.DurationVar(&o.LeaseDuration, "leader-elect-lease-duration", o.LeaseDuration, "how long a leader's lease lasts without renewal")
+	fs.DurationVar(&o.RenewDeadline, "leader-elect-renew-deadline", o.RenewDeadline, "how long the leader retries renewing before it gives up")
+	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "how often candidates try to acquire the lease")
+	fs.IntVar(&o.Workers, "workers", o.Workers, "workers per controller")
+	fs.Float64Var(&o.EventRateLimit, "event-rate-limit", o.EventRateLimit, "Events per second forwarded upstream (global token bucket)")
+	fs.StringVar(&o.Config, "config", o.Config, "YAML file with the same settings, keyed by flag name; flags given on the command line win")
+}
+
+// ValidationError is bad input, with the setting it concerns.
+type ValidationError struct {
+	Setting string
+	Reason  string
+}
+
+func (e *ValidationError) Error() string { return fmt.Sprintf("--%s: %s", e.Setting, e.Reason) }
+
+// Validate checks every setting and returns all problems, each naming its flag.
+func (o *Options) Validate() error {
+	var errs []error
+	bad := func(setting, format string, args ...any) {
+		errs = append(errs, &ValidationError{Setting: setting, Reason: fmt.Sprintf(format, args...)})
+	}
+	if o.SyncTargetName == "" {
+		bad("sync-target-name", "required")
+	}
+	if o.FromKubeconfig == "" {
+		bad("from-kubeconfig", "required")
+	}
+	if o.QPS <= 0 {
+		bad("qps", "must be positive, got %v", o.QPS)
+	}
+	if o.Burst <= 0 {
+		bad("burst", "must be positive, got %d", o.Burst)
+	}
+	if o.Workers <= 0 {
+		bad("workers", "must be positive, got %d", o.Workers)
+	}
+	if o.EventRateLimit <= 0 {
+		bad("event-rate-limit", "must be positive, got %v", o.EventRateLimit)
+	}
+	if o.DownstreamNamespaceCleanDelay < 0 {
+		bad("downstream-namespace-clean-delay", "must not be negative, got %s", o.DownstreamNamespaceCleanDelay)
+	}
+	switch o.ConflictPolicy {
+	case ConflictAbort, ConflictAdopt, ConflictOverwrite:
+	default:
+		bad("conflict-policy", "must be Abort, Adopt or Overwrite, got %q", o.ConflictPolicy)
+	}
+	for _, r := range o.Resources {
+		if strings.TrimSpace(r) == "" || strings.ContainsAny(r, " /") {
+			bad("resources", "%q is not a resource[.group]", r)
+		}
+	}
+	if o.TunnelURL != "" {
+		if u, err := url.Parse(o.TunnelURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			bad("tunnel-url", "%q is not an http(s) URL with a host", o.TunnelURL)
+		}
+	}
+	if o.TunnelCAFile != "" && o.TunnelURL == "" {
+		bad("tunnel-ca-file", "set without --tunnel-url")
+	}
+	for setting, addr := range map[string]string{"health-bind-address": o.HealthBindAddress, "metrics-bind-address": o.MetricsBindAddress} {
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(setting, "%q is not host:port", addr)
+		}
+	}
+	if o.LeaderElect {
+		if o.Namespace == "" {
+			bad("leader-elect", "needs the syncer's namespace in env NAMESPACE")
+		}
+		if o.LeaseDuration <= o.RenewDeadline {
+			bad("leader-elect-lease-duration", "must be longer than --leader-elect-renew-deadline (%s <= %s)", o.LeaseDuration, o.RenewDeadline)
+		}
+		if o.RenewDeadline <= o.RetryPeriod {
+			bad("leader-elect-renew-deadline", "must be longer than --leader-elect-retry-period (%s <= %s)", o.RenewDeadline, o.RetryPeriod)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,127 @@
+package options
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func valid() *Options {
+	o := New()
+	o.SyncTargetName = "eu-1"
+	o.FromKubeconfig = "/kubeconfig"
+	return o
+}
+
+func TestValidateNamesEachBadSetting(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Options)
+		want   string // empty: valid
+	}{
+		{"defaults with required settings", func(*Options) {}, ""},
+		{"missing sync target", func(o *Options) { o.SyncTargetName = "" }, "--sync-target-name: required"},
+		{"missing upstream kubeconfig", func(o *Options) { o.FromKubeconfig = "" }, "--from-kubeconfig: required"},
+		{"zero qps", func(o *Options) { o.QPS = 0 }, "--qps: must be positive"},
+		{"negative burst", func(o *Options) { o.Burst = -1 }, "--burst: must be positive"},
+		{"no workers", func(o *Options) { o.Workers = 0 }, "--workers: must be positive"},
+		{"no event rate", func(o *Options) { o.EventRateLimit = 0 }, "--event-rate-limit: must be positive"},
+		{"negative clean delay", func(o *Options) { o.DownstreamNamespaceCleanDelay = -time.Second }, "--downstream-namespace-clean-delay"},
+		{"unknown policy", func(o *Options) { o.ConflictPolicy = "Steal" }, `--conflict-policy: must be Abort, Adopt or Overwrite, got "Steal"`},
+		{"adopt policy", func(o *Options) { o.ConflictPolicy = ConflictAdopt }, ""},
+		{"resource with slash", func(o *Options) { o.Resources = []string{"apps/deployments"} }, `--resources: "apps/deployments" is not a resource[.group]`},
+		{"tunnel URL without scheme", func(o *Options) { o.TunnelURL = "tunnel:443" }, "--tunnel-url"},
+		{"tunnel URL ftp", func(o *Options) { o.TunnelURL = "ftp://x" }, "--tunnel-url"},
+		{"tunnel URL https", func(o *Options) { o.TunnelURL = "https://tunnel.example:8443" }, ""},
+		{"CA without tunnel", func(o *Options) { o.TunnelCAFile = "/ca" }, "--tunnel-ca-file: set without --tunnel-url"},
+		{"bad health address", func(o *Options) { o.HealthBindAddress = "8081" }, "--health-bind-address"},
+		{"health disabled", func(o *Options) { o.HealthBindAddress = "" }, ""},
+		{"leader election without namespace", func(o *Options) { o.LeaderElect = true; o.Namespace = "" }, "needs the syncer's namespace"},
+		{"lease shorter than renew", func(o *Options) {
+			o.LeaderElect, o.Namespace, o.LeaseDuration = true, "ns", 5*time.Second
+		}, "--leader-elect-lease-duration"},
+		{"leader election ok", func(o *Options) { o.LeaderElect, o.Namespace = true, "ns" }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := valid()
+			tt.change(o)
+			err := o.Validate()
+			if tt.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+func TestFlagsKeepKcpNamesAndDefaults(t *testing.T) {
+	fs := pflag.NewFlagSet("syncer", pflag.ContinueOnError)
+	New().AddFlags(fs)
+	for flag, def := range map[string]string{
+		"from-kubeconfig": "", "from-context": "", "from-cluster": "root", "to-kubeconfig": "", "to-context": "",
+		"sync-target-name": "", "sync-target-uid": "", "resources": "[]", "qps": "30", "burst": "20",
+		"downstream-namespace-clean-delay": "30s", "conflict-policy": "Abort",
+	} {
+		f := fs.Lookup(flag)
+		require.NotNil(t, f, "flag --%s", flag)
+		assert.Equal(t, def, f.DefValue, "default of --%s", flag)
+	}
+}
+
+func TestConfigFileFillsWhatFlagsDoNotSet(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "syncer.yaml")
+	require.NoError(t, os.WriteFile(path, []byte(`
+sync-target-name: from-file
+qps: 50
+resources: [deployments.apps, services]
+downstream-namespace-clean-delay: 1m
+leader-elect: true
+conflict-policy: Adopt
+`), 0o600))
+	o := New()
+	fs := pflag.NewFlagSet("syncer", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	require.NoError(t, fs.Parse([]string{"--sync-target-name=from-flag", "--config=" + path}))
+	require.NoError(t, LoadConfig(fs, path))
+
+	assert.Equal(t, "from-flag", o.SyncTargetName, "a flag on the command line wins")
+	assert.InDelta(t, 50, o.QPS, 0)
+	assert.Equal(t, []string{"deployments.apps", "services"}, o.Resources)
+	assert.Equal(t, time.Minute, o.DownstreamNamespaceCleanDelay)
+	assert.True(t, o.LeaderElect)
+	assert.Equal(t, ConflictAdopt, o.ConflictPolicy)
+}
+
+func TestConfigFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(body), 0o600))
+		return p
+	}
+	tests := []struct {
+		name, path, want string
+	}{
+		{"missing file", filepath.Join(dir, "nope.yaml"), "no such file"},
+		{"not YAML", write("bad.yaml", "qps: [1"), "not YAML"},
+		{"unknown key", write("typo.yaml", "qsp: 5"), `unknown setting "qsp"`},
+		{"bad value", write("value.yaml", "qps: fast"), "qps"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("syncer", pflag.ContinueOnError)
+			New().AddFlags(fs)
+			err := LoadConfig(fs, tt.path)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}

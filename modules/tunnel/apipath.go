@@ -1,0 +1,140 @@
+package tunnel
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+)
+
+// APIRequest is a namespaced Kubernetes API path that may cross the tunnel
+// from the control plane to the physical cluster.
+type APIRequest struct {
+	// Group is the API group ("" for the core group).
+	Group string
+	// Version is the API version.
+	Version string
+	// Namespace is the namespace in the path.
+	Namespace string
+	// Resource is the plural resource name.
+	Resource string
+	// Name is the object name ("" for a collection).
+	Name string
+	// Subresource is the subresource ("" for none).
+	Subresource string
+}
+
+// isPodSubresource reports whether a pod subresource may cross the tunnel.
+func isPodSubresource(sub string) bool {
+	switch sub {
+	case "log", "exec", "attach", "portforward":
+		return true
+	}
+	return false
+}
+
+// ParseAPIPath parses /api/v1/namespaces/<ns>/<resource>[/<name>[/<sub>]] or
+// /apis/<group>/<version>/namespaces/<ns>/<resource>[/<name>[/<sub>]]. It
+// refuses unclean paths, cluster-scoped paths and every subresource except
+// the pod subresources log, exec, attach and portforward.
+func ParseAPIPath(p string) (APIRequest, error) {
+	if p == "" || path.Clean(p) != p {
+		return APIRequest{}, fmt.Errorf("path %q is not clean", p)
+	}
+	seg := strings.Split(strings.TrimPrefix(p, "/"), "/")
+	var r APIRequest
+	switch {
+	case len(seg) >= 2 && seg[0] == "api":
+		r.Version, seg = seg[1], seg[2:]
+	case len(seg) >= 3 && seg[0] == "apis":
+		r.Group, r.Version, seg = seg[1], seg[2], seg[3:]
+	default:
+		return APIRequest{}, fmt.Errorf("path %q is not a Kubernetes API path", p)
+	}
+	if len(seg) < 3 || len(seg) > 5 || seg[0] != "namespaces" {
+		return APIRequest{}, fmt.Errorf("path %q is not a namespaced resource path", p)
+	}
+	r.Namespace, r.Resource = seg[1], seg[2]
+	if len(seg) >= 4 {
+		r.Name = seg[3]
+	}
+	if len(seg) == 5 {
+		r.Subresource = seg[4]
+		if r.Group != "" || r.Resource != "pods" || !isPodSubresource(r.Subresource) {
+			return APIRequest{}, fmt.Errorf("subresource %s/%s is not served through the tunnel", r.Resource, r.Subresource)
+		}
+	}
+	for _, s := range []string{r.Version, r.Namespace, r.Resource} {
+		if s == "" {
+			return APIRequest{}, fmt.Errorf("path %q has an empty segment", p)
+		}
+	}
+	return r, nil
+}
+
+// Path renders the request path.
+func (r APIRequest) Path() string {
+	var b strings.Builder
+	if r.Group == "" {
+		b.WriteString("/api/" + r.Version)
+	} else {
+		b.WriteString("/apis/" + r.Group + "/" + r.Version)
+	}
+	b.WriteString("/namespaces/" + r.Namespace + "/" + r.Resource)
+	if r.Name != "" {
+		b.WriteString("/" + r.Name)
+		if r.Subresource != "" {
+			b.WriteString("/" + r.Subresource)
+		}
+	}
+	return b.String()
+}
+
+// Verb returns the Kubernetes authorization verb of the request, or an error
+// when the method is not allowed through the tunnel: plain resources are
+// read-only (get, list, watch), log is read, exec/attach/portforward are
+// create (as kube-apiserver authorises them, whatever the HTTP method).
+func (r APIRequest) Verb(method string, query url.Values) (string, error) {
+	switch r.Subresource {
+	case "":
+		if method != http.MethodGet && method != http.MethodHead {
+			return "", fmt.Errorf("method %s is not allowed: only read-only requests cross the tunnel", method)
+		}
+		watch := query.Get("watch") == "true" || query.Get("watch") == "1"
+		switch {
+		case watch:
+			return "watch", nil
+		case r.Name == "":
+			return "list", nil
+		default:
+			return "get", nil
+		}
+	case "log":
+		if method != http.MethodGet {
+			return "", fmt.Errorf("method %s is not allowed for pods/log", method)
+		}
+		return "get", nil
+	default:
+		if method != http.MethodGet && method != http.MethodPost {
+			return "", fmt.Errorf("method %s is not allowed for pods/%s", method, r.Subresource)
+		}
+		return "create", nil
+	}
+}
+
+// StripCredentials removes the headers that carry the caller's credentials or
+// identity (Authorization, Proxy-Authorization, Cookie, Impersonate-*,
+// X-Remote-*) from h: they never cross the tunnel, each side authenticates on
+// its own.
+func StripCredentials(h http.Header) {
+	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie"} {
+		h.Del(k)
+	}
+	for k := range h {
+		lk := strings.ToLower(k)
+		if strings.HasPrefix(lk, "impersonate-") || strings.HasPrefix(lk, "x-remote-") {
+			h.Del(k)
+		}
+	}
+}

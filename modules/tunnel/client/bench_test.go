@@ -1,0 +1,221 @@
+package client_test
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tmc-syncer/syncer/modules/tunnel/client"
+	"github.com/tmc-syncer/syncer/modules/tunnel/internal/tunneltest"
+)
+
+const bulkSize = 256 << 20
+
+// bulkServer serves 'u' (read everything, reply with the count) and 'd'
+// (send bulkSize bytes) on loopback.
+func bulkServer(b *testing.B) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer func() { _ = c.Close() }()
+				cmd := make([]byte, 1)
+				if _, err := io.ReadFull(c, cmd); err != nil {
+					return
+				}
+				switch cmd[0] {
+				case 'u':
+					n, _ := io.Copy(io.Discard, c)
+					_ = binary.Write(c, binary.BigEndian, n)
+				case 'd':
+					_, _ = io.Copy(c, io.LimitReader(zeroReader{}, bulkSize))
+				case 'e':
+					_, _ = io.Copy(c, c)
+				}
+			})
+		}
+	})
+	b.Cleanup(func() {
+		_ = ln.Close()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+func upload(b *testing.B, c net.Conn) {
+	buf := make([]byte, 256<<10)
+	if _, err := c.Write([]byte{'u'}); err != nil {
+		b.Fatal(err)
+	}
+	for sent := 0; sent < bulkSize; sent += len(buf) {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		b.Fatal(err)
+	}
+	var n int64
+	if err := binary.Read(c, binary.BigEndian, &n); err != nil || n != bulkSize {
+		b.Fatalf("upload acknowledged %d bytes: %v", n, err)
+	}
+}
+
+func download(b *testing.B, c net.Conn) {
+	if _, err := c.Write([]byte{'d'}); err != nil {
+		b.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, c)
+	if err != nil || n != bulkSize {
+		b.Fatalf("downloaded %d bytes: %v", n, err)
+	}
+}
+
+func benchClient(b *testing.B, upstream string, withTLS bool) *client.Client {
+	b.Helper()
+	var pki *tunneltest.PKI
+	opts := client.Options{Target: tunneltest.Target, Token: client.StaticToken(tunneltest.SyncerToken)}
+	if withTLS {
+		pki = tunneltest.NewPKI(b)
+		opts.TLSConfig = pki.ClientTLS()
+	}
+	srv := tunneltest.NewServer(b, pki, upstream, nil)
+	opts.ServerURL = srv.URL
+	c, err := client.New(opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	})
+	return c
+}
+
+// BenchmarkBulkThroughput moves 256 MiB each way through the tunnel
+// (WebSocket + yamux, over TLS as deployed and, to show the TLS share,
+// without) and over direct loopback TCP, and reports MB/s of both and the
+// tunnel/direct ratio.
+func BenchmarkBulkThroughput(b *testing.B) {
+	b.Run("tls", func(b *testing.B) { benchBulk(b, true) })
+	b.Run("insecure", func(b *testing.B) { benchBulk(b, false) })
+}
+
+func benchBulk(b *testing.B, withTLS bool) {
+	upstream := bulkServer(b)
+	c := benchClient(b, upstream, withTLS)
+	ctx := context.Background()
+	dialTunnel := func() net.Conn {
+		conn, err := c.DialContext(ctx, "tcp", "upstream:443")
+		if err != nil {
+			b.Fatal(err)
+		}
+		return conn
+	}
+	dialDirect := func() net.Conn {
+		conn, err := net.Dial("tcp", upstream)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return conn
+	}
+	measure := func(dial func() net.Conn, op func(*testing.B, net.Conn)) time.Duration {
+		conn := dial()
+		defer func() { _ = conn.Close() }()
+		start := time.Now()
+		op(b, conn)
+		return time.Since(start)
+	}
+	var tunUp, tunDown, dirUp, dirDown time.Duration
+	b.ResetTimer()
+	for range b.N {
+		tunUp += measure(dialTunnel, upload)
+		tunDown += measure(dialTunnel, download)
+		dirUp += measure(dialDirect, upload)
+		dirDown += measure(dialDirect, download)
+	}
+	mbps := func(d time.Duration) float64 { return float64(b.N) * bulkSize / 1e6 / d.Seconds() }
+	b.ReportMetric(mbps(tunUp), "tunnel-up-MB/s")
+	b.ReportMetric(mbps(tunDown), "tunnel-down-MB/s")
+	b.ReportMetric(mbps(dirUp), "direct-up-MB/s")
+	b.ReportMetric(mbps(dirDown), "direct-down-MB/s")
+	b.ReportMetric(mbps(tunUp)/mbps(dirUp), "ratio-up")
+	b.ReportMetric(mbps(tunDown)/mbps(dirDown), "ratio-down")
+}
+
+// BenchmarkSmallRequestLatency measures 64-byte request/response round trips
+// on an established connection through the tunnel and directly, and reports
+// p50/p99 of both and the added latency.
+func BenchmarkSmallRequestLatency(b *testing.B) {
+	upstream := bulkServer(b)
+	c := benchClient(b, upstream, true)
+	tun, err := c.DialContext(context.Background(), "tcp", "upstream:443")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = tun.Close() }()
+	dir, err := net.Dial("tcp", upstream)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = dir.Close() }()
+	for _, conn := range []net.Conn{tun, dir} {
+		if _, err := conn.Write([]byte{'e'}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	req := make([]byte, 64)
+	resp := make([]byte, 64)
+	rtt := func(conn net.Conn) time.Duration {
+		start := time.Now()
+		if _, err := conn.Write(req); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(conn, resp); err != nil {
+			b.Fatal(err)
+		}
+		return time.Since(start)
+	}
+	var tunRTT, dirRTT []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		tunRTT = append(tunRTT, rtt(tun))
+		dirRTT = append(dirRTT, rtt(dir))
+	}
+	pct := func(d []time.Duration, p float64) float64 {
+		slices.Sort(d)
+		return float64(d[min(len(d)-1, int(float64(len(d))*p))].Microseconds())
+	}
+	b.ReportMetric(pct(tunRTT, 0.50), "tunnel-p50-µs")
+	b.ReportMetric(pct(tunRTT, 0.99), "tunnel-p99-µs")
+	b.ReportMetric(pct(dirRTT, 0.50), "direct-p50-µs")
+	b.ReportMetric(pct(dirRTT, 0.99), "direct-p99-µs")
+	b.ReportMetric(pct(tunRTT, 0.50)-pct(dirRTT, 0.50), "added-p50-µs")
+	b.ReportMetric(pct(tunRTT, 0.99)-pct(dirRTT, 0.99), "added-p99-µs")
+}

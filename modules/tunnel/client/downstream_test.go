@@ -1,0 +1,69 @@
+package client_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"k8s.io/client-go/rest"
+
+	"github.com/tmc-syncer/syncer/modules/tunnel/client"
+	"github.com/tmc-syncer/syncer/modules/tunnel/internal/tunneltest"
+)
+
+func TestNewDownstreamHandlerValidates(t *testing.T) {
+	_, err := client.NewDownstreamHandler(&rest.Config{Host: "https://127.0.0.1:6443"}, nil, logr.Discard())
+	require.Error(t, err)
+	_, err = client.NewDownstreamHandler(&rest.Config{Host: "https://127.0.0.1:6443", TLSClientConfig: rest.TLSClientConfig{CAFile: "/does/not/exist"}},
+		func(string) bool { return true }, logr.Discard())
+	require.Error(t, err)
+}
+
+func TestDownstreamHandlerRefusesWithoutReachingTheAPI(t *testing.T) {
+	var reached atomic.Bool
+	api := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached.Store(true) }))
+	defer api.Close()
+	h, err := client.NewDownstreamHandler(&rest.Config{Host: api.URL}, func(ns string) bool { return ns == "mine" }, logr.Discard())
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/api/v1/namespaces/other/pods/p/log", http.StatusForbidden},
+		{http.MethodDelete, "/api/v1/namespaces/mine/pods/p", http.StatusMethodNotAllowed},
+		{http.MethodGet, "/api/v1/namespaces/mine/pods/p/proxy", http.StatusNotFound},
+		{http.MethodGet, "/healthz", http.StatusNotFound},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), tc.method, tc.path, nil))
+		assert.Equal(t, tc.want, rec.Code, tc.path)
+	}
+	assert.False(t, reached.Load())
+
+	// A broken downstream gives 502.
+	api.Close()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), http.MethodGet, "/api/v1/namespaces/mine/pods/p", nil))
+	assert.Equal(t, http.StatusBadGateway, rec.Code)
+}
+
+func TestClientWithoutHandlerRefusesControlPlaneRequests(t *testing.T) {
+	srv := tunneltest.NewServer(t, nil, tunneltest.EchoServer(t), nil)
+	c, _ := startClient(t, client.Options{ServerURL: srv.URL})
+	waitConnected(t, c)
+	tunneltest.Eventually(t, 5*time.Second, "registered", func() bool { return srv.Registry().Connected(tunneltest.Target) })
+	req := tunneltest.BearerRequest(context.Background(), t, http.MethodGet, srv.URL+tunneltest.Target.ProxyPath()+"/api/v1/namespaces/team/pods/web", tunneltest.UserToken)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	http.DefaultClient.CloseIdleConnections()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, string(body))
+}

@@ -1,0 +1,112 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/tmc-syncer/syncer/modules/tunnel/server"
+)
+
+func fakeKube(t *testing.T) *fake.Clientset {
+	t.Helper()
+	cs := fake.NewClientset()
+	cs.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview)
+		switch tr.Spec.Token {
+		case "good":
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{
+				Username: "system:serviceaccount:default:syncer", UID: "u1", Groups: []string{"g"},
+				Extra: map[string]authnv1.ExtraValue{"k": {"v"}},
+			}}
+		case "error":
+			return true, nil, errors.New("apiserver down")
+		}
+		return true, tr, nil
+	})
+	cs.PrependReactor("create", "subjectaccessreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		sar := a.(k8stesting.CreateAction).GetObject().(*authzv1.SubjectAccessReview)
+		ra := sar.Spec.ResourceAttributes
+		if ra.Name == "error" {
+			return true, nil, errors.New("apiserver down")
+		}
+		sar.Status.Allowed = sar.Spec.User == "system:serviceaccount:default:syncer" && ra.Verb == "update" &&
+			ra.Resource == "synctargets" && ra.Subresource == "tunnel" && ra.Group == "workload.kcp.io" &&
+			len(sar.Spec.Extra["k"]) == 1
+		if !sar.Status.Allowed {
+			sar.Status.Reason = "no RBAC rule"
+		}
+		return true, sar, nil
+	})
+	return cs
+}
+
+func TestTokenReviewAuthenticator(t *testing.T) {
+	a := server.NewTokenReviewAuthenticator(server.SingleCluster(fakeKube(t)), "tunnel")
+	ctx := context.Background()
+	u, ok, err := a.AuthenticateToken(ctx, "root", "good")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, "system:serviceaccount:default:syncer", u.Name)
+	assert.Equal(t, []string{"v"}, u.Extra["k"])
+
+	_, ok, err = a.AuthenticateToken(ctx, "root", "bad")
+	require.NoError(t, err)
+	assert.False(t, ok)
+
+	_, _, err = a.AuthenticateToken(ctx, "root", "error")
+	require.ErrorContains(t, err, "token review")
+
+	broken := server.NewTokenReviewAuthenticator(func(string) (kubernetes.Interface, error) { return nil, errors.New("no client") })
+	_, _, err = broken.AuthenticateToken(ctx, "root", "good")
+	require.Error(t, err)
+}
+
+func TestSubjectAccessReviewAuthorizer(t *testing.T) {
+	az := server.NewSubjectAccessReviewAuthorizer(server.SingleCluster(fakeKube(t)))
+	ctx := context.Background()
+	user := server.UserInfo{Name: "system:serviceaccount:default:syncer", Extra: map[string][]string{"k": {"v"}}}
+	attrs := server.Attributes{User: user, Cluster: "root", Verb: "update", Group: "workload.kcp.io", Resource: "synctargets", Subresource: "tunnel", Name: "c1"}
+	ok, _, err := az.Authorize(ctx, attrs)
+	require.NoError(t, err)
+	assert.True(t, ok)
+
+	attrs.Verb = "get"
+	ok, reason, err := az.Authorize(ctx, attrs)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	assert.Equal(t, "no RBAC rule", reason)
+
+	attrs.Name = "error"
+	_, _, err = az.Authorize(ctx, attrs)
+	require.Error(t, err)
+
+	broken := server.NewSubjectAccessReviewAuthorizer(func(string) (kubernetes.Interface, error) { return nil, errors.New("no client") })
+	_, _, err = broken.Authorize(ctx, attrs)
+	require.Error(t, err)
+}
+
+func TestKCPClustersAddsTheClusterPathAndCaches(t *testing.T) {
+	clients := server.KCPClusters(&rest.Config{Host: "https://kcp.example:6443/"})
+	a, err := clients("root:org")
+	require.NoError(t, err)
+	b, err := clients("root:org")
+	require.NoError(t, err)
+	assert.Same(t, a.(*kubernetes.Clientset), b.(*kubernetes.Clientset))
+	rc := a.(*kubernetes.Clientset).CoreV1().RESTClient().Get().URL()
+	assert.Contains(t, rc.String(), "https://kcp.example:6443/clusters/root:org/api/v1")
+
+	bad := server.KCPClusters(&rest.Config{Host: "https://x", TLSClientConfig: rest.TLSClientConfig{CAFile: "/does/not/exist"}})
+	_, err = bad("root")
+	require.Error(t, err)
+}

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/tmc-syncer/syncer/modules/tunnel"
+)
+
+// newSessionProxy returns the reverse proxy that sends requests to the
+// syncer over streams of sess.
+func newSessionProxy(sess *Session, log logr.Logger) (*http.Transport, *httputil.ReverseProxy) {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return sess.Open(ctx, tunnel.StreamDownstream)
+		},
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 0, // exec and follow=true may wait long
+		DisableCompression:    true,
+	}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = "syncer.tunnel"
+			pr.Out.Host = "syncer.tunnel"
+			tunnel.StripCredentials(pr.Out.Header)
+		},
+		Transport:     tr,
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			log.Info("request through tunnel failed", "path", r.URL.Path, "err", err.Error())
+			http.Error(w, "request through the tunnel failed", http.StatusBadGateway)
+		},
+	}
+	return tr, rp
+}
+
+// serveProxy authorises a control plane request for t's physical cluster,
+// maps its namespace and forwards it through the tunnel.
+func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Target, apiPath string) {
+	if s.opts.NamespaceMapper == nil {
+		http.Error(w, "control plane → cluster requests are not enabled on this tunnel server", http.StatusNotFound)
+		return
+	}
+	req, err := tunnel.ParseAPIPath(apiPath)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	verb, err := req.Verb(r.Method, r.URL.Query())
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusMethodNotAllowed)
+		return
+	}
+	user, code, err := s.authenticate(r, t.Cluster)
+	if err != nil {
+		if code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tmc-syncer-tunnel"`)
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	attrs := Attributes{
+		User: user, Cluster: t.Cluster, Verb: verb, Group: req.Group, Resource: req.Resource,
+		Subresource: req.Subresource, Namespace: req.Namespace, Name: req.Name,
+	}
+	if code, err := s.authorize(r.Context(), attrs); err != nil {
+		http.Error(w, err.Error(), code)
+		return
+	}
+	sess := s.registry.Get(t)
+	if sess == nil {
+		http.Error(w, fmt.Sprintf("sync target %s is not connected", t), http.StatusServiceUnavailable)
+		return
+	}
+	downNS, err := s.opts.NamespaceMapper(r.Context(), t, req.Namespace)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("namespace %s has no downstream namespace on %s: %v", req.Namespace, t, err), http.StatusNotFound)
+		return
+	}
+	down := req
+	down.Namespace = downNS
+	s.log.V(2).Info("forwarding request through tunnel", "syncTarget", t.String(), "user", user.Name, "verb", verb, "path", down.Path())
+	r2 := r.Clone(r.Context())
+	r2.URL = &url.URL{Path: down.Path(), RawQuery: r.URL.RawQuery}
+	r2.RequestURI = ""
+	sess.proxy.ServeHTTP(w, r2)
+}

@@ -1,0 +1,119 @@
+package server
+
+import (
+	"net/http"
+	"net/http/httputil"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tmc-syncer/syncer/modules/tunnel"
+)
+
+// Session is a live syncer connection in the registry.
+type Session struct {
+	*tunnel.Session
+	// User is the authenticated syncer identity.
+	User UserInfo
+	// RemoteAddr is the syncer's network address as seen by the server.
+	RemoteAddr string
+	// ConnectedAt is when the tunnel was established.
+	ConnectedAt time.Time
+
+	transport *http.Transport
+	proxy     *httputil.ReverseProxy
+}
+
+// SessionInfo describes a live session, for status pages and health checks.
+type SessionInfo struct {
+	// Target is the SyncTarget.
+	Target tunnel.Target
+	// User is the syncer identity.
+	User string
+	// RemoteAddr is the syncer's address.
+	RemoteAddr string
+	// ConnectedAt is when the tunnel was established.
+	ConnectedAt time.Time
+	// PingRTT is the last ping round trip time.
+	PingRTT time.Duration
+	// Streams is the number of open streams.
+	Streams int
+}
+
+// Info returns a description of the session.
+func (s *Session) Info() SessionInfo {
+	return SessionInfo{
+		Target:      s.Target(),
+		User:        s.User.Name,
+		RemoteAddr:  s.RemoteAddr,
+		ConnectedAt: s.ConnectedAt,
+		PingRTT:     s.PingRTT(),
+		Streams:     s.NumStreams(),
+	}
+}
+
+// Registry holds at most one live session per SyncTarget. It is safe for
+// concurrent use.
+type Registry struct {
+	mu       sync.Mutex
+	sessions map[tunnel.Target]*Session
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{sessions: map[tunnel.Target]*Session{}}
+}
+
+// Get returns the live session of t, or nil.
+func (r *Registry) Get(t tunnel.Target) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sessions[t]
+}
+
+// Connected reports whether t has a live session.
+func (r *Registry) Connected(t tunnel.Target) bool { return r.Get(t) != nil }
+
+// List describes every live session, sorted by target.
+func (r *Registry) List() []SessionInfo {
+	r.mu.Lock()
+	all := make([]*Session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		all = append(all, s)
+	}
+	r.mu.Unlock()
+	out := make([]SessionInfo, 0, len(all))
+	for _, s := range all {
+		out = append(out, s.Info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Target.String() < out[j].Target.String() })
+	return out
+}
+
+// put registers s and returns the session it replaces, if any.
+func (r *Registry) put(s *Session) *Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.sessions[s.Target()]
+	r.sessions[s.Target()] = s
+	return old
+}
+
+// remove unregisters s unless a newer session replaced it already.
+func (r *Registry) remove(s *Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sessions[s.Target()] == s {
+		delete(r.sessions, s.Target())
+	}
+}
+
+func (r *Registry) all() []*Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]*Session, 0, len(r.sessions))
+	for _, s := range r.sessions {
+		out = append(out, s)
+	}
+	return out
+}

@@ -1,0 +1,343 @@
+// Package server is the control-plane side of the tunnel: it accepts syncer
+// connections (one per SyncTarget, authenticated and authorised against the
+// upstream API), connects the syncer's upstream streams to the one upstream
+// API address, and forwards authorised control plane requests for pod
+// subresources and read-only GETs through the tunnel to the syncer.
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	stdlog "log"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-logr/logr"
+
+	"github.com/tmc-syncer/syncer/modules/tunnel"
+)
+
+// NamespaceMapper maps an upstream namespace of the target's logical cluster
+// to the downstream namespace on the target's physical cluster.
+type NamespaceMapper func(ctx context.Context, target tunnel.Target, upstreamNamespace string) (string, error)
+
+// Options configure a Server.
+type Options struct {
+	// UpstreamAddress is host:port of the upstream API server; every syncer
+	// stream is connected there and nowhere else. Required.
+	UpstreamAddress string
+	// Authenticator validates bearer tokens (syncers and users). Required.
+	Authenticator Authenticator
+	// Authorizer answers SubjectAccessReviews. Required.
+	Authorizer Authorizer
+	// NamespaceMapper maps namespaces for control plane → cluster requests.
+	// Nil disables those requests (404).
+	NamespaceMapper NamespaceMapper
+	// Registry holds live sessions. Default a new one.
+	Registry *Registry
+	// Logger receives structured logs. Default logr.Discard().
+	Logger logr.Logger
+	// Observer receives events. Default tunnel.NopObserver.
+	Observer tunnel.Observer
+	// Keepalive configures WebSocket pings (5 s, 3 missed).
+	Keepalive tunnel.Keepalive
+	// UpstreamDialTimeout bounds dials to UpstreamAddress. Default 10 s.
+	UpstreamDialTimeout time.Duration
+
+	// Addr is the listen address of ListenAndServe, e.g. ":8443".
+	Addr string
+	// CertFile and KeyFile are the serving certificate. Required unless
+	// TLSConfig or Insecure is set.
+	CertFile, KeyFile string
+	// ClientCAFile verifies optional client certificates (CN = user, O = groups).
+	ClientCAFile string
+	// TLSConfig overrides CertFile, KeyFile and ClientCAFile.
+	TLSConfig *tls.Config
+	// Insecure serves plain HTTP. For tests only.
+	Insecure bool
+}
+
+// Server is the tunnel server. It is an http.Handler; Serve and
+// ListenAndServe run it with TLS.
+type Server struct {
+	opts     Options
+	log      logr.Logger
+	obs      tunnel.Observer
+	registry *Registry
+	tls      *tls.Config
+
+	baseCtx context.Context
+	stop    context.CancelFunc
+	mu      sync.Mutex
+	closed  bool
+	wg      sync.WaitGroup // live tunnel handlers
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New validates opts and returns a Server.
+func New(opts Options) (*Server, error) {
+	if opts.UpstreamAddress == "" {
+		return nil, errors.New("tunnel server: UpstreamAddress is required")
+	}
+	if _, _, err := net.SplitHostPort(opts.UpstreamAddress); err != nil {
+		return nil, fmt.Errorf("tunnel server: UpstreamAddress: %w", err)
+	}
+	if opts.Authenticator == nil || opts.Authorizer == nil {
+		return nil, errors.New("tunnel server: Authenticator and Authorizer are required")
+	}
+	if opts.Logger.GetSink() == nil {
+		opts.Logger = logr.Discard()
+	}
+	if opts.Observer == nil {
+		opts.Observer = tunnel.NopObserver{}
+	}
+	if opts.Registry == nil {
+		opts.Registry = NewRegistry()
+	}
+	if opts.UpstreamDialTimeout <= 0 {
+		opts.UpstreamDialTimeout = 10 * time.Second
+	}
+	s := &Server{opts: opts, log: opts.Logger, obs: opts.Observer, registry: opts.Registry}
+	if !opts.Insecure {
+		cfg, err := serverTLS(opts)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel server: %w", err)
+		}
+		s.tls = cfg
+	}
+	s.baseCtx, s.stop = context.WithCancel(context.Background())
+	return s, nil
+}
+
+func serverTLS(opts Options) (*tls.Config, error) {
+	if opts.TLSConfig != nil {
+		cfg := opts.TLSConfig.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		return cfg, nil
+	}
+	if opts.CertFile == "" || opts.KeyFile == "" {
+		return nil, errors.New("TLS is required: set CertFile and KeyFile (or Insecure for tests)")
+	}
+	cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load serving certificate: %w", err)
+	}
+	cfg := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		// HTTP/1.1 only: WebSocket and upgrades need it.
+		NextProtos: []string{"http/1.1"},
+	}
+	if opts.ClientCAFile != "" {
+		pem, err := os.ReadFile(opts.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("read client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA file %s holds no certificate", opts.ClientCAFile)
+		}
+		cfg.ClientCAs = pool
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return cfg, nil
+}
+
+// Registry returns the live session registry.
+func (s *Server) Registry() *Registry { return s.registry }
+
+// TLSConfig returns the serving TLS configuration (nil when Insecure).
+func (s *Server) TLSConfig() *tls.Config { return s.tls }
+
+// ListenAndServe listens on Options.Addr and serves until ctx ends.
+func (s *Server) ListenAndServe(ctx context.Context) error {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("tunnel server listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve serves on ln (wrapped in TLS unless Insecure) until ctx ends, then
+// closes every session gracefully and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
+	srv := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          stdlog.New(logWriter{s.log}, "", 0),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		s.Close()
+		return fmt.Errorf("tunnel server: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	s.Close()
+	err := srv.Shutdown(shutdownCtx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("tunnel server shutdown: %w", err)
+	}
+	return nil
+}
+
+// Close closes every session gracefully and waits for their handlers. The
+// server refuses new tunnels afterwards.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.stop()
+	var wg sync.WaitGroup
+	for _, sess := range s.registry.all() {
+		wg.Go(func() { sess.Close(tunnel.ReasonShutdown) })
+	}
+	wg.Wait()
+	s.wg.Wait()
+}
+
+// ServeHTTP routes syncer tunnel handshakes and control plane requests.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t, rest, err := tunnel.ParsePath(r.URL.Path)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusNotFound)
+		return
+	}
+	switch {
+	case rest == "":
+		s.serveTunnel(w, r, t)
+	case strings.HasPrefix(rest, "/"+tunnel.ProxySegment+"/"):
+		s.serveProxy(w, r, t, strings.TrimPrefix(rest, "/"+tunnel.ProxySegment))
+	default:
+		http.Error(w, fmt.Sprintf("no such tunnel endpoint %q", r.URL.Path), http.StatusNotFound)
+	}
+}
+
+func isWebSocketUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet &&
+		headerHasToken(r.Header, "Connection", "upgrade") &&
+		headerHasToken(r.Header, "Upgrade", "websocket")
+}
+
+func headerHasToken(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serveTunnel handles a syncer handshake and blocks for the session's life.
+func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Target) {
+	log := s.log.WithValues("syncTarget", t.String(), "remote", r.RemoteAddr)
+	if !isWebSocketUpgrade(r) {
+		http.Error(w, "expected a WebSocket upgrade (GET with Connection: Upgrade, Upgrade: websocket)", http.StatusBadRequest)
+		return
+	}
+	if !headerHasToken(r.Header, "Sec-WebSocket-Protocol", tunnel.Subprotocol) {
+		http.Error(w, fmt.Sprintf("unsupported tunnel protocol: want WebSocket subprotocol %s", tunnel.Subprotocol), http.StatusBadRequest)
+		return
+	}
+	user, code, err := s.authenticate(r, t.Cluster)
+	if err != nil {
+		log.Info("tunnel refused", "code", code, "err", err.Error())
+		if code == http.StatusUnauthorized {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tmc-syncer-tunnel"`)
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	attrs := Attributes{
+		User: user, Cluster: t.Cluster, Verb: "update",
+		Group: "workload.kcp.io", Resource: "synctargets", Subresource: "tunnel", Name: t.Name,
+	}
+	if code, err := s.authorize(r.Context(), attrs); err != nil {
+		log.Info("tunnel refused", "user", user.Name, "code", code, "err", err.Error())
+		http.Error(w, err.Error(), code)
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		http.Error(w, "tunnel server is shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{tunnel.Subprotocol}})
+	if err != nil {
+		// Accept has written the HTTP error already.
+		log.Info("tunnel handshake failed", "err", err.Error())
+		return
+	}
+	tsess, err := tunnel.NewSession(s.baseCtx, ws, false, t, s.opts.Keepalive, s.obs, log)
+	if err != nil {
+		log.Error(err, "tunnel session")
+		return
+	}
+	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now()}
+	sess.transport, sess.proxy = newSessionProxy(sess, log)
+	if old := s.registry.put(sess); old != nil {
+		log.Info("newer tunnel replaces the older one", "old", old.RemoteAddr)
+		s.wg.Go(func() { old.Close(tunnel.ReasonReplaced) })
+	}
+	log.Info("tunnel connected", "user", user.Name)
+	s.obs.Connected(t, 0)
+
+	var streams sync.WaitGroup
+	for {
+		c, err := sess.Accept(tunnel.StreamUpstream)
+		if err != nil {
+			break
+		}
+		streams.Go(func() { s.pipeUpstream(log, c) })
+	}
+	<-sess.Done()
+	s.registry.remove(sess)
+	sess.transport.CloseIdleConnections()
+	streams.Wait()
+	log.Info("tunnel disconnected", "reason", string(sess.Reason()))
+	s.obs.Disconnected(t, sess.Reason())
+}
+
+// pipeUpstream connects one syncer stream to the upstream API address.
+func (s *Server) pipeUpstream(log logr.Logger, c net.Conn) {
+	ctx, cancel := context.WithTimeout(s.baseCtx, s.opts.UpstreamDialTimeout)
+	defer cancel()
+	up, err := (&net.Dialer{}).DialContext(ctx, "tcp", s.opts.UpstreamAddress)
+	if err != nil {
+		log.Info("dial upstream failed", "upstream", s.opts.UpstreamAddress, "err", err.Error())
+		_ = c.Close()
+		return
+	}
+	tunnel.Pipe(c, up)
+}
+
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.V(2).Info(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

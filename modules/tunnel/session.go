@@ -1,0 +1,424 @@
+package tunnel
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-logr/logr"
+	"github.com/hashicorp/yamux"
+)
+
+const (
+	// DefaultPingInterval is how often each side pings the other.
+	DefaultPingInterval = 5 * time.Second
+	// DefaultMaxMissedPings is how many consecutive pings may go unanswered
+	// before the connection is declared dead (3 × 5 s = 15 s).
+	DefaultMaxMissedPings = 3
+	// streamWindow is the yamux per-stream receive window; larger than the
+	// 256 KiB default so one bulk stream fills a fast link.
+	streamWindow = 4 << 20
+)
+
+// Keepalive configures the WebSocket ping loop.
+type Keepalive struct {
+	// Interval between pings; also the deadline of each ping. Default 5 s.
+	Interval time.Duration
+	// MaxMissed consecutive unanswered pings close the connection. Default 3.
+	MaxMissed int
+}
+
+func (k Keepalive) withDefaults() Keepalive {
+	if k.Interval <= 0 {
+		k.Interval = DefaultPingInterval
+	}
+	if k.MaxMissed <= 0 {
+		k.MaxMissed = DefaultMaxMissedPings
+	}
+	return k
+}
+
+// Session is one tunnel connection: a yamux session over a WebSocket, with
+// a keepalive loop and byte accounting. Both client and server use it.
+type Session struct {
+	target Target
+	ws     *websocket.Conn
+	mux    *yamux.Session
+	obs    Observer
+	log    logr.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu     sync.Mutex
+	reason Reason
+	rtt    time.Duration
+}
+
+// NewSession starts a yamux session over an established WebSocket. isClient
+// selects the yamux role (the side that dialed the WebSocket). The session
+// pings the peer as configured by ka and closes itself when the peer is gone
+// or ctx ends.
+func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target, ka Keepalive, obs Observer, log logr.Logger) (*Session, error) {
+	if obs == nil {
+		obs = NopObserver{}
+	}
+	ka = ka.withDefaults()
+	// The connection lives on an inner context so that the end of ctx leads
+	// to a graceful close (GoAway, close frame) rather than an abrupt one.
+	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	nc := &countingConn{Conn: websocket.NetConn(inner, ws, websocket.MessageBinary), target: t, obs: obs}
+	cfg := yamuxConfig(log)
+	var (
+		mux *yamux.Session
+		err error
+	)
+	if isClient {
+		mux, err = yamux.Client(nc, cfg)
+	} else {
+		mux, err = yamux.Server(nc, cfg)
+	}
+	if err != nil {
+		cancel()
+		_ = ws.CloseNow()
+		return nil, fmt.Errorf("start yamux session: %w", err)
+	}
+	s := &Session{target: t, ws: ws, mux: mux, obs: obs, log: log, cancel: cancel, done: make(chan struct{})}
+	go s.run(ctx, inner, ka)
+	return s, nil
+}
+
+func yamuxConfig(log logr.Logger) *yamux.Config {
+	cfg := yamux.DefaultConfig()
+	cfg.EnableKeepAlive = false // the WebSocket ping loop does this job
+	cfg.MaxStreamWindowSize = streamWindow
+	cfg.ConnectionWriteTimeout = 30 * time.Second
+	cfg.StreamOpenTimeout = 30 * time.Second
+	cfg.StreamCloseTimeout = time.Minute
+	cfg.LogOutput = nil
+	cfg.Logger = yamuxLogger{log: log}
+	return cfg
+}
+
+func (s *Session) run(ctx, inner context.Context, ka Keepalive) {
+	defer close(s.done)
+	pingDone := make(chan struct{})
+	go func() {
+		defer close(pingDone)
+		s.keepalive(inner, ka)
+	}()
+	select {
+	case <-inner.Done(): // Close
+	case <-ctx.Done():
+		s.setReason(ReasonShutdown)
+		s.closeGracefully()
+	case <-s.mux.CloseChan():
+		s.setReason(ReasonClosed)
+	}
+	s.cancel()
+	_ = s.mux.Close()
+	_ = s.ws.CloseNow()
+	<-pingDone
+}
+
+func (s *Session) closeGracefully() {
+	_ = s.mux.GoAway()
+	s.mu.Lock()
+	reason := s.reason
+	s.mu.Unlock()
+	code := websocket.StatusNormalClosure
+	if reason == ReasonShutdown {
+		code = websocket.StatusGoingAway
+	}
+	// Close performs the close handshake (bounded by the library's timeout)
+	// so the peer learns the reason instead of seeing a broken connection.
+	_ = s.ws.Close(code, string(reason))
+}
+
+func (s *Session) keepalive(ctx context.Context, ka Keepalive) {
+	missed := 0
+	timer := time.NewTimer(ka.Interval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.mux.CloseChan():
+			return
+		case <-timer.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, ka.Interval)
+		start := time.Now()
+		err := s.ws.Ping(pctx)
+		cancel()
+		next := ka.Interval
+		if err == nil {
+			rtt := time.Since(start)
+			missed = 0
+			s.mu.Lock()
+			s.rtt = rtt
+			s.mu.Unlock()
+			s.obs.PingRTT(s.target, rtt)
+			next -= rtt
+		} else {
+			if ctx.Err() != nil {
+				return
+			}
+			missed++
+			next = 0 // the failed ping already waited a full interval
+			s.log.V(2).Info("tunnel ping missed", "target", s.target.String(), "missed", missed, "err", err.Error())
+			if missed >= ka.MaxMissed {
+				s.log.Info("tunnel peer missed pongs, closing", "target", s.target.String(), "missed", missed)
+				s.setReason(ReasonPingTimeout)
+				s.cancelWith()
+				return
+			}
+		}
+		timer.Reset(max(next, time.Millisecond))
+	}
+}
+
+// cancelWith ends the session without a close handshake: the peer is gone.
+func (s *Session) cancelWith() {
+	_ = s.mux.Close()
+	_ = s.ws.CloseNow()
+}
+
+func (s *Session) setReason(r Reason) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reason == "" {
+		s.reason = r
+	}
+}
+
+// Close ends the session gracefully with the given reason and waits until it
+// is torn down.
+func (s *Session) Close(reason Reason) {
+	s.setReason(reason)
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	s.closeGracefully()
+	s.cancel()
+	<-s.done
+}
+
+// Done is closed once the session is fully torn down.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Reason returns why the session ended ("" while it is up).
+func (s *Session) Reason() Reason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reason
+}
+
+// Target returns the SyncTarget of the session.
+func (s *Session) Target() Target { return s.target }
+
+// PingRTT returns the last measured ping round trip time (0 before the first).
+func (s *Session) PingRTT() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rtt
+}
+
+// NumStreams returns the number of open streams.
+func (s *Session) NumStreams() int { return s.mux.NumStreams() }
+
+// Open opens a stream of the given kind to the peer. It fails fast when the
+// session is closed; ctx bounds the wait for the peer's acknowledgement.
+func (s *Session) Open(ctx context.Context, kind StreamKind) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := s.mux.OpenStream()
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		ch <- result{c: c}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, fmt.Errorf("open tunnel stream: %w", r.err)
+		}
+		return s.track(r.c, kind), nil
+	case <-ctx.Done():
+		go func() {
+			if r := <-ch; r.c != nil {
+				_ = r.c.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
+}
+
+// Accept waits for a stream opened by the peer.
+func (s *Session) Accept(kind StreamKind) (net.Conn, error) {
+	c, err := s.mux.AcceptStream()
+	if err != nil {
+		return nil, err
+	}
+	return s.track(c, kind), nil
+}
+
+// Listener returns a net.Listener of the streams the peer opens, for serving
+// HTTP over the tunnel. Closing it does not close the session.
+func (s *Session) Listener(kind StreamKind) net.Listener {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &streamListener{s: s, kind: kind, ctx: ctx, cancel: cancel}
+}
+
+func (s *Session) track(c net.Conn, kind StreamKind) net.Conn {
+	s.obs.StreamOpened(s.target, kind)
+	return &trackedConn{Conn: c, onClose: func() { s.obs.StreamClosed(s.target, kind) }}
+}
+
+type streamListener struct {
+	s      *Session
+	kind   StreamKind
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+func (l *streamListener) Accept() (net.Conn, error) {
+	c, err := l.s.mux.AcceptStreamWithContext(l.ctx)
+	if err != nil {
+		if l.ctx.Err() != nil || errors.Is(err, yamux.ErrSessionShutdown) {
+			return nil, net.ErrClosed
+		}
+		return nil, err
+	}
+	return l.s.track(c, l.kind), nil
+}
+
+func (l *streamListener) Close() error {
+	l.cancel()
+	return nil
+}
+
+func (l *streamListener) Addr() net.Addr { return l.s.mux.Addr() }
+
+type trackedConn struct {
+	net.Conn
+	once    sync.Once
+	onClose func()
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.onClose)
+	return err
+}
+
+// CloseWrite half-closes the stream: yamux's Close sends FIN but keeps
+// reading until the peer closes too.
+func (c *trackedConn) CloseWrite() error { return c.Conn.Close() }
+
+type countingConn struct {
+	net.Conn
+	target Target
+	obs    Observer
+
+	// Write coalescing: yamux writes a data frame as two writes, the 12-byte
+	// header and then the body. Sending them as one WebSocket message halves
+	// the frames, TLS records and syscalls per data frame. Only yamux's send
+	// loop writes, so no lock is needed.
+	hdr     [yamuxHeaderSize]byte
+	pending bool
+	buf     []byte
+}
+
+const yamuxHeaderSize = 12
+
+// isDataHeader reports whether p is a yamux data frame header (version 0,
+// type 0) announcing a non-empty body, which yamux writes next.
+func isDataHeader(p []byte) bool {
+	return len(p) == yamuxHeaderSize && p[0] == 0 && p[1] == 0 && binary.BigEndian.Uint32(p[8:12]) > 0
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.obs.Bytes(c.target, Received, n)
+	}
+	return n, err
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	if !c.pending && isDataHeader(p) {
+		copy(c.hdr[:], p)
+		c.pending = true
+		return len(p), nil
+	}
+	if c.pending {
+		c.pending = false
+		c.buf = append(append(c.buf[:0], c.hdr[:]...), p...)
+		n, err := c.write(c.buf)
+		if cap(c.buf) > 1<<20 {
+			c.buf = nil // do not pin a large buffer
+		}
+		return max(n-yamuxHeaderSize, 0), err
+	}
+	return c.write(p)
+}
+
+func (c *countingConn) write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.obs.Bytes(c.target, Sent, n)
+	}
+	return n, err
+}
+
+type yamuxLogger struct{ log logr.Logger }
+
+func (l yamuxLogger) Print(v ...any)                 { l.log.V(4).Info(fmt.Sprint(v...)) }
+func (l yamuxLogger) Printf(format string, v ...any) { l.log.V(4).Info(fmt.Sprintf(format, v...)) }
+func (l yamuxLogger) Println(v ...any)               { l.log.V(4).Info(fmt.Sprint(v...)) }
+
+const pipeBuffer = 128 << 10
+
+// Pipe copies both ways between a and b, half-closing each side's write end
+// when the other side's read ends, and closes both when done.
+func Pipe(a, b net.Conn) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst, src net.Conn) {
+		defer wg.Done()
+		// A larger buffer than io.Copy's 32 KiB, and no ReaderFrom/WriterTo
+		// shortcuts (they fall back to 32 KiB too): fewer syscalls per MiB.
+		buf := make([]byte, pipeBuffer)
+		_, err := io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, buf)
+		if err != nil {
+			// Broken: tear down both directions.
+			_ = a.Close()
+			_ = b.Close()
+			return
+		}
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			_ = dst.Close()
+		}
+	}
+	go cp(a, b)
+	go cp(b, a)
+	wg.Wait()
+	_ = a.Close()
+	_ = b.Close()
+}

@@ -1,0 +1,297 @@
+package tunnel_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/tmc-syncer/syncer/modules/tunnel"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var target = tunnel.Target{Cluster: "root:org", Name: "c1"}
+
+func TestParsePath(t *testing.T) {
+	for _, tc := range []struct {
+		path      string
+		want      tunnel.Target
+		remainder string
+		wantErr   bool
+	}{
+		{path: "/tunnel/v1/clusters/root:org/synctargets/c1", want: target},
+		{path: "/tunnel/v1/clusters/root:org/synctargets/c1/proxy/api/v1/namespaces/x/pods", want: target, remainder: "/proxy/api/v1/namespaces/x/pods"},
+		{path: "/tunnel/v1/clusters/root/synctargets", wantErr: true},
+		{path: "/tunnel/v1/clusters/root/targets/c1", wantErr: true},
+		{path: "/tunnel/v1/clusters/../synctargets/c1", wantErr: true},
+		{path: "/tunnel/v1/clusters//synctargets/c1", wantErr: true},
+		{path: "/other", wantErr: true},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			got, rem, err := tunnel.ParsePath(tc.path)
+			if tc.wantErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+			assert.Equal(t, tc.remainder, rem)
+		})
+	}
+	assert.Equal(t, "/tunnel/v1/clusters/root:org/synctargets/c1/proxy", target.ProxyPath())
+	assert.Equal(t, "root:org/c1", target.String())
+}
+
+func TestParseAPIPathAndVerb(t *testing.T) {
+	for _, tc := range []struct {
+		path, method, query string
+		wantVerb            string
+		wantParseErr        bool
+		wantVerbErr         bool
+	}{
+		{path: "/api/v1/namespaces/a/pods/p", method: "GET", wantVerb: "get"},
+		{path: "/api/v1/namespaces/a/pods", method: "GET", wantVerb: "list"},
+		{path: "/api/v1/namespaces/a/pods", method: "GET", query: "watch=true", wantVerb: "watch"},
+		{path: "/apis/apps/v1/namespaces/a/deployments/d", method: "GET", wantVerb: "get"},
+		{path: "/api/v1/namespaces/a/pods/p/log", method: "GET", wantVerb: "get"},
+		{path: "/api/v1/namespaces/a/pods/p/log", method: "POST", wantVerbErr: true},
+		{path: "/api/v1/namespaces/a/pods/p/exec", method: "POST", wantVerb: "create"},
+		{path: "/api/v1/namespaces/a/pods/p/exec", method: "GET", wantVerb: "create"},
+		{path: "/api/v1/namespaces/a/pods/p/portforward", method: "PUT", wantVerbErr: true},
+		{path: "/api/v1/namespaces/a/pods/p", method: "DELETE", wantVerbErr: true},
+		{path: "/apis/apps/v1/namespaces/a/deployments/d/scale", wantParseErr: true},
+		{path: "/api/v1/namespaces/a/pods/p/proxy", wantParseErr: true},
+		{path: "/api/v1/nodes/n", wantParseErr: true},
+		{path: "/api/v1/namespaces/a/pods/../x", wantParseErr: true},
+		{path: "/api/v1/namespaces//pods", wantParseErr: true},
+		{path: "/metrics", wantParseErr: true},
+		{path: "", wantParseErr: true},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			r, err := tunnel.ParseAPIPath(tc.path)
+			if tc.wantParseErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.path, r.Path(), "round trip")
+			q, _ := url.ParseQuery(tc.query)
+			verb, err := r.Verb(tc.method, q)
+			if tc.wantVerbErr {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.wantVerb, verb)
+		})
+	}
+}
+
+func TestStripCredentials(t *testing.T) {
+	h := http.Header{}
+	for _, k := range []string{"Authorization", "Proxy-Authorization", "Cookie", "Impersonate-User", "Impersonate-Extra-Scopes", "X-Remote-User", "Accept"} {
+		h.Set(k, "v")
+	}
+	tunnel.StripCredentials(h)
+	assert.Equal(t, http.Header{"Accept": {"v"}}, h)
+}
+
+func TestStateAndStatsSnapshot(t *testing.T) {
+	for s, want := range map[tunnel.State]string{tunnel.StateDisconnected: "Disconnected", tunnel.StateConnecting: "Connecting",
+		tunnel.StateConnected: "Connected", tunnel.StateBackoff: "Backoff", tunnel.State(42): "Unknown"} {
+		assert.Equal(t, want, s.String())
+	}
+	var st tunnel.Stats
+	var o tunnel.Observer = &st
+	o.StateChanged(target, tunnel.StateDisconnected, tunnel.StateConnecting)
+	o.Connected(target, time.Second)
+	o.ConnectFailed(target, tunnel.ReasonDial)
+	o.Disconnected(target, tunnel.ReasonPingTimeout)
+	o.PingRTT(target, time.Millisecond)
+	o.Bytes(target, tunnel.Sent, 10)
+	o.Bytes(target, tunnel.Received, 20)
+	o.StreamOpened(target, tunnel.StreamDownstream)
+	o.StreamOpened(target, tunnel.StreamDownstream)
+	o.StreamClosed(target, tunnel.StreamDownstream)
+	snap := st.Snapshot()
+	assert.Equal(t, tunnel.StateConnecting, snap.State)
+	assert.EqualValues(t, 1, snap.Connects)
+	assert.EqualValues(t, 1, snap.ConnectFailures[tunnel.ReasonDial])
+	assert.EqualValues(t, 1, snap.Disconnects[tunnel.ReasonPingTimeout])
+	assert.Equal(t, time.Millisecond, snap.LastPingRTT)
+	assert.Equal(t, time.Second, snap.LastReconnect)
+	assert.EqualValues(t, 10, snap.BytesSent)
+	assert.EqualValues(t, 20, snap.BytesReceived)
+	assert.EqualValues(t, 1, snap.OpenStreams[tunnel.StreamDownstream])
+	assert.EqualValues(t, 2, snap.TotalStreams[tunnel.StreamDownstream])
+
+	var n tunnel.Observer = tunnel.NopObserver{}
+	n.StateChanged(target, 0, 1)
+	n.Connected(target, 0)
+	n.ConnectFailed(target, "")
+	n.Disconnected(target, "")
+	n.PingRTT(target, 0)
+	n.Bytes(target, tunnel.Sent, 1)
+	n.StreamOpened(target, tunnel.StreamUpstream)
+	n.StreamClosed(target, tunnel.StreamUpstream)
+}
+
+// sessionPair connects a client and a server Session over a loopback WebSocket.
+func sessionPair(t *testing.T, ka tunnel.Keepalive) (cli, srv *tunnel.Session, cliStats, srvStats *tunnel.Stats) {
+	t.Helper()
+	cliStats, srvStats = &tunnel.Stats{}, &tunnel.Stats{}
+	srvCh := make(chan *tunnel.Session, 1)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		s, err := tunnel.NewSession(context.Background(), ws, false, target, ka, srvStats, testr.NewWithOptions(t, testr.Options{Verbosity: 1}).WithName("srv"))
+		if err != nil {
+			return
+		}
+		srvCh <- s
+		<-s.Done()
+	}))
+	t.Cleanup(hs.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ws, resp, err := websocket.Dial(ctx, hs.URL, nil)
+	require.NoError(t, err)
+	if resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	cli, err = tunnel.NewSession(context.Background(), ws, true, target, ka, cliStats, testr.NewWithOptions(t, testr.Options{Verbosity: 1}).WithName("cli"))
+	require.NoError(t, err)
+	srv = <-srvCh
+	t.Cleanup(func() {
+		cli.Close(tunnel.ReasonShutdown)
+		srv.Close(tunnel.ReasonShutdown)
+	})
+	return cli, srv, cliStats, srvStats
+}
+
+func TestSessionStreamsBothWaysAndMeasuresPings(t *testing.T) {
+	cli, srv, cliStats, srvStats := sessionPair(t, tunnel.Keepalive{Interval: 50 * time.Millisecond})
+	assert.Equal(t, target, cli.Target())
+	ctx := context.Background()
+
+	// Server-opened streams served over a net.Listener on the client.
+	ln := cli.Listener(tunnel.StreamDownstream)
+	hsrv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "pong") }), ReadHeaderTimeout: time.Second}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = hsrv.Serve(ln) }()
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return srv.Open(ctx, tunnel.StreamDownstream)
+	}}
+	resp, err := (&http.Client{Transport: tr}).Get("http://syncer/ping")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	assert.Equal(t, "pong", string(body))
+	tr.CloseIdleConnections()
+	require.NoError(t, hsrv.Close())
+	<-served
+	assert.NotNil(t, ln.Addr())
+
+	// Client-opened stream piped to an echo on the server side.
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := srv.Accept(tunnel.StreamUpstream)
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	c, err := cli.Open(ctx, tunnel.StreamUpstream)
+	require.NoError(t, err)
+	sc := <-accepted
+	a, b := net.Pipe()
+	go tunnel.Pipe(sc, a)
+	go func() { _, _ = io.Copy(b, b) }()
+	_, err = io.WriteString(c, "hello")
+	require.NoError(t, err)
+	buf := make([]byte, 5)
+	_, err = io.ReadFull(c, buf)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(buf))
+	require.NoError(t, c.(interface{ CloseWrite() error }).CloseWrite())
+	_, err = io.ReadAll(c) // the echo side closes after our half-close
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	_ = b.Close()
+
+	tunneltestEventually(t, func() bool { return cli.PingRTT() > 0 && srv.PingRTT() > 0 })
+	assert.Positive(t, cliStats.Snapshot().BytesSent)
+	assert.Positive(t, srvStats.Snapshot().BytesReceived)
+	tunneltestEventually(t, func() bool { return cliStats.Snapshot().OpenStreams[tunnel.StreamUpstream] == 0 })
+
+	cli.Close(tunnel.ReasonShutdown)
+	assert.Equal(t, tunnel.ReasonShutdown, cli.Reason())
+	<-srv.Done()
+	assert.Equal(t, tunnel.ReasonClosed, srv.Reason())
+	_, err = cli.Open(ctx, tunnel.StreamUpstream)
+	require.Error(t, err)
+	_, err = ln.Accept()
+	require.ErrorIs(t, err, net.ErrClosed)
+	require.NoError(t, ln.Close())
+}
+
+func TestSessionOpenHonoursContext(t *testing.T) {
+	cli, _, _, _ := sessionPair(t, tunnel.Keepalive{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := cli.Open(ctx, tunnel.StreamUpstream)
+	if err != nil {
+		require.ErrorIs(t, err, context.Canceled)
+	}
+	assert.GreaterOrEqual(t, cli.NumStreams(), 0)
+}
+
+func TestSessionClosesWhenContextEnds(t *testing.T) {
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		s, err := tunnel.NewSession(r.Context(), ws, false, target, tunnel.Keepalive{}, nil, logr.Discard())
+		if err != nil {
+			return
+		}
+		<-s.Done()
+	}))
+	defer hs.Close()
+	ws, resp, err := websocket.Dial(context.Background(), hs.URL, nil)
+	require.NoError(t, err)
+	if resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := tunnel.NewSession(ctx, ws, true, target, tunnel.Keepalive{}, nil, logr.Discard())
+	require.NoError(t, err)
+	cancel()
+	<-s.Done()
+	assert.Equal(t, tunnel.ReasonShutdown, s.Reason())
+}
+
+func tunneltestEventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 5s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
