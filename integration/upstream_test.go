@@ -423,7 +423,7 @@ func TestUpstreamStatusLatency(t *testing.T) {
 	ns := b.env.KCP.CreateNamespace(t, "latency")
 	up := b.upstreamObject(widgetsGVR, ns, widget("fast"))
 	down := b.syncDown(widgetsGVR, up)
-	b.start(upstream.Options{DisableEvents: true}, widgetsGVR)
+	_, reg, _ := b.start(upstream.Options{DisableEvents: true}, widgetsGVR)
 
 	setWidgetStatus(t, b.down.dyn, down.GetNamespace(), down.GetName(), 0)
 	w, err := b.up.dyn.Resource(widgetsGVR).Namespace(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=fast"})
@@ -461,6 +461,8 @@ func TestUpstreamStatusLatency(t *testing.T) {
 	t.Logf("status latency over %d updates (downstream UpdateStatus call → upstream watch event): p50=%s p99=%s max=%s",
 		updates, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
 	assert.Less(t, p50, 500*time.Millisecond, "status flows event-driven, not by polling")
+	q50, q99 := histogramQuantile(t, reg, "tmc_syncer_status_sync_latency_seconds", 0.5), histogramQuantile(t, reg, "tmc_syncer_status_sync_latency_seconds", 0.99)
+	t.Logf("of which inside the syncer (informer event → upstream write acknowledged, histogram bucket bounds): p50 ≤ %s, p99 ≤ %s", q50, q99)
 }
 
 // TestUpstreamRealEventsOfDeployment: the physical cluster's controllers' Events (the
@@ -612,4 +614,26 @@ func TestUpstreamEventFloodIsRateLimited(t *testing.T) {
 		metricSum(t, reg, "tmc_syncer_events_dropped_total", map[string]string{"reason": "global_rate_limited"}), s.Events().Pending())
 	assert.LessOrEqual(t, float64(got), min(globalBound, objectBound)+1, "upstream receives at most what the buckets allow")
 	assert.Greater(t, dropped, float64(total/2), "the excess is dropped and counted")
+}
+
+// histogramQuantile returns the upper bound of the bucket holding quantile q.
+func histogramQuantile(t *testing.T, reg *prometheus.Registry, name string, q float64) time.Duration {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			want := q * float64(h.GetSampleCount())
+			for _, b := range h.GetBucket() {
+				if float64(b.GetCumulativeCount()) >= want {
+					return time.Duration(b.GetUpperBound() * float64(time.Second))
+				}
+			}
+		}
+	}
+	return 0
 }

@@ -13,6 +13,10 @@
 //     upstream UID, and objects not labelled Sync for this target are left alone.
 //   - a resource whose upstream /status answers 404 while the object exists has no status
 //     subresource: it is remembered per resource and never retried.
+//   - the downstream object is the truth: when another writer changes the upstream status
+//     (a resourceVersion that is not our last write's), the key is re-queued after a delay
+//     that doubles per re-assert (10 ms … 1 min, reset after 2 min of quiet), so a writer
+//     that keeps disagreeing is answered ever more slowly instead of spinning.
 package status
 
 import (
