@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -636,4 +637,41 @@ func histogramQuantile(t *testing.T, reg *prometheus.Registry, name string, q fl
 		}
 	}
 	return 0
+}
+
+// TestUpstreamEventShapesAndMaxAge: an events.k8s.io/v1 Event with a series goes up with the
+// series count; an Event older than MaxAge when the syncer starts is not replayed.
+func TestUpstreamEventShapesAndMaxAge(t *testing.T) {
+	b := newUpstreamBed(t)
+	ctx := context.Background()
+	ns := b.env.KCP.CreateNamespace(t, "shapes")
+	up := b.upstreamObject(widgetsGVR, ns, widget("w"))
+	down := b.syncDown(widgetsGVR, up)
+
+	old := downstreamEvent("w.old", down, "Ancient")
+	old.FirstTimestamp = metav1.NewTime(time.Now().Add(-3 * time.Hour))
+	old.LastTimestamp = metav1.NewTime(time.Now().Add(-2 * time.Hour))
+	_, err := b.down.kube.CoreV1().Events(down.GetNamespace()).Create(ctx, old, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, reg, _ := b.start(upstream.Options{Events: events.Options{MaxAge: time.Hour}}, widgetsGVR)
+
+	series := &eventsv1.Event{
+		ObjectMeta: metav1.ObjectMeta{Name: "w.series", Namespace: down.GetNamespace()},
+		EventTime:  metav1.NewMicroTime(time.Now()),
+		Series:     &eventsv1.EventSeries{Count: 3, LastObservedTime: metav1.NewMicroTime(time.Now())},
+		Regarding: corev1.ObjectReference{APIVersion: down.GetAPIVersion(), Kind: down.GetKind(),
+			Namespace: down.GetNamespace(), Name: down.GetName(), UID: down.GetUID()},
+		ReportingController: "example.com/widget-controller", ReportingInstance: "widget-controller-1",
+		Action: "Polish", Reason: "Polished", Note: "polished thrice", Type: corev1.EventTypeNormal,
+	}
+	_, err = b.down.kube.EventsV1().Events(down.GetNamespace()).Create(ctx, series, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		got := b.syncedEvents(ns)
+		return len(got) == 1 && got[0].Count == 3 && got[0].Message == "polished thrice" && got[0].Reason == "Polished"
+	}, 10*time.Second, 20*time.Millisecond, "the events.k8s.io/v1 Event goes up with its series count")
+	require.Eventually(t, func() bool {
+		return metricSum(t, reg, "tmc_syncer_events_dropped_total", map[string]string{"reason": "too_old"}) == 1
+	}, 10*time.Second, 20*time.Millisecond, "the 2 h old Event is counted as too old")
+	assert.Len(t, b.syncedEvents(ns), 1, "and not forwarded")
 }
