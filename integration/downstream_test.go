@@ -681,3 +681,47 @@ func TestDownstreamBenchmark1000ConfigMaps(t *testing.T) {
 	t.Logf("BENCHMARK 1000 ConfigMaps: syncer %s (from start, caches included), direct client-go %s, ratio %.2f (workers %d); downstream requests by the syncer: %d",
 		syncTime.Round(time.Millisecond), directTime.Round(time.Millisecond), ratio, workers, h.downRequests.count(""))
 }
+
+// TestDownstreamImmutableChangeRecreatesOnlyWhenAllowed changes a Deployment's selector
+// downstream (through a spec-diff, as the upstream apiserver would refuse the change too):
+// the physical cluster rejects it as immutable; with recreate-on-immutable the object is
+// deleted and recreated, without it the error is reported upstream.
+func TestDownstreamImmutableChangeRecreatesOnlyWhenAllowed(t *testing.T) {
+	h := newSyncer(t, "immutable", downstream.Options{})
+	h.start(deploymentsGVR)
+	ns := h.upstreamNamespace("immutable")
+	deployment := func(name string, annotations map[string]any) *unstructured.Unstructured {
+		return &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "apps/v1", "kind": "Deployment",
+			"metadata": map[string]any{
+				"name": name, "namespace": ns, "annotations": annotations,
+				"labels": map[string]any{h.target.StateLabel(): "Sync"},
+			},
+			"spec": map[string]any{
+				"replicas": int64(0),
+				"selector": map[string]any{"matchLabels": map[string]any{"app": name}},
+				"template": map[string]any{
+					"metadata": map[string]any{"labels": map[string]any{"app": name, "tier": "web"}},
+					"spec":     map[string]any{"containers": []any{map[string]any{"name": "c", "image": "nginx"}}},
+				},
+			},
+		}}
+	}
+	h.createUp(deploymentsGVR, deployment("recreate", map[string]any{spec.RecreateOnImmutableAnnotation: "true"}))
+	h.createUp(deploymentsGVR, deployment("report", nil))
+	first := h.waitDown(deploymentsGVR, ns, "recreate", nil, "synced")
+	h.waitDown(deploymentsGVR, ns, "report", nil, "synced")
+
+	for _, name := range []string{"recreate", "report"} {
+		diff := fmt.Sprintf(`[{"op":"replace","path":"/selector/matchLabels","value":{"app":%q,"tier":"web"}}]`, name)
+		h.patchUp(deploymentsGVR, ns, name, map[string]any{"metadata": map[string]any{"annotations": map[string]any{h.target.SpecDiffAnnotation(): diff}}})
+	}
+	h.waitDown(deploymentsGVR, ns, "recreate", func(u *unstructured.Unstructured) bool {
+		tier, _, _ := unstructured.NestedString(u.Object, "spec", "selector", "matchLabels", "tier")
+		return u.GetUID() != first.GetUID() && tier == "web"
+	}, "recreated with the new selector")
+	h.waitEvent(ns, "report", spec.ReasonSyncFailed, "immutable")
+	h.waitUp(deploymentsGVR, ns, "report", func(u *unstructured.Unstructured, err error) bool {
+		return err == nil && strings.Contains(u.GetAnnotations()[spec.SyncErrorAnnotation], "immutable")
+	}, "immutable error reported in the annotation")
+}
