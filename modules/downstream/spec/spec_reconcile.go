@@ -9,6 +9,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/klog/v2"
 
 	"github.com/tmc-syncer/syncer/modules/downstream/applier"
@@ -28,7 +29,7 @@ const recreateDelay = time.Second
 // Reconcile implements queue.Controller: it converges the downstream copy of the upstream
 // object named by key.
 func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
-	r, ok := c.resources[key.GVR]
+	r, ok := c.resource(key.GVR)
 	if !ok {
 		return nil
 	}
@@ -223,7 +224,7 @@ func (c *Controller) remove(ctx context.Context, r Resource, key queue.Key, up *
 			return nil
 		}
 	}
-	pending, err := c.deleteDownstream(ctx, r, up, c.indexed(r, key))
+	pending, err := c.deleteDownstream(ctx, r, up, c.indexed(r, key, up))
 	if err != nil || pending {
 		return err
 	}
@@ -272,19 +273,67 @@ func (c *Controller) deleteDownstream(ctx context.Context, r Resource, up *unstr
 	return pending, nil
 }
 
-// indexed returns our cached downstream objects synced from key's upstream object.
-func (c *Controller) indexed(r Resource, key queue.Key) []*unstructured.Unstructured {
+// indexed returns our cached downstream objects synced from key's upstream object: by
+// ByUpstreamIndex, else (caches without that index) by the name the transformation gives.
+func (c *Controller) indexed(r Resource, key queue.Key, up *unstructured.Unstructured) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	ours := func(u *unstructured.Unstructured) bool {
+		o, ok := ownership.FromAnnotations(u.GetAnnotations())
+		return ok && u.GetLabels()[identity.DownstreamClusterLabel] == c.cfg.Target.Key &&
+			o.Cluster == key.Cluster && o.Namespace == key.Namespace && o.Name == key.Name
+	}
 	items, err := r.Downstream.ByIndex(ByUpstreamIndex, indexValue(key.Cluster, key.Namespace, key.Name))
+	if err == nil {
+		for _, it := range items {
+			if u, ok := it.(*unstructured.Unstructured); ok && ours(u) {
+				out = append(out, u)
+			}
+		}
+		return out
+	}
+	ns, name, err := c.expectedName(key, kindOf(r.GVR, up))
 	if err != nil {
 		return nil
 	}
-	out := make([]*unstructured.Unstructured, 0, len(items))
-	for _, it := range items {
-		if u, ok := it.(*unstructured.Unstructured); ok && u.GetLabels()[identity.DownstreamClusterLabel] == c.cfg.Target.Key {
+	if it, ok, err := r.Downstream.GetByKey(cacheKey(ns, name)); err == nil && ok {
+		if u, isU := it.(*unstructured.Unstructured); isU && ours(u) {
 			out = append(out, u)
 		}
 	}
 	return out
+}
+
+// kindOf is the GroupKind of up, or, without it, the one renames depend on.
+func kindOf(gvr schema.GroupVersionResource, up *unstructured.Unstructured) schema.GroupKind {
+	if up != nil {
+		return up.GroupVersionKind().GroupKind()
+	}
+	if gvr.Group == "" {
+		switch gvr.Resource {
+		case "configmaps":
+			return schema.GroupKind{Kind: "ConfigMap"}
+		case "secrets":
+			return schema.GroupKind{Kind: "Secret"}
+		}
+	}
+	return schema.GroupKind{Group: gvr.Group}
+}
+
+// expectedName is where the transformation puts the downstream copy of key's object.
+func (c *Controller) expectedName(key queue.Key, gk schema.GroupKind) (string, string, error) {
+	name := rename.DownstreamName(gk, key.Name)
+	if key.Namespace == "" {
+		return "", name, nil
+	}
+	l := namespace.Locator{
+		SyncTarget: namespace.SyncTarget{Cluster: c.cfg.Transform.SyncTargetCluster, Name: c.cfg.Transform.SyncTargetName, UID: c.cfg.Transform.SyncTargetUID},
+		Cluster:    key.Cluster, Namespace: key.Namespace,
+	}
+	ns, err := namespace.DownstreamName(l)
+	if err != nil {
+		return "", "", fmt.Errorf("downstream namespace of %s: %w", key.String(), err)
+	}
+	return ns, name, nil
 }
 
 // downstreamName is where the transformation puts up's downstream copy.
