@@ -31,6 +31,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
 	"github.com/tmc-syncer/syncer/modules/downstream/spec"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/engine/engine"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 )
@@ -724,4 +725,87 @@ func TestDownstreamImmutableChangeRecreatesOnlyWhenAllowed(t *testing.T) {
 	h.waitUp(deploymentsGVR, ns, "report", func(u *unstructured.Unstructured, err error) bool {
 		return err == nil && strings.Contains(u.GetAnnotations()[spec.SyncErrorAnnotation], "immutable")
 	}, "immutable error reported in the annotation")
+}
+
+// startOnEngine runs downstream sync registered on an engine.Engine (the engine's informers
+// and resource set) instead of the Syncer's own informers.
+func (h *syncerHarness) startOnEngine(resources ...string) {
+	h.t.Helper()
+	upClients, err := engine.ClientsFor(h.env.KCP.Config)
+	require.NoError(h.t, err)
+	downClients, err := engine.ClientsFor(h.env.Physical.Config)
+	require.NoError(h.t, err)
+	e, err := engine.New(engine.Config{
+		SyncTargetName: h.target.Name, SyncTargetUID: h.target.UID, FromCluster: h.target.Cluster, Resources: resources,
+	}, upClients, downClients)
+	require.NoError(h.t, err)
+	opts := h.opts
+	opts.Registerer = prometheus.NewRegistry()
+	reg, err := downstream.Register(e, downstream.Clients{Upstream: h.up, Downstream: h.down, UpstreamEvents: h.upKube}, opts)
+	require.NoError(h.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	h.t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(h.t, err, "engine Run")
+		case <-time.After(time.Minute):
+			h.t.Error("engine did not stop within a minute")
+		}
+		reg.Close()
+	})
+	select {
+	case <-e.Ready():
+	case err := <-done:
+		require.NoError(h.t, err, "engine stopped before it was ready")
+	case <-time.After(eventually):
+		h.t.Fatal("engine not ready in time")
+	}
+}
+
+func TestDownstreamOnEngineSyncsRevertsDeletesAndCleansNamespaces(t *testing.T) {
+	h := newSyncer(t, "engine", downstream.Options{NamespaceCleanDelay: time.Second})
+	ns := h.upstreamNamespace("engine")
+	// An orphan from an earlier run: labelled for this target, its upstream object gone.
+	orphanNS := h.env.Physical.CreateNamespace(t, "orphans")
+	_, err := h.env.Physical.Kube(t).CoreV1().ConfigMaps(orphanNS).Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+		Name: "orphan", Labels: map[string]string{identity.DownstreamClusterLabel: h.target.Key},
+		Annotations: map[string]string{"syncer.tmc.dev/upstream-cluster": upstreamCluster, "syncer.tmc.dev/upstream-namespace": ns,
+			"syncer.tmc.dev/upstream-name": "orphan", "syncer.tmc.dev/upstream-uid": "gone"},
+	}}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	h.startOnEngine("configmaps")
+
+	require.Eventually(t, func() bool {
+		_, err := h.env.Physical.Kube(t).CoreV1().ConfigMaps(orphanNS).Get(context.Background(), "orphan", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, eventually, tick, "start-up cleanup deletes the orphan")
+
+	h.createUp(configMapsGVR, h.configMap(ns, "web", map[string]any{"color": "blue"}, nil))
+	first := h.waitDown(configMapsGVR, ns, "web", dataEquals("color", "blue"), "created")
+	h.waitUp(configMapsGVR, ns, "web", hasFinalizerFor(h), "finalizer")
+
+	other := h.env.Physical.Dynamic(t).Resource(configMapsGVR).Namespace(h.downstreamNamespace(ns))
+	live, err := other.Get(context.Background(), "web", metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NoError(t, unstructured.SetNestedField(live.Object, "red", "data", "color"))
+	_, err = other.Update(context.Background(), live, metav1.UpdateOptions{FieldManager: "kubectl-edit"})
+	require.NoError(t, err)
+	h.waitDown(configMapsGVR, ns, "web", dataEquals("color", "blue"), "edit reverted")
+	require.NoError(t, other.Delete(context.Background(), "web", metav1.DeleteOptions{}))
+	h.waitDown(configMapsGVR, ns, "web", func(u *unstructured.Unstructured) bool { return u.GetUID() != first.GetUID() }, "recreated")
+
+	h.patchUp(configMapsGVR, ns, "web", map[string]any{"data": map[string]any{"color": "green"}})
+	h.waitDown(configMapsGVR, ns, "web", dataEquals("color", "green"), "updated")
+	require.NoError(t, h.up.Resource(configMapsGVR).Namespace(ns).Delete(context.Background(), "web", metav1.DeleteOptions{}))
+	h.waitDownGone(configMapsGVR, ns, "web", "upstream deleted it")
+	h.waitUp(configMapsGVR, ns, "web", isNotFound, "finalizer released")
+
+	require.NoError(t, h.upKube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		n, err := h.env.Physical.Kube(t).CoreV1().Namespaces().Get(context.Background(), h.downstreamNamespace(ns), metav1.GetOptions{})
+		return apierrors.IsNotFound(err) || (err == nil && n.DeletionTimestamp != nil)
+	}, eventually, tick, "unused downstream namespace deleted after the delay")
 }
