@@ -194,7 +194,7 @@ func (b byNamespace) ByIndex(indexName, value string) ([]any, error) {
 		return out, err
 	}
 	var out []any
-	for _, it := range b.Indexer.List() {
+	for _, it := range b.List() {
 		if m, err := meta.Accessor(it); err == nil && m.GetNamespace() == value {
 			out = append(out, it)
 		}
