@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -82,10 +83,6 @@ func (c *Controller) wanted(up *unstructured.Unstructured) bool {
 // sync creates or updates the downstream object.
 func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured) error {
 	logger := klog.FromContext(ctx)
-	up, err := c.ensureFinalizer(ctx, r, up)
-	if err != nil || up == nil {
-		return err
-	}
 	desired, err := c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up)
 	if transformation.IsSkip(err) {
 		logger.V(4).Info("not synced", "reason", err.Error())
@@ -94,6 +91,22 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 	if err != nil {
 		return c.permanent(ctx, r, key, up, "", "transform", err)
 	}
+	// The finalizer goes on before any downstream write; reading the live object is not a
+	// write, so on a first sync both requests run at once.
+	cached := up
+	up, live, err := c.finalizerAndLive(ctx, r, up, desired.GetNamespace(), desired.GetName())
+	if err != nil || up == nil {
+		return err
+	}
+	if up != cached {
+		// The patched object; it differs from the cached one only if someone changed it meanwhile.
+		if desired, err = c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up); err != nil {
+			if transformation.IsSkip(err) {
+				return nil
+			}
+			return c.permanent(ctx, r, key, up, "", "transform", err)
+		}
+	}
 	if desired.GetNamespace() != "" {
 		if _, err := c.cfg.Namespaces.Ensure(ctx, c.cfg.Transform.Locator(up)); err != nil {
 			if errors.Is(err, namespace.ErrCollision) {
@@ -101,10 +114,6 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 			}
 			return err
 		}
-	}
-	live, err := c.live(ctx, r, desired.GetNamespace(), desired.GetName())
-	if err != nil {
-		return err
 	}
 	owner, _ := ownership.FromAnnotations(desired.GetAnnotations())
 	own := conflict.Classify(live, c.cfg.Target.Key, owner)
@@ -148,6 +157,30 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 		logger.V(2).Info("applied downstream object", "outcome", outcome, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	}
 	return c.clearSyncError(ctx, r, up)
+}
+
+// finalizerAndLive adds the upstream finalizer when missing and reads the live downstream
+// object, concurrently when both need a request. A nil upstream object means it is gone.
+func (c *Controller) finalizerAndLive(ctx context.Context, r Resource, up *unstructured.Unstructured, ns, name string) (*unstructured.Unstructured, *unstructured.Unstructured, error) {
+	if hasFinalizer(up, c.cfg.Target.SyncerFinalizer()) {
+		live, err := c.live(ctx, r, ns, name)
+		return up, live, err
+	}
+	var (
+		wg      sync.WaitGroup
+		live    *unstructured.Unstructured
+		liveErr error
+	)
+	wg.Go(func() { live, liveErr = c.live(ctx, r, ns, name) })
+	up, err := c.ensureFinalizer(ctx, r, up)
+	wg.Wait()
+	if err != nil {
+		return nil, nil, err
+	}
+	if liveErr != nil {
+		return nil, nil, liveErr
+	}
+	return up, live, nil
 }
 
 // live returns the downstream object namespace/name from the cache, else from the API
