@@ -38,7 +38,6 @@ import (
 )
 
 var (
-	deploymentsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	// widgets has a status subresource and no controller in either cluster, so every
 	// status change upstream is the syncer's.
 	widgetsGVR = schema.GroupVersionResource{Group: "test.tmc.dev", Version: "v1", Resource: "widgets"}

@@ -1,0 +1,209 @@
+package applier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/tmc-syncer/syncer/modules/downstream/fields"
+)
+
+const (
+	// DefaultFieldManager is the server-side apply field manager of the syncer.
+	DefaultFieldManager = "tmc-syncer"
+	// HashAnnotation holds, on a downstream object, the hash of the desired object we last
+	// applied, so an unchanged object is not written again.
+	HashAnnotation = "syncer.tmc.dev/applied-hash"
+)
+
+// Outcome says what Apply did.
+type Outcome string
+
+// The outcomes of Apply.
+const (
+	// Unchanged means the live object already was the desired one: no request was sent.
+	Unchanged Outcome = "unchanged"
+	// Created means the object did not exist and was created.
+	Created Outcome = "created"
+	// Updated means the desired object changed and was applied.
+	Updated Outcome = "updated"
+	// Reverted means the desired object was unchanged but the live one had drifted
+	// (another manager changed a field we set), and was put back.
+	Reverted Outcome = "reverted"
+)
+
+// Request is one object to apply.
+type Request struct {
+	// GVR is the downstream resource.
+	GVR schema.GroupVersionResource
+	// Desired is the transformed object; Apply does not modify it.
+	Desired *unstructured.Unstructured
+	// Live is the object the physical cluster holds, nil when it does not exist.
+	Live *unstructured.Unstructured
+	// Force takes over fields other managers own (drift revert, adopt, overwrite).
+	Force bool
+	// Preserve lists dotted paths set on create only: once the object exists, their live
+	// values are kept, so a local controller (an HPA) owns them.
+	Preserve []string
+}
+
+// Applier applies and deletes downstream objects.
+type Applier struct {
+	client       dynamic.Interface
+	fieldManager string
+}
+
+// New returns an Applier writing through client as fieldManager (DefaultFieldManager
+// when empty).
+func New(client dynamic.Interface, fieldManager string) *Applier {
+	if fieldManager == "" {
+		fieldManager = DefaultFieldManager
+	}
+	return &Applier{client: client, fieldManager: fieldManager}
+}
+
+// FieldManager returns the field manager the applier writes as.
+func (a *Applier) FieldManager() string { return a.fieldManager }
+
+// Hash returns the hash recorded in HashAnnotation for desired: SHA-256 over its JSON
+// (encoding/json sorts keys), without the preserved paths and without the hash itself.
+func Hash(desired *unstructured.Unstructured, preserve []string) (string, error) {
+	obj := desired.DeepCopy()
+	for _, p := range preserve {
+		fields.Remove(obj.Object, p)
+	}
+	if anns := obj.GetAnnotations(); anns != nil {
+		delete(anns, HashAnnotation)
+		if len(anns) == 0 {
+			anns = nil
+		}
+		obj.SetAnnotations(anns)
+	}
+	b, err := json.Marshal(obj.Object)
+	if err != nil {
+		return "", fmt.Errorf("hash %s: %w", ref(desired), err)
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16]), nil
+}
+
+// Plan returns the object Apply would send and the outcome it would have, without
+// writing. The sent object carries HashAnnotation and, for an existing object, the live
+// values of the preserved paths.
+func Plan(req Request) (*unstructured.Unstructured, Outcome, error) {
+	h, err := Hash(req.Desired, req.Preserve)
+	if err != nil {
+		return nil, "", err
+	}
+	out := req.Desired.DeepCopy()
+	anns := out.GetAnnotations()
+	if anns == nil {
+		anns = map[string]string{}
+	}
+	anns[HashAnnotation] = h
+	out.SetAnnotations(anns)
+	if req.Live == nil {
+		return out, Created, nil
+	}
+	for _, p := range req.Preserve {
+		if v, ok := fields.Get(req.Live.Object, p); ok {
+			if err := fields.Set(out.Object, p, v); err != nil {
+				return nil, "", fmt.Errorf("preserve %s on %s: %w", p, ref(out), err)
+			}
+		} else {
+			fields.Remove(out.Object, p)
+		}
+	}
+	if req.Live.GetAnnotations()[HashAnnotation] != h {
+		return out, Updated, nil
+	}
+	if drifted(out, req.Live) {
+		return out, Reverted, nil
+	}
+	return out, Unchanged, nil
+}
+
+// drifted reports whether live lacks a field of want or holds another value for it.
+// Only labels and annotations of metadata are ours to compare.
+func drifted(want, live *unstructured.Unstructured) bool {
+	for k, v := range want.Object {
+		if k == "metadata" {
+			continue
+		}
+		if !fields.Contains(v, live.Object[k]) {
+			return true
+		}
+	}
+	if !fields.Contains(toAny(want.GetLabels()), toAny(live.GetLabels())) {
+		return true
+	}
+	return !fields.Contains(toAny(want.GetAnnotations()), toAny(live.GetAnnotations()))
+}
+
+func toAny(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// Apply converges the live object to req.Desired with server-side apply, unless Plan says
+// it is Unchanged. It returns the outcome and, after a write, the object the server returned.
+func (a *Applier) Apply(ctx context.Context, req Request) (Outcome, *unstructured.Unstructured, error) {
+	obj, outcome, err := Plan(req)
+	if err != nil {
+		return "", nil, err
+	}
+	if outcome == Unchanged {
+		return Unchanged, req.Live, nil
+	}
+	body, err := json.Marshal(obj.Object)
+	if err != nil {
+		return "", nil, fmt.Errorf("apply %s: encode: %w", ref(obj), err)
+	}
+	force := req.Force
+	res, err := a.client.Resource(req.GVR).Namespace(obj.GetNamespace()).Patch(ctx, obj.GetName(), types.ApplyPatchType, body,
+		metav1.PatchOptions{FieldManager: a.fieldManager, Force: &force})
+	if err != nil {
+		return "", nil, fmt.Errorf("apply %s %s: %w", req.GVR.Resource, ref(obj), err)
+	}
+	return outcome, res, nil
+}
+
+// Delete deletes namespace/name if it still has uid. It returns nil when the object is
+// already gone or has been replaced by another object (the UID precondition failed).
+// An empty propagation means Background.
+func (a *Applier) Delete(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string, uid types.UID,
+	propagation metav1.DeletionPropagation) error {
+	if propagation == "" {
+		propagation = metav1.DeletePropagationBackground
+	}
+	opts := metav1.DeleteOptions{PropagationPolicy: &propagation}
+	if uid != "" {
+		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	}
+	err := a.client.Resource(gvr).Namespace(namespace).Delete(ctx, name, opts)
+	if err == nil || apierrors.IsNotFound(err) || (uid != "" && apierrors.IsConflict(err)) {
+		return nil
+	}
+	return fmt.Errorf("delete %s %s: %w", gvr.Resource, join(namespace, name), err)
+}
+
+func ref(u *unstructured.Unstructured) string { return join(u.GetNamespace(), u.GetName()) }
+
+func join(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}

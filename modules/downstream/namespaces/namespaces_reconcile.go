@@ -1,0 +1,163 @@
+package namespaces
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/queue"
+	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
+)
+
+// Reconcile implements queue.Controller: it deletes the downstream namespace key.Name when
+// we created it, nothing upstream is assigned to the target in its upstream namespace,
+// nothing of ours is left in it, and that has been so for the clean delay.
+func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
+	logger := klog.FromContext(ctx).WithValues("key", key.String(), "namespace", key.Name)
+	ns, l, ok := c.ownNamespace(key.Name)
+	if !ok {
+		c.forget(key.Name)
+		return nil
+	}
+	if c.inUseCached(key.Name, l) {
+		c.forget(key.Name)
+		return nil
+	}
+	if wait := c.waitLeft(key.Name); wait > 0 {
+		logger.V(4).Info("downstream namespace unused, waiting before deleting", "after", wait)
+		return queue.RequeueAfter(wait, nil)
+	}
+	inUse, err := c.inUseLive(ctx, key.Name, l)
+	if err != nil {
+		return err
+	}
+	if inUse {
+		c.forget(key.Name)
+		return nil
+	}
+	uid := ns.GetUID()
+	prop := metav1.DeletePropagationBackground
+	err = c.cfg.DownstreamClient.Resource(Resource).Delete(ctx, key.Name, metav1.DeleteOptions{
+		Preconditions: &metav1.Preconditions{UID: &uid}, PropagationPolicy: &prop,
+	})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		return fmt.Errorf("delete downstream namespace %s: %w", key.Name, err)
+	}
+	c.forget(key.Name)
+	if err == nil {
+		if c.cfg.Metrics != nil {
+			c.cfg.Metrics.NamespaceDeleted()
+		}
+		logger.Info("deleted unused downstream namespace", "upstreamCluster", l.Cluster, "upstreamNamespace", l.Namespace)
+	}
+	return nil
+}
+
+// ownNamespace returns the cached namespace and its locator when the syncer of this target
+// created it: our cluster label and a locator naming our sync target. Anything else is
+// never deleted.
+func (c *Controller) ownNamespace(name string) (metav1.Object, namespace.Locator, bool) {
+	item, ok, err := c.cfg.Namespaces.GetByKey(name)
+	if err != nil || !ok {
+		return nil, namespace.Locator{}, false
+	}
+	ns, err := meta.Accessor(item)
+	if err != nil || ns.GetDeletionTimestamp() != nil {
+		return nil, namespace.Locator{}, false
+	}
+	if ns.GetLabels()[identity.DownstreamClusterLabel] != c.cfg.Target.Key {
+		return nil, namespace.Locator{}, false
+	}
+	l, ok, err := namespace.LocatorFromAnnotations(ns.GetAnnotations())
+	if err != nil || !ok || !c.ours(l) {
+		return nil, namespace.Locator{}, false
+	}
+	return ns, l, true
+}
+
+func (c *Controller) ours(l namespace.Locator) bool {
+	t := c.cfg.Target
+	return l.SyncTarget.Name == t.Name && l.SyncTarget.Cluster == t.Cluster &&
+		(t.UID == "" || types.UID(l.SyncTarget.UID) == t.UID)
+}
+
+// inUseCached reports, from the caches, an upstream object assigned to the target in the
+// locator's namespace, or one of our objects left in the downstream namespace.
+func (c *Controller) inUseCached(name string, l namespace.Locator) bool {
+	_, upstream, downstream := c.caches()
+	for _, idx := range upstream {
+		items, err := idx.ByIndex(cache.NamespaceIndex, l.Namespace)
+		if err != nil {
+			return true
+		}
+		for _, it := range items {
+			if o, err := meta.Accessor(it); err == nil && identity.LogicalCluster(o, c.cfg.FallbackCluster) == l.Cluster {
+				return true
+			}
+		}
+	}
+	for _, idx := range downstream {
+		items, err := idx.ByIndex(cache.NamespaceIndex, name)
+		if err != nil || len(items) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// inUseLive is the last check before a delete, against the API servers rather than the
+// caches, which may lag behind a create that just happened.
+func (c *Controller) inUseLive(ctx context.Context, name string, l namespace.Locator) (bool, error) {
+	upSel := c.cfg.Target.UpstreamSelector().String()
+	downSel := c.cfg.Target.DownstreamSelector().String()
+	resources, _, _ := c.caches()
+	for _, gvr := range resources {
+		list, err := c.cfg.UpstreamClient.Resource(gvr).Namespace(l.Namespace).List(ctx, metav1.ListOptions{LabelSelector: upSel})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return true, fmt.Errorf("list upstream %s in %s: %w", gvr.Resource, l.Namespace, err)
+		}
+		if list != nil {
+			for i := range list.Items {
+				if identity.LogicalCluster(&list.Items[i], c.cfg.FallbackCluster) == l.Cluster {
+					return true, nil
+				}
+			}
+		}
+		list, err = c.cfg.DownstreamClient.Resource(gvr).Namespace(name).List(ctx, metav1.ListOptions{LabelSelector: downSel, Limit: 1})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return true, fmt.Errorf("list downstream %s in %s: %w", gvr.Resource, name, err)
+		}
+		if list != nil && len(list.Items) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// waitLeft starts or continues the clean delay of an unused namespace and returns how much
+// of it is left.
+func (c *Controller) waitLeft(name string) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.cfg.Now()
+	since, ok := c.unusedSince[name]
+	if !ok {
+		c.unusedSince[name] = now
+		return c.cfg.Delay
+	}
+	return since.Add(c.cfg.Delay).Sub(now)
+}
+
+func (c *Controller) forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.unusedSince, name)
+}

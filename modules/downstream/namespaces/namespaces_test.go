@@ -1,0 +1,272 @@
+package namespaces
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/queue"
+	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
+)
+
+var cmGVR = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+
+var target = identity.NewTarget("root", "east", "st-uid")
+
+func locator(ns string) namespace.Locator {
+	return namespace.Locator{SyncTarget: namespace.SyncTarget{Cluster: "root", Name: "east", UID: "st-uid"}, Cluster: "root", Namespace: ns}
+}
+
+func kinds() map[schema.GroupVersionResource]string {
+	return map[schema.GroupVersionResource]string{cmGVR: "ConfigMapList", Resource: "NamespaceList"}
+}
+
+func TestEnsureCreatesOnceAndRefusesCollisions(t *testing.T) {
+	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	e := NewEnsurer(client, store, target.Key, "tenant")
+	name, err := e.Ensure(context.Background(), locator("team"))
+	require.NoError(t, err)
+	created, err := client.Resource(Resource).Get(context.Background(), name, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, target.Key, created.GetLabels()[identity.DownstreamClusterLabel])
+	assert.Equal(t, "tenant", created.GetLabels()[identity.TenantIDLabel])
+
+	// Cached: no request.
+	require.NoError(t, store.Add(created))
+	before := len(client.Actions())
+	_, err = e.Ensure(context.Background(), locator("team"))
+	require.NoError(t, err)
+	assert.Len(t, client.Actions(), before)
+
+	// Exists but not cached (the cache lags): read, not created again.
+	store2 := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	_, err = NewEnsurer(client, store2, target.Key, "").Ensure(context.Background(), locator("team"))
+	require.NoError(t, err)
+
+	// A foreign namespace of that name is a collision.
+	otherName, err := namespace.DownstreamName(locator("other"))
+	require.NoError(t, err)
+	require.NoError(t, client.Tracker().Add(&unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": otherName},
+	}}))
+	_, err = e.Ensure(context.Background(), locator("other"))
+	require.ErrorIs(t, err, namespace.ErrCollision)
+
+	// Terminating: retry later.
+	term := created.DeepCopy()
+	now := metav1.Now()
+	term.SetDeletionTimestamp(&now)
+	require.NoError(t, store.Update(term))
+	_, err = e.Ensure(context.Background(), locator("team"))
+	var te *TerminatingError
+	require.ErrorAs(t, err, &te)
+}
+
+func TestEnsureHandlesCreateRaceAndErrors(t *testing.T) {
+	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	want, err := namespace.DownstreamNamespace(locator("team"), target.Key, "")
+	require.NoError(t, err)
+	client.PrependReactor("create", "namespaces", func(clienttesting.Action) (bool, runtime.Object, error) {
+		// Someone else created it between our read and our create.
+		require.NoError(t, client.Tracker().Add(want))
+		return true, nil, apierrors.NewAlreadyExists(schema.GroupResource{Resource: "namespaces"}, want.GetName())
+	})
+	_, err = NewEnsurer(client, store, target.Key, "").Ensure(context.Background(), locator("team"))
+	require.NoError(t, err)
+
+	failing := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	failing.PrependReactor("get", "namespaces", func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("down")
+	})
+	_, err = NewEnsurer(failing, store, target.Key, "").Ensure(context.Background(), locator("team"))
+	require.ErrorContains(t, err, "down")
+	failing = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	failing.PrependReactor("create", "namespaces", func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("denied")
+	})
+	_, err = NewEnsurer(failing, store, target.Key, "").Ensure(context.Background(), locator("team"))
+	require.ErrorContains(t, err, "denied")
+}
+
+type nsFixture struct {
+	nsStore, up, down cache.Indexer
+	upAPI, downAPI    *dynamicfake.FakeDynamicClient
+	now               time.Time
+	deleted           int
+	ctl               *Controller
+	name              string
+}
+
+func (f *nsFixture) NamespaceDeleted() { f.deleted++ }
+
+func newNSFixture(t *testing.T, ns *unstructured.Unstructured) *nsFixture {
+	t.Helper()
+	f := &nsFixture{
+		nsStore: cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
+		up:      cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}),
+		down:    cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}),
+		now:     time.Unix(1000, 0),
+		name:    ns.GetName(),
+	}
+	require.NoError(t, f.nsStore.Add(ns))
+	f.upAPI = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	f.downAPI = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds(), ns)
+	f.ctl = NewController(Config{
+		Target: target, FallbackCluster: "root", Namespaces: f.nsStore,
+		Upstream: []Indexer{f.up}, Downstream: []Indexer{f.down}, Resources: []schema.GroupVersionResource{cmGVR},
+		UpstreamClient: f.upAPI, DownstreamClient: f.downAPI, Delay: 30 * time.Second, Metrics: f,
+		Now: func() time.Time { return f.now },
+	})
+	return f
+}
+
+func ourNamespace(t *testing.T, upstreamNS string) *unstructured.Unstructured {
+	t.Helper()
+	ns, err := namespace.DownstreamNamespace(locator(upstreamNS), target.Key, "")
+	require.NoError(t, err)
+	ns.SetUID("ns-uid")
+	return ns
+}
+
+func cm(ns string, labels map[string]string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "ConfigMap", "metadata": map[string]any{"name": "c", "namespace": ns}}}
+	u.SetLabels(labels)
+	return u
+}
+
+func (f *nsFixture) exists(t *testing.T) bool {
+	_, err := f.downAPI.Resource(Resource).Get(context.Background(), f.name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return false
+	}
+	require.NoError(t, err)
+	return true
+}
+
+func TestUnusedNamespaceIsDeletedAfterTheDelay(t *testing.T) {
+	f := newNSFixture(t, ourNamespace(t, "team"))
+	err := f.ctl.Reconcile(context.Background(), Key(f.name))
+	var ra *queue.RequeueAfterError
+	require.ErrorAs(t, err, &ra)
+	assert.Equal(t, 30*time.Second, ra.After)
+	assert.True(t, f.exists(t))
+
+	f.now = f.now.Add(10 * time.Second)
+	require.ErrorAs(t, f.ctl.Reconcile(context.Background(), Key(f.name)), &ra)
+	assert.Equal(t, 20*time.Second, ra.After)
+
+	f.now = f.now.Add(20 * time.Second)
+	require.NoError(t, f.ctl.Reconcile(context.Background(), Key(f.name)))
+	assert.False(t, f.exists(t))
+	assert.Equal(t, 1, f.deleted)
+}
+
+func TestNamespaceInUseIsKept(t *testing.T) {
+	tests := map[string]func(t *testing.T, f *nsFixture){
+		"upstream object assigned in the upstream namespace": func(t *testing.T, f *nsFixture) {
+			require.NoError(t, f.up.Add(cm("team", nil)))
+		},
+		"our object left downstream": func(t *testing.T, f *nsFixture) {
+			require.NoError(t, f.down.Add(cm(f.name, nil)))
+		},
+		"upstream object appears right before the delete": func(t *testing.T, f *nsFixture) {
+			require.NoError(t, f.upAPI.Tracker().Add(cm("team", map[string]string{target.StateLabel(): "Sync"})))
+		},
+		"downstream object appears right before the delete": func(t *testing.T, f *nsFixture) {
+			require.NoError(t, f.downAPI.Tracker().Add(cm(f.name, map[string]string{identity.DownstreamClusterLabel: target.Key})))
+		},
+	}
+	for name, setup := range tests {
+		t.Run(name, func(t *testing.T) {
+			f := newNSFixture(t, ourNamespace(t, "team"))
+			f.ctl.unusedSince[f.name] = f.now.Add(-time.Hour)
+			setup(t, f)
+			require.NoError(t, f.ctl.Reconcile(context.Background(), Key(f.name)))
+			assert.True(t, f.exists(t))
+			assert.NotContains(t, f.ctl.unusedSince, f.name, "the clock restarts once it is unused again")
+		})
+	}
+}
+
+func TestNamespacesWeDidNotCreateAreNeverDeleted(t *testing.T) {
+	other := ourNamespace(t, "team")
+	other.SetAnnotations(map[string]string{identity.NamespaceLocatorAnnotation: `{"syncTarget":{"cluster":"root","name":"west","uid":"x"},"cluster":"root","namespace":"team"}`})
+	noLocator := ourNamespace(t, "team")
+	noLocator.SetAnnotations(nil)
+	otherLabel := ourNamespace(t, "team")
+	otherLabel.SetLabels(map[string]string{identity.DownstreamClusterLabel: "someone"})
+	terminating := ourNamespace(t, "team")
+	now := metav1.Now()
+	terminating.SetDeletionTimestamp(&now)
+	for name, ns := range map[string]*unstructured.Unstructured{"other target": other, "no locator": noLocator, "other label": otherLabel, "terminating": terminating} {
+		t.Run(name, func(t *testing.T) {
+			f := newNSFixture(t, ns)
+			f.ctl.unusedSince[f.name] = f.now.Add(-time.Hour)
+			require.NoError(t, f.ctl.Reconcile(context.Background(), Key(f.name)))
+			assert.True(t, f.exists(t))
+		})
+	}
+	f := newNSFixture(t, ourNamespace(t, "team"))
+	require.NoError(t, f.ctl.Reconcile(context.Background(), Key("not-cached")))
+	assert.Equal(t, "downstream-namespaces", f.ctl.Name())
+	assert.Equal(t, 1, f.ctl.Workers())
+}
+
+func TestNamespaceDeleteUsesUIDPreconditionAndReportsErrors(t *testing.T) {
+	f := newNSFixture(t, ourNamespace(t, "team"))
+	f.ctl.unusedSince[f.name] = f.now.Add(-time.Hour)
+	var pre *metav1.Preconditions
+	f.downAPI.PrependReactor("delete", "namespaces", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		pre = a.(clienttesting.DeleteActionImpl).DeleteOptions.Preconditions
+		return true, nil, errors.New("boom")
+	})
+	require.ErrorContains(t, f.ctl.Reconcile(context.Background(), Key(f.name)), "boom")
+	require.NotNil(t, pre)
+	assert.Equal(t, "ns-uid", string(*pre.UID))
+
+	f = newNSFixture(t, ourNamespace(t, "team"))
+	f.ctl.unusedSince[f.name] = f.now.Add(-time.Hour)
+	f.upAPI.PrependReactor("list", "configmaps", func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, nil, errors.New("upstream down")
+	})
+	require.ErrorContains(t, f.ctl.Reconcile(context.Background(), Key(f.name)), "upstream down")
+	assert.True(t, f.exists(t))
+}
+
+func TestLookupAndMetadataOnlyNamespaces(t *testing.T) {
+	full := ourNamespace(t, "team")
+	f := newNSFixture(t, full)
+	meta := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+		Name: full.GetName(), UID: full.GetUID(), Labels: full.GetLabels(), Annotations: full.GetAnnotations(),
+	}}
+	require.NoError(t, f.nsStore.Update(meta))
+	f.ctl.cfg.Lookup = func() ([]schema.GroupVersionResource, []Indexer, []Indexer) {
+		return []schema.GroupVersionResource{cmGVR}, []Indexer{f.up}, []Indexer{f.down}
+	}
+	f.ctl.unusedSince[f.name] = f.now.Add(-time.Hour)
+	require.NoError(t, f.ctl.Reconcile(context.Background(), Key(f.name)))
+	assert.False(t, f.exists(t), "a metadata-only cache entry is enough")
+
+	// The Ensurer reads metadata-only entries too, without a request.
+	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	require.NoError(t, store.Add(meta))
+	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	_, err := NewEnsurer(client, store, target.Key, "").Ensure(context.Background(), locator("team"))
+	require.NoError(t, err)
+	assert.Empty(t, client.Actions())
+}

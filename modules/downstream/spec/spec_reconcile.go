@@ -1,0 +1,423 @@
+package spec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/klog/v2"
+
+	"github.com/tmc-syncer/syncer/modules/downstream/applier"
+	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/queue"
+	"github.com/tmc-syncer/syncer/modules/transformation"
+	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
+	"github.com/tmc-syncer/syncer/modules/transformation/ownership"
+	"github.com/tmc-syncer/syncer/modules/transformation/rename"
+)
+
+// recreateDelay is when a key is looked at again after a delete made for a recreate; the
+// downstream DELETE event usually comes first.
+const recreateDelay = time.Second
+
+// Reconcile implements queue.Controller: it converges the downstream copy of the upstream
+// object named by key.
+func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
+	r, ok := c.resource(key.GVR)
+	if !ok {
+		return nil
+	}
+	logger := klog.FromContext(ctx).WithValues("key", key.String())
+	ctx = klog.NewContext(ctx, logger)
+	up, err := c.upstream(ctx, r, key)
+	if err != nil {
+		return err
+	}
+	if c.wanted(up) {
+		return c.sync(ctx, r, key, up)
+	}
+	return c.remove(ctx, r, key, up)
+}
+
+// upstream returns the upstream object of key, from the cache, else from the API server
+// (an object whose state label was removed leaves the cache but may still hold our
+// finalizer). Nil means it does not exist.
+func (c *Controller) upstream(ctx context.Context, r Resource, key queue.Key) (*unstructured.Unstructured, error) {
+	if item, ok, err := r.Upstream.GetByKey(cacheKey(key.Namespace, key.Name)); err == nil && ok {
+		if u, isU := item.(*unstructured.Unstructured); isU && c.cfg.Transform.UpstreamCluster(u) == key.Cluster {
+			return u, nil
+		}
+	}
+	u, err := c.cfg.UpstreamClient.Resource(r.GVR).Namespace(key.Namespace).Get(ctx, key.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get upstream %s %s: %w", r.GVR.Resource, cacheKey(key.Namespace, key.Name), err)
+	case c.cfg.Transform.UpstreamCluster(u) != key.Cluster:
+		return nil, nil
+	}
+	return u, nil
+}
+
+// wanted reports whether the object is to exist downstream: assigned with state Sync, not
+// being deleted, not marked for deletion from this target.
+func (c *Controller) wanted(up *unstructured.Unstructured) bool {
+	if up == nil || up.GetDeletionTimestamp() != nil {
+		return false
+	}
+	if st, ok := c.cfg.Target.State(up); !ok || st != identity.ResourceStateSync {
+		return false
+	}
+	_, deleting := up.GetAnnotations()[c.cfg.Target.DeletionAnnotation()]
+	return !deleting
+}
+
+// sync creates or updates the downstream object.
+func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured) error {
+	logger := klog.FromContext(ctx)
+	desired, err := c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up)
+	if transformation.IsSkip(err) {
+		logger.V(4).Info("not synced", "reason", err.Error())
+		return nil
+	}
+	if err != nil {
+		return c.permanent(ctx, r, key, up, "", "transform", err)
+	}
+	// The finalizer goes on before any downstream write; reading the live object is not a
+	// write, so on a first sync both requests run at once.
+	cached := up
+	up, live, err := c.finalizerAndLive(ctx, r, up, desired.GetNamespace(), desired.GetName())
+	if err != nil || up == nil {
+		return err
+	}
+	if up != cached {
+		// The patched object; it differs from the cached one only if someone changed it meanwhile.
+		if desired, err = c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up); err != nil {
+			if transformation.IsSkip(err) {
+				return nil
+			}
+			return c.permanent(ctx, r, key, up, "", "transform", err)
+		}
+	}
+	if desired.GetNamespace() != "" {
+		if _, err := c.cfg.Namespaces.Ensure(ctx, c.cfg.Transform.Locator(up)); err != nil {
+			if errors.Is(err, namespace.ErrCollision) {
+				return c.permanent(ctx, r, key, up, "", "namespace-collision", err)
+			}
+			return err
+		}
+	}
+	owner, _ := ownership.FromAnnotations(desired.GetAnnotations())
+	own := conflict.Classify(live, c.cfg.Target.Key, owner)
+	policy, err := conflict.PolicyFor(up, c.cfg.Policy)
+	if err != nil {
+		return c.permanent(ctx, r, key, up, "", "annotation", err)
+	}
+	decision := conflict.Decide(policy, own, desired, live)
+	if !decision.Write {
+		return c.conflict(ctx, r, up, policy, decision.Conflict)
+	}
+	if live != nil && live.GetDeletionTimestamp() != nil {
+		logger.V(4).Info("downstream object is being deleted, waiting to recreate it")
+		return queue.RequeueAfter(recreateDelay, nil)
+	}
+	preserve, err := conflict.IgnoreFields(up)
+	if err != nil {
+		return c.permanent(ctx, r, key, up, "", "annotation", err)
+	}
+	hash, err := applier.Hash(desired, preserve)
+	if err != nil {
+		return c.permanent(ctx, r, key, up, "", "encode", err)
+	}
+	if wait := c.failedBefore(key, hash); wait > 0 {
+		logger.V(4).Info("same object failed permanently before, not sending it again yet", "after", wait)
+		return queue.RequeueAfter(wait, nil)
+	}
+	outcome, _, err := c.cfg.Writer.Apply(ctx, applier.Request{GVR: r.GVR, Desired: desired, Live: live, Force: decision.Force, Preserve: preserve})
+	if err != nil {
+		return c.applyFailed(ctx, r, key, up, live, hash, err)
+	}
+	c.forgetFailure(key)
+	c.cfg.Metrics.Applied(r.GVR.Resource, string(outcome))
+	switch {
+	case outcome == applier.Reverted:
+		c.cfg.Metrics.DriftReverted(r.GVR.Resource)
+		logger.Info("reverted downstream drift", "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
+	case own == conflict.Foreign:
+		logger.Info("took over foreign downstream object", "policy", policy, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
+	case outcome != applier.Unchanged:
+		logger.V(2).Info("applied downstream object", "outcome", outcome, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
+	}
+	return c.clearSyncError(ctx, r, up)
+}
+
+// finalizerAndLive adds the upstream finalizer when missing and reads the live downstream
+// object, concurrently when both need a request. A nil upstream object means it is gone.
+func (c *Controller) finalizerAndLive(ctx context.Context, r Resource, up *unstructured.Unstructured, ns, name string) (*unstructured.Unstructured, *unstructured.Unstructured, error) {
+	if hasFinalizer(up, c.cfg.Target.SyncerFinalizer()) {
+		live, err := c.live(ctx, r, ns, name)
+		return up, live, err
+	}
+	var (
+		wg      sync.WaitGroup
+		live    *unstructured.Unstructured
+		liveErr error
+	)
+	wg.Go(func() { live, liveErr = c.live(ctx, r, ns, name) })
+	up, err := c.ensureFinalizer(ctx, r, up)
+	wg.Wait()
+	if err != nil {
+		return nil, nil, err
+	}
+	if liveErr != nil {
+		return nil, nil, liveErr
+	}
+	return up, live, nil
+}
+
+// live returns the downstream object namespace/name from the cache, else from the API
+// server (foreign objects are not in our label-filtered cache). Nil means absent.
+func (c *Controller) live(ctx context.Context, r Resource, ns, name string) (*unstructured.Unstructured, error) {
+	if item, ok, err := r.Downstream.GetByKey(cacheKey(ns, name)); err == nil && ok {
+		if u, isU := item.(*unstructured.Unstructured); isU {
+			return u, nil
+		}
+	}
+	u, err := c.cfg.DownstreamClient.Resource(r.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get downstream %s %s: %w", r.GVR.Resource, cacheKey(ns, name), err)
+	}
+	return u, nil
+}
+
+// applyFailed classifies an apply error: retriable ones go back to the queue's backoff,
+// immutable ones recreate the object when the upstream object allows it, the rest are
+// reported upstream and retried after minutes.
+func (c *Controller) applyFailed(ctx context.Context, r Resource, key queue.Key, up, live *unstructured.Unstructured, hash string, err error) error {
+	class, retryAfter := applier.Classify(err)
+	switch class {
+	case applier.Immutable:
+		if up.GetAnnotations()[RecreateOnImmutableAnnotation] == "true" && live != nil {
+			klog.FromContext(ctx).Info("immutable field changed, recreating downstream object", "downstream", cacheKey(live.GetNamespace(), live.GetName()))
+			if derr := c.cfg.Writer.Delete(ctx, r.GVR, live.GetNamespace(), live.GetName(), live.GetUID(), metav1.DeletePropagationBackground); derr != nil {
+				return derr
+			}
+			return queue.RequeueAfter(recreateDelay, nil)
+		}
+		return c.permanent(ctx, r, key, up, hash, string(class), err)
+	case applier.Permanent:
+		return c.permanent(ctx, r, key, up, hash, string(class), err)
+	}
+	if retryAfter > 0 {
+		return queue.RequeueAfter(retryAfter, err)
+	}
+	return err
+}
+
+// permanent reports err upstream (Event and annotation), remembers the failed object so it
+// is not sent again before the retry delay, and asks the queue to retry after that delay.
+func (c *Controller) permanent(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured, hash, class string, err error) error {
+	c.cfg.Metrics.PermanentError(r.GVR.Resource, class)
+	c.rememberFailure(key, hash)
+	if rerr := c.reportSyncError(ctx, r, up, err); rerr != nil {
+		klog.FromContext(ctx).Error(rerr, "could not report sync error upstream")
+	}
+	return queue.RequeueAfter(c.cfg.PermanentRetryDelay, fmt.Errorf("sync %s permanently failed: %w", key.String(), err))
+}
+
+// conflict reports a foreign downstream object and looks again after the retry delay (the
+// foreign object is not in our caches, so no event tells us when it goes away).
+func (c *Controller) conflict(ctx context.Context, r Resource, up *unstructured.Unstructured, policy conflict.Policy, msg string) error {
+	c.cfg.Metrics.Conflict(string(policy), r.GVR.Resource)
+	klog.FromContext(ctx).Info("downstream conflict, not writing", "policy", policy, "reason", msg)
+	c.event(up, ReasonSyncConflict, msg)
+	return queue.RequeueAfter(c.cfg.PermanentRetryDelay, nil)
+}
+
+// remove deletes the downstream object of an upstream object that is gone, being deleted,
+// or no longer assigned, then releases the upstream finalizer once the downstream object is
+// really gone. Soft finalizers on the upstream object hold the delete back.
+func (c *Controller) remove(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured) error {
+	logger := klog.FromContext(ctx)
+	c.forgetFailure(key)
+	if up != nil {
+		if soft := c.cfg.Target.SoftFinalizers(up); len(soft) > 0 {
+			logger.V(2).Info("downstream delete waits for soft finalizers", "softFinalizers", soft)
+			return nil
+		}
+	}
+	pending, err := c.deleteDownstream(ctx, r, up, c.indexed(r, key, up))
+	if err != nil || pending {
+		return err
+	}
+	if up == nil || !hasFinalizer(up, c.cfg.Target.SyncerFinalizer()) {
+		return nil
+	}
+	// The cache may lag behind a create: confirm with the API server before releasing.
+	ns, name, err := c.downstreamName(up)
+	if err != nil {
+		return err
+	}
+	live, err := c.live(ctx, r, ns, name)
+	if err != nil {
+		return err
+	}
+	if live != nil {
+		owner := ownership.Owner{Cluster: key.Cluster, Namespace: key.Namespace, Name: key.Name, UID: string(up.GetUID())}
+		if own := conflict.Classify(live, c.cfg.Target.Key, owner); own == conflict.Ours || own == conflict.Stale {
+			if pending, err := c.deleteDownstream(ctx, r, up, []*unstructured.Unstructured{live}); err != nil || pending {
+				return err
+			}
+		}
+	}
+	if _, err := c.removeFinalizer(ctx, r, up); err != nil {
+		return err
+	}
+	logger.V(2).Info("downstream object gone, released upstream finalizer")
+	return nil
+}
+
+// deleteDownstream deletes objs (with a UID precondition) and reports whether any still
+// exists: the downstream DELETE event brings the key back once it is gone.
+func (c *Controller) deleteDownstream(ctx context.Context, r Resource, up *unstructured.Unstructured, objs []*unstructured.Unstructured) (bool, error) {
+	pending := false
+	for _, d := range objs {
+		pending = true
+		if d.GetDeletionTimestamp() != nil {
+			continue
+		}
+		if err := c.cfg.Writer.Delete(ctx, r.GVR, d.GetNamespace(), d.GetName(), d.GetUID(), c.propagation(up)); err != nil {
+			return true, err
+		}
+		c.cfg.Metrics.Deleted(r.GVR.Resource)
+		klog.FromContext(ctx).V(2).Info("deleted downstream object", "downstream", cacheKey(d.GetNamespace(), d.GetName()))
+	}
+	return pending, nil
+}
+
+// indexed returns our cached downstream objects synced from key's upstream object: by
+// ByUpstreamIndex, else (caches without that index) by the name the transformation gives.
+func (c *Controller) indexed(r Resource, key queue.Key, up *unstructured.Unstructured) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	ours := func(u *unstructured.Unstructured) bool {
+		o, ok := ownership.FromAnnotations(u.GetAnnotations())
+		return ok && u.GetLabels()[identity.DownstreamClusterLabel] == c.cfg.Target.Key &&
+			o.Cluster == key.Cluster && o.Namespace == key.Namespace && o.Name == key.Name
+	}
+	items, err := r.Downstream.ByIndex(ByUpstreamIndex, indexValue(key.Cluster, key.Namespace, key.Name))
+	if err == nil {
+		for _, it := range items {
+			if u, ok := it.(*unstructured.Unstructured); ok && ours(u) {
+				out = append(out, u)
+			}
+		}
+		return out
+	}
+	ns, name, err := c.expectedName(key, kindOf(r.GVR, up))
+	if err != nil {
+		return nil
+	}
+	if it, ok, err := r.Downstream.GetByKey(cacheKey(ns, name)); err == nil && ok {
+		if u, isU := it.(*unstructured.Unstructured); isU && ours(u) {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// kindOf is the GroupKind of up, or, without it, the one renames depend on.
+func kindOf(gvr schema.GroupVersionResource, up *unstructured.Unstructured) schema.GroupKind {
+	if up != nil {
+		return up.GroupVersionKind().GroupKind()
+	}
+	if gvr.Group == "" {
+		switch gvr.Resource {
+		case "configmaps":
+			return schema.GroupKind{Kind: "ConfigMap"}
+		case "secrets":
+			return schema.GroupKind{Kind: "Secret"}
+		}
+	}
+	return schema.GroupKind{Group: gvr.Group}
+}
+
+// expectedName is where the transformation puts the downstream copy of key's object.
+func (c *Controller) expectedName(key queue.Key, gk schema.GroupKind) (string, string, error) {
+	name := rename.DownstreamName(gk, key.Name)
+	if key.Namespace == "" {
+		return "", name, nil
+	}
+	l := namespace.Locator{
+		SyncTarget: namespace.SyncTarget{Cluster: c.cfg.Transform.SyncTargetCluster, Name: c.cfg.Transform.SyncTargetName, UID: c.cfg.Transform.SyncTargetUID},
+		Cluster:    key.Cluster, Namespace: key.Namespace,
+	}
+	ns, err := namespace.DownstreamName(l)
+	if err != nil {
+		return "", "", fmt.Errorf("downstream namespace of %s: %w", key.String(), err)
+	}
+	return ns, name, nil
+}
+
+// downstreamName is where the transformation puts up's downstream copy.
+func (c *Controller) downstreamName(up *unstructured.Unstructured) (string, string, error) {
+	name := rename.DownstreamName(up.GroupVersionKind().GroupKind(), up.GetName())
+	if up.GetNamespace() == "" {
+		return "", name, nil
+	}
+	ns, err := namespace.DownstreamName(c.cfg.Transform.Locator(up))
+	if err != nil {
+		return "", "", fmt.Errorf("downstream namespace of %s: %w", cacheKey(up.GetNamespace(), up.GetName()), err)
+	}
+	return ns, name, nil
+}
+
+// propagation is the upstream object's DeletionPropagationAnnotation, else the default.
+func (c *Controller) propagation(up *unstructured.Unstructured) metav1.DeletionPropagation {
+	if up != nil {
+		switch p := metav1.DeletionPropagation(up.GetAnnotations()[DeletionPropagationAnnotation]); p {
+		case metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan:
+			return p
+		}
+	}
+	return c.cfg.DeletionPropagation
+}
+
+func (c *Controller) failedBefore(key queue.Key, hash string) time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	f, ok := c.failures[key]
+	if !ok || f.hash != hash || hash == "" {
+		return 0
+	}
+	return f.until.Sub(c.cfg.Now())
+}
+
+func (c *Controller) rememberFailure(key queue.Key, hash string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.failures[key] = failure{hash: hash, until: c.cfg.Now().Add(c.cfg.PermanentRetryDelay)}
+}
+
+func (c *Controller) forgetFailure(key queue.Key) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.failures, key)
+}
+
+func cacheKey(namespace, name string) string {
+	if namespace == "" {
+		return name
+	}
+	return namespace + "/" + name
+}
