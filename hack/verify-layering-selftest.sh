@@ -14,7 +14,9 @@ import _ "github.com/tmc-syncer/syncer/modules/downstream"
 GO
 (cd "$scratch/modules/engine" &&
   go mod edit -require=github.com/tmc-syncer/syncer/modules/downstream@v0.0.0-00010101000000-000000000000 \
-    -replace=github.com/tmc-syncer/syncer/modules/downstream=../downstream)
+    -replace=github.com/tmc-syncer/syncer/modules/downstream=../downstream \
+    -replace=github.com/tmc-syncer/syncer/modules/transformation=../transformation &&
+  GOWORK=off GOFLAGS=-mod=mod go mod tidy >/dev/null 2>&1)
 if out=$("$scratch/hack/verify-layering.sh" "$scratch" 2>&1); then
   echo "verify-layering-selftest: an import of downstream from engine was NOT caught" >&2
   exit 1

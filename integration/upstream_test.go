@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -37,7 +38,6 @@ import (
 )
 
 var (
-	deploymentsGVR = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
 	// widgets has a status subresource and no controller in either cluster, so every
 	// status change upstream is the syncer's.
 	widgetsGVR = schema.GroupVersionResource{Group: "test.tmc.dev", Version: "v1", Resource: "widgets"}
@@ -142,7 +142,9 @@ func (b *upstreamBed) start(opts upstream.Options, gvrs ...schema.GroupVersionRe
 			cancel()
 			select {
 			case err := <-done:
-				assert.NoError(b.t, err, "upstream syncer stops cleanly")
+				if err != nil {
+					b.t.Errorf("upstream syncer did not stop cleanly: %v", err)
+				}
 			case <-time.After(60 * time.Second):
 				b.t.Error("upstream syncer did not stop within 60s")
 			}
@@ -421,7 +423,7 @@ func TestUpstreamStatusLatency(t *testing.T) {
 	ns := b.env.KCP.CreateNamespace(t, "latency")
 	up := b.upstreamObject(widgetsGVR, ns, widget("fast"))
 	down := b.syncDown(widgetsGVR, up)
-	b.start(upstream.Options{DisableEvents: true}, widgetsGVR)
+	_, reg, _ := b.start(upstream.Options{DisableEvents: true}, widgetsGVR)
 
 	setWidgetStatus(t, b.down.dyn, down.GetNamespace(), down.GetName(), 0)
 	w, err := b.up.dyn.Resource(widgetsGVR).Namespace(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=fast"})
@@ -459,6 +461,8 @@ func TestUpstreamStatusLatency(t *testing.T) {
 	t.Logf("status latency over %d updates (downstream UpdateStatus call → upstream watch event): p50=%s p99=%s max=%s",
 		updates, p50.Round(10*time.Microsecond), p99.Round(10*time.Microsecond), lat[len(lat)-1].Round(10*time.Microsecond))
 	assert.Less(t, p50, 500*time.Millisecond, "status flows event-driven, not by polling")
+	q50, q99 := histogramQuantile(t, reg, "tmc_syncer_status_sync_latency_seconds", 0.5), histogramQuantile(t, reg, "tmc_syncer_status_sync_latency_seconds", 0.99)
+	t.Logf("of which inside the syncer (informer event → upstream write acknowledged, histogram bucket bounds): p50 ≤ %s, p99 ≤ %s", q50, q99)
 }
 
 // TestUpstreamRealEventsOfDeployment: the physical cluster's controllers' Events (the
@@ -610,4 +614,63 @@ func TestUpstreamEventFloodIsRateLimited(t *testing.T) {
 		metricSum(t, reg, "tmc_syncer_events_dropped_total", map[string]string{"reason": "global_rate_limited"}), s.Events().Pending())
 	assert.LessOrEqual(t, float64(got), min(globalBound, objectBound)+1, "upstream receives at most what the buckets allow")
 	assert.Greater(t, dropped, float64(total/2), "the excess is dropped and counted")
+}
+
+// histogramQuantile returns the upper bound of the bucket holding quantile q.
+func histogramQuantile(t *testing.T, reg *prometheus.Registry, name string, q float64) time.Duration {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			h := m.GetHistogram()
+			want := q * float64(h.GetSampleCount())
+			for _, b := range h.GetBucket() {
+				if float64(b.GetCumulativeCount()) >= want {
+					return time.Duration(b.GetUpperBound() * float64(time.Second))
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestUpstreamEventShapesAndMaxAge: an events.k8s.io/v1 Event with a series goes up with the
+// series count; an Event older than MaxAge when the syncer starts is not replayed.
+func TestUpstreamEventShapesAndMaxAge(t *testing.T) {
+	b := newUpstreamBed(t)
+	ctx := context.Background()
+	ns := b.env.KCP.CreateNamespace(t, "shapes")
+	up := b.upstreamObject(widgetsGVR, ns, widget("w"))
+	down := b.syncDown(widgetsGVR, up)
+
+	old := downstreamEvent("w.old", down, "Ancient")
+	old.FirstTimestamp = metav1.NewTime(time.Now().Add(-3 * time.Hour))
+	old.LastTimestamp = metav1.NewTime(time.Now().Add(-2 * time.Hour))
+	_, err := b.down.kube.CoreV1().Events(down.GetNamespace()).Create(ctx, old, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, reg, _ := b.start(upstream.Options{Events: events.Options{MaxAge: time.Hour}}, widgetsGVR)
+
+	series := &eventsv1.Event{
+		ObjectMeta: metav1.ObjectMeta{Name: "w.series", Namespace: down.GetNamespace()},
+		EventTime:  metav1.NewMicroTime(time.Now()),
+		Series:     &eventsv1.EventSeries{Count: 3, LastObservedTime: metav1.NewMicroTime(time.Now())},
+		Regarding: corev1.ObjectReference{APIVersion: down.GetAPIVersion(), Kind: down.GetKind(),
+			Namespace: down.GetNamespace(), Name: down.GetName(), UID: down.GetUID()},
+		ReportingController: "example.com/widget-controller", ReportingInstance: "widget-controller-1",
+		Action: "Polish", Reason: "Polished", Note: "polished thrice", Type: corev1.EventTypeNormal,
+	}
+	_, err = b.down.kube.EventsV1().Events(down.GetNamespace()).Create(ctx, series, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		got := b.syncedEvents(ns)
+		return len(got) == 1 && got[0].Count == 3 && got[0].Message == "polished thrice" && got[0].Reason == "Polished"
+	}, 10*time.Second, 20*time.Millisecond, "the events.k8s.io/v1 Event goes up with its series count")
+	require.Eventually(t, func() bool {
+		return metricSum(t, reg, "tmc_syncer_events_dropped_total", map[string]string{"reason": "too_old"}) == 1
+	}, 10*time.Second, 20*time.Millisecond, "the 2 h old Event is counted as too old")
+	assert.Len(t, b.syncedEvents(ns), 1, "and not forwarded")
 }

@@ -14,21 +14,21 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 )
 
-// informers is an adapter until the engine ships an informer manager: one label-filtered
+// ownInformers is an adapter until the engine ships an informer manager: one label-filtered
 // dynamic informer factory per side. Upstream sees objects carrying the target's state
 // label (any value, so unassignment is observed); downstream sees objects and namespaces
 // carrying the target's cluster label.
-type informers struct {
+type ownInformers struct {
 	up, down   dynamicinformer.DynamicSharedInformerFactory
 	upstream   map[schema.GroupVersionResource]cache.SharedIndexInformer
 	downstream map[schema.GroupVersionResource]cache.SharedIndexInformer
 	namespaces cache.SharedIndexInformer
 }
 
-func newInformers(up, down dynamic.Interface, target identity.Target, resources []schema.GroupVersionResource, resync time.Duration) (*informers, error) {
+func newInformers(up, down dynamic.Interface, target identity.Target, resources []schema.GroupVersionResource, resync time.Duration) (*ownInformers, error) {
 	upSel := target.UpstreamSelector().String()
 	downSel := target.DownstreamSelector().String()
-	inf := &informers{
+	inf := &ownInformers{
 		up: dynamicinformer.NewFilteredDynamicSharedInformerFactory(up, resync, metav1.NamespaceAll,
 			func(o *metav1.ListOptions) { o.LabelSelector = upSel }),
 		down: dynamicinformer.NewFilteredDynamicSharedInformerFactory(down, resync, metav1.NamespaceAll,
@@ -48,12 +48,12 @@ func newInformers(up, down dynamic.Interface, target identity.Target, resources 
 	return inf, nil
 }
 
-func (i *informers) start(stop <-chan struct{}) {
+func (i *ownInformers) start(stop <-chan struct{}) {
 	i.up.Start(stop)
 	i.down.Start(stop)
 }
 
-func (i *informers) hasSynced() []cache.InformerSynced {
+func (i *ownInformers) hasSynced() []cache.InformerSynced {
 	out := []cache.InformerSynced{i.namespaces.HasSynced}
 	for _, inf := range i.upstream {
 		out = append(out, inf.HasSynced)
@@ -64,7 +64,7 @@ func (i *informers) hasSynced() []cache.InformerSynced {
 	return out
 }
 
-func (i *informers) shutdown() {
+func (i *ownInformers) shutdown() {
 	i.up.Shutdown()
 	i.down.Shutdown()
 }

@@ -9,12 +9,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -29,7 +27,6 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 	"github.com/tmc-syncer/syncer/modules/transformation"
-	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 )
 
 // DefaultWorkers is the number of spec workers when Options.Workers is zero.
@@ -83,7 +80,7 @@ type Syncer struct {
 	clients     Clients
 	target      identity.Target
 	resources   []schema.GroupVersionResource
-	informers   *informers
+	informers   *ownInformers
 	spec        *queue.Runner
 	namespaces  *queue.Runner
 	applier     *applier.Applier
@@ -93,59 +90,32 @@ type Syncer struct {
 }
 
 // New wires a Syncer for target over resources (GVRs served identically upstream and
-// downstream). Nothing runs until Run.
+// downstream), with its own label-filtered informers. Nothing runs until Run. To run on an
+// engine.Engine's informers and resource set instead, use Register.
 func New(clients Clients, target identity.Target, resources []schema.GroupVersionResource, opts Options) (*Syncer, error) {
 	if clients.Upstream == nil || clients.Downstream == nil {
 		return nil, errors.New("downstream syncer: upstream and downstream clients are required")
 	}
-	if target.Key == "" || target.Name == "" {
-		return nil, errors.New("downstream syncer: target has no name or key (use identity.NewTarget)")
-	}
 	if len(resources) == 0 {
 		return nil, errors.New("downstream syncer: no resources to sync")
 	}
-	policy, err := conflict.ParsePolicy(string(opts.ConflictPolicy))
+	w, err := newWiring(clients, target, opts)
 	if err != nil {
-		return nil, fmt.Errorf("downstream syncer: %w", err)
-	}
-	switch opts.DeletionPropagation {
-	case "", metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan:
-	default:
-		return nil, fmt.Errorf("downstream syncer: unknown deletion propagation %q", opts.DeletionPropagation)
-	}
-	if opts.Workers <= 0 {
-		opts.Workers = DefaultWorkers
-	}
-	if opts.FromCluster == "" {
-		opts.FromCluster = target.Cluster
-	}
-	m, err := metrics.New(opts.Registerer)
-	if err != nil {
-		return nil, fmt.Errorf("downstream syncer: %w", err)
+		return nil, err
 	}
 	inf, err := newInformers(clients.Upstream, clients.Downstream, target, resources, opts.ResyncPeriod)
 	if err != nil {
 		return nil, fmt.Errorf("downstream syncer: informers: %w", err)
 	}
 	s := &Syncer{
-		clients:   clients,
-		target:    target,
-		resources: resources,
-		informers: inf,
-		applier:   applier.New(clients.Downstream, opts.FieldManager),
-		metrics:   m,
+		clients:     clients,
+		target:      target,
+		resources:   resources,
+		informers:   inf,
+		applier:     w.applier,
+		metrics:     w.metrics,
+		broadcaster: w.broadcaster,
 	}
-	var recorder spec.EventRecorder
-	if clients.UpstreamEvents != nil {
-		s.broadcaster = record.NewBroadcaster()
-		recorder = s.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: EventComponent})
-	}
-	tctx := transformation.Context{
-		SyncTargetKey: target.Key, SyncTargetName: target.Name, SyncTargetUID: string(target.UID),
-		SyncTargetCluster: target.Cluster, LogicalCluster: opts.FromCluster,
-	}
-	pipeline := transformation.NewPipeline(append([]transformation.Option{transformation.WithStage(spec.StripControlAnnotations())}, opts.Pipeline...)...)
-
 	var specResources []spec.Resource
 	var upIdx, downIdx []namespaces.Indexer
 	for _, gvr := range resources {
@@ -153,54 +123,28 @@ func New(clients Clients, target identity.Target, resources []schema.GroupVersio
 		upIdx = append(upIdx, inf.upstream[gvr].GetIndexer())
 		downIdx = append(downIdx, inf.downstream[gvr].GetIndexer())
 	}
-	specCtl := spec.NewController(spec.Config{
-		Target: target, Transform: tctx, Pipeline: pipeline, Resources: specResources,
-		UpstreamClient: clients.Upstream, DownstreamClient: clients.Downstream, Writer: s.applier,
-		Namespaces: namespaces.NewEnsurer(clients.Downstream, inf.namespaces.GetIndexer(), target.Key, opts.TenantID),
-		Recorder:   recorder, Policy: policy, DeletionPropagation: opts.DeletionPropagation,
-		PermanentRetryDelay: opts.PermanentRetryDelay, Workers: opts.Workers, Metrics: m,
-	})
-	nsCtl := namespaces.NewController(namespaces.Config{
-		Target: target, FallbackCluster: opts.FromCluster, Namespaces: inf.namespaces.GetIndexer(),
-		Upstream: upIdx, Downstream: downIdx, Resources: resources,
-		UpstreamClient: clients.Upstream, DownstreamClient: clients.Downstream,
-		Delay: opts.NamespaceCleanDelay, Metrics: m,
-	})
+	nsStore := inf.namespaces.GetIndexer()
+	specCtl := spec.NewController(w.specConfig(specResources, nil, nsStore))
+	nsCtl := namespaces.NewController(w.namespacesConfig(nsStore,
+		&namespaces.Config{Upstream: upIdx, Downstream: downIdx, Resources: resources}, nil))
 	s.spec = queue.NewRunner(specCtl, opts.Queue)
 	s.namespaces = queue.NewRunner(nsCtl, opts.Queue)
 
-	nsOfUpstream := func(obj metav1.Object) []queue.Key {
-		if obj.GetNamespace() == "" {
-			return nil
-		}
-		l := namespace.Locator{
-			SyncTarget: namespace.SyncTarget{Cluster: target.Cluster, Name: target.Name, UID: string(target.UID)},
-			Cluster:    identity.LogicalCluster(obj, opts.FromCluster), Namespace: obj.GetNamespace(),
-		}
-		name, err := namespace.DownstreamName(l)
-		if err != nil {
-			return nil
-		}
-		return []queue.Key{namespaces.Key(name)}
-	}
-	nsOfDownstream := func(obj metav1.Object) []queue.Key {
-		if obj.GetNamespace() == "" {
-			return nil
-		}
-		return []queue.Key{namespaces.Key(obj.GetNamespace())}
-	}
 	for _, gvr := range resources {
-		if _, err := inf.upstream[gvr].AddEventHandler(s.spec.EventHandler(specCtl.UpstreamKeys(gvr))); err != nil {
-			return nil, fmt.Errorf("downstream syncer: %w", err)
+		handlers := []struct {
+			inf  cache.SharedIndexInformer
+			r    *queue.Runner
+			keys queue.KeysFunc
+		}{
+			{inf.upstream[gvr], s.spec, specCtl.UpstreamKeys(gvr)},
+			{inf.upstream[gvr], s.namespaces, w.namespaceOfUpstream},
+			{inf.downstream[gvr], s.spec, spec.DownstreamKeys(gvr)},
+			{inf.downstream[gvr], s.namespaces, namespaceOfDownstream},
 		}
-		if _, err := inf.upstream[gvr].AddEventHandler(s.namespaces.EventHandler(nsOfUpstream)); err != nil {
-			return nil, fmt.Errorf("downstream syncer: %w", err)
-		}
-		if _, err := inf.downstream[gvr].AddEventHandler(s.spec.EventHandler(spec.DownstreamKeys(gvr))); err != nil {
-			return nil, fmt.Errorf("downstream syncer: %w", err)
-		}
-		if _, err := inf.downstream[gvr].AddEventHandler(s.namespaces.EventHandler(nsOfDownstream)); err != nil {
-			return nil, fmt.Errorf("downstream syncer: %w", err)
+		for _, h := range handlers {
+			if _, err := h.inf.AddEventHandler(h.r.EventHandler(h.keys)); err != nil {
+				return nil, fmt.Errorf("downstream syncer: %w", err)
+			}
 		}
 	}
 	if _, err := inf.namespaces.AddEventHandler(s.namespaces.EventHandler(func(obj metav1.Object) []queue.Key {

@@ -161,6 +161,11 @@ func (s *Syncer) Status() *status.Controller { return s.status }
 // Events returns the event controller (nil when disabled).
 func (s *Syncer) Events() *events.Controller { return s.events }
 
+// Synced reports whether every controller has synced its caches, for readiness checks.
+func (s *Syncer) Synced() bool {
+	return s.status.Synced() && (s.events == nil || s.events.Synced())
+}
+
 // Run runs both syncers until ctx ends or one fails.
 func (s *Syncer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)

@@ -38,6 +38,9 @@ type Config struct {
 	Upstream, Downstream []Indexer
 	// Resources are the synced resources, listed once more right before a delete.
 	Resources []schema.GroupVersionResource
+	// Lookup, when set, replaces Resources, Upstream and Downstream for resource sets
+	// that change while the syncer runs (the engine's informers).
+	Lookup func() (resources []schema.GroupVersionResource, upstream, downstream []Indexer)
 	// UpstreamClient and DownstreamClient are used for that last check and the delete.
 	UpstreamClient, DownstreamClient dynamic.Interface
 	// Delay is the clean delay; zero means DefaultCleanDelay.
@@ -76,6 +79,13 @@ func (c *Controller) Name() string { return "downstream-namespaces" }
 
 // Workers implements queue.Controller.
 func (c *Controller) Workers() int { return max(c.cfg.Workers, 1) }
+
+func (c *Controller) caches() ([]schema.GroupVersionResource, []Indexer, []Indexer) {
+	if c.cfg.Lookup != nil {
+		return c.cfg.Lookup()
+	}
+	return c.cfg.Resources, c.cfg.Upstream, c.cfg.Downstream
+}
 
 // Key returns the queue key of a downstream namespace.
 func Key(name string) queue.Key {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -54,7 +55,7 @@ func (e *Ensurer) Ensure(ctx context.Context, l namespace.Locator) (string, erro
 	}
 	name := want.GetName()
 	if item, ok, err := e.cache.GetByKey(name); err == nil && ok {
-		if u, isU := item.(*unstructured.Unstructured); isU {
+		if u := asNamespace(item); u != nil {
 			return name, check(u, l)
 		}
 	}
@@ -77,6 +78,24 @@ func (e *Ensurer) Ensure(ctx context.Context, l namespace.Locator) (string, erro
 		return name, check(existing, l)
 	}
 	return "", fmt.Errorf("create downstream namespace %s: %w", name, err)
+}
+
+// asNamespace returns a cached namespace (full or metadata-only) as an Unstructured
+// carrying what the checks read: name, annotations, deletion timestamp.
+func asNamespace(item any) *unstructured.Unstructured {
+	if u, ok := item.(*unstructured.Unstructured); ok {
+		return u
+	}
+	m, err := meta.Accessor(item)
+	if err != nil {
+		return nil
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{}}
+	u.SetName(m.GetName())
+	u.SetAnnotations(m.GetAnnotations())
+	u.SetLabels(m.GetLabels())
+	u.SetDeletionTimestamp(m.GetDeletionTimestamp())
+	return u
 }
 
 func check(ns *unstructured.Unstructured, l namespace.Locator) error {

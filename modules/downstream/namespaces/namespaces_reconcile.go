@@ -6,8 +6,8 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
@@ -64,19 +64,19 @@ func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
 // ownNamespace returns the cached namespace and its locator when the syncer of this target
 // created it: our cluster label and a locator naming our sync target. Anything else is
 // never deleted.
-func (c *Controller) ownNamespace(name string) (*unstructured.Unstructured, namespace.Locator, bool) {
+func (c *Controller) ownNamespace(name string) (metav1.Object, namespace.Locator, bool) {
 	item, ok, err := c.cfg.Namespaces.GetByKey(name)
 	if err != nil || !ok {
 		return nil, namespace.Locator{}, false
 	}
-	ns, isU := item.(*unstructured.Unstructured)
-	if !isU || ns.GetDeletionTimestamp() != nil {
+	ns, err := meta.Accessor(item)
+	if err != nil || ns.GetDeletionTimestamp() != nil {
 		return nil, namespace.Locator{}, false
 	}
 	if ns.GetLabels()[identity.DownstreamClusterLabel] != c.cfg.Target.Key {
 		return nil, namespace.Locator{}, false
 	}
-	l, ok, err := namespace.LocatorFromNamespace(ns)
+	l, ok, err := namespace.LocatorFromAnnotations(ns.GetAnnotations())
 	if err != nil || !ok || !c.ours(l) {
 		return nil, namespace.Locator{}, false
 	}
@@ -92,18 +92,19 @@ func (c *Controller) ours(l namespace.Locator) bool {
 // inUseCached reports, from the caches, an upstream object assigned to the target in the
 // locator's namespace, or one of our objects left in the downstream namespace.
 func (c *Controller) inUseCached(name string, l namespace.Locator) bool {
-	for _, idx := range c.cfg.Upstream {
+	_, upstream, downstream := c.caches()
+	for _, idx := range upstream {
 		items, err := idx.ByIndex(cache.NamespaceIndex, l.Namespace)
 		if err != nil {
 			return true
 		}
 		for _, it := range items {
-			if o, ok := it.(*unstructured.Unstructured); ok && identity.LogicalCluster(o, c.cfg.FallbackCluster) == l.Cluster {
+			if o, err := meta.Accessor(it); err == nil && identity.LogicalCluster(o, c.cfg.FallbackCluster) == l.Cluster {
 				return true
 			}
 		}
 	}
-	for _, idx := range c.cfg.Downstream {
+	for _, idx := range downstream {
 		items, err := idx.ByIndex(cache.NamespaceIndex, name)
 		if err != nil || len(items) > 0 {
 			return true
@@ -117,7 +118,8 @@ func (c *Controller) inUseCached(name string, l namespace.Locator) bool {
 func (c *Controller) inUseLive(ctx context.Context, name string, l namespace.Locator) (bool, error) {
 	upSel := c.cfg.Target.UpstreamSelector().String()
 	downSel := c.cfg.Target.DownstreamSelector().String()
-	for _, gvr := range c.cfg.Resources {
+	resources, _, _ := c.caches()
+	for _, gvr := range resources {
 		list, err := c.cfg.UpstreamClient.Resource(gvr).Namespace(l.Namespace).List(ctx, metav1.ListOptions{LabelSelector: upSel})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return true, fmt.Errorf("list upstream %s in %s: %w", gvr.Resource, l.Namespace, err)

@@ -247,3 +247,26 @@ func TestNamespaceDeleteUsesUIDPreconditionAndReportsErrors(t *testing.T) {
 	require.ErrorContains(t, f.ctl.Reconcile(context.Background(), Key(f.name)), "upstream down")
 	assert.True(t, f.exists(t))
 }
+
+func TestLookupAndMetadataOnlyNamespaces(t *testing.T) {
+	full := ourNamespace(t, "team")
+	f := newNSFixture(t, full)
+	meta := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+		Name: full.GetName(), UID: full.GetUID(), Labels: full.GetLabels(), Annotations: full.GetAnnotations(),
+	}}
+	require.NoError(t, f.nsStore.Update(meta))
+	f.ctl.cfg.Lookup = func() ([]schema.GroupVersionResource, []Indexer, []Indexer) {
+		return []schema.GroupVersionResource{cmGVR}, []Indexer{f.up}, []Indexer{f.down}
+	}
+	f.ctl.unusedSince[f.name] = f.now.Add(-time.Hour)
+	require.NoError(t, f.ctl.Reconcile(context.Background(), Key(f.name)))
+	assert.False(t, f.exists(t), "a metadata-only cache entry is enough")
+
+	// The Ensurer reads metadata-only entries too, without a request.
+	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	require.NoError(t, store.Add(meta))
+	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	_, err := NewEnsurer(client, store, target.Key, "").Ensure(context.Background(), locator("team"))
+	require.NoError(t, err)
+	assert.Empty(t, client.Actions())
+}

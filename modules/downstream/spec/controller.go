@@ -110,6 +110,9 @@ type Config struct {
 	Pipeline Transformer
 	// Resources are the synced resources.
 	Resources []Resource
+	// Lookup, when set, returns the caches of a resource instead of Resources, for
+	// resource sets that change while the syncer runs (the engine's informers).
+	Lookup func(gvr schema.GroupVersionResource) (Resource, bool)
 	// UpstreamClient reads and patches upstream objects.
 	UpstreamClient dynamic.Interface
 	// DownstreamClient reads downstream objects missing from the cache.
@@ -175,6 +178,14 @@ func NewController(cfg Config) *Controller {
 		c.resources[r.GVR] = r
 	}
 	return c
+}
+
+func (c *Controller) resource(gvr schema.GroupVersionResource) (Resource, bool) {
+	if c.cfg.Lookup != nil {
+		return c.cfg.Lookup(gvr)
+	}
+	r, ok := c.resources[gvr]
+	return r, ok
 }
 
 // Name implements queue.Controller.

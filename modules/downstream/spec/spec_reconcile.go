@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/klog/v2"
 
 	"github.com/tmc-syncer/syncer/modules/downstream/applier"
@@ -28,7 +30,7 @@ const recreateDelay = time.Second
 // Reconcile implements queue.Controller: it converges the downstream copy of the upstream
 // object named by key.
 func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
-	r, ok := c.resources[key.GVR]
+	r, ok := c.resource(key.GVR)
 	if !ok {
 		return nil
 	}
@@ -81,10 +83,6 @@ func (c *Controller) wanted(up *unstructured.Unstructured) bool {
 // sync creates or updates the downstream object.
 func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured) error {
 	logger := klog.FromContext(ctx)
-	up, err := c.ensureFinalizer(ctx, r, up)
-	if err != nil || up == nil {
-		return err
-	}
 	desired, err := c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up)
 	if transformation.IsSkip(err) {
 		logger.V(4).Info("not synced", "reason", err.Error())
@@ -93,6 +91,22 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 	if err != nil {
 		return c.permanent(ctx, r, key, up, "", "transform", err)
 	}
+	// The finalizer goes on before any downstream write; reading the live object is not a
+	// write, so on a first sync both requests run at once.
+	cached := up
+	up, live, err := c.finalizerAndLive(ctx, r, up, desired.GetNamespace(), desired.GetName())
+	if err != nil || up == nil {
+		return err
+	}
+	if up != cached {
+		// The patched object; it differs from the cached one only if someone changed it meanwhile.
+		if desired, err = c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up); err != nil {
+			if transformation.IsSkip(err) {
+				return nil
+			}
+			return c.permanent(ctx, r, key, up, "", "transform", err)
+		}
+	}
 	if desired.GetNamespace() != "" {
 		if _, err := c.cfg.Namespaces.Ensure(ctx, c.cfg.Transform.Locator(up)); err != nil {
 			if errors.Is(err, namespace.ErrCollision) {
@@ -100,10 +114,6 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 			}
 			return err
 		}
-	}
-	live, err := c.live(ctx, r, desired.GetNamespace(), desired.GetName())
-	if err != nil {
-		return err
 	}
 	owner, _ := ownership.FromAnnotations(desired.GetAnnotations())
 	own := conflict.Classify(live, c.cfg.Target.Key, owner)
@@ -147,6 +157,30 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 		logger.V(2).Info("applied downstream object", "outcome", outcome, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	}
 	return c.clearSyncError(ctx, r, up)
+}
+
+// finalizerAndLive adds the upstream finalizer when missing and reads the live downstream
+// object, concurrently when both need a request. A nil upstream object means it is gone.
+func (c *Controller) finalizerAndLive(ctx context.Context, r Resource, up *unstructured.Unstructured, ns, name string) (*unstructured.Unstructured, *unstructured.Unstructured, error) {
+	if hasFinalizer(up, c.cfg.Target.SyncerFinalizer()) {
+		live, err := c.live(ctx, r, ns, name)
+		return up, live, err
+	}
+	var (
+		wg      sync.WaitGroup
+		live    *unstructured.Unstructured
+		liveErr error
+	)
+	wg.Go(func() { live, liveErr = c.live(ctx, r, ns, name) })
+	up, err := c.ensureFinalizer(ctx, r, up)
+	wg.Wait()
+	if err != nil {
+		return nil, nil, err
+	}
+	if liveErr != nil {
+		return nil, nil, liveErr
+	}
+	return up, live, nil
 }
 
 // live returns the downstream object namespace/name from the cache, else from the API
@@ -223,7 +257,7 @@ func (c *Controller) remove(ctx context.Context, r Resource, key queue.Key, up *
 			return nil
 		}
 	}
-	pending, err := c.deleteDownstream(ctx, r, up, c.indexed(r, key))
+	pending, err := c.deleteDownstream(ctx, r, up, c.indexed(r, key, up))
 	if err != nil || pending {
 		return err
 	}
@@ -272,19 +306,67 @@ func (c *Controller) deleteDownstream(ctx context.Context, r Resource, up *unstr
 	return pending, nil
 }
 
-// indexed returns our cached downstream objects synced from key's upstream object.
-func (c *Controller) indexed(r Resource, key queue.Key) []*unstructured.Unstructured {
+// indexed returns our cached downstream objects synced from key's upstream object: by
+// ByUpstreamIndex, else (caches without that index) by the name the transformation gives.
+func (c *Controller) indexed(r Resource, key queue.Key, up *unstructured.Unstructured) []*unstructured.Unstructured {
+	var out []*unstructured.Unstructured
+	ours := func(u *unstructured.Unstructured) bool {
+		o, ok := ownership.FromAnnotations(u.GetAnnotations())
+		return ok && u.GetLabels()[identity.DownstreamClusterLabel] == c.cfg.Target.Key &&
+			o.Cluster == key.Cluster && o.Namespace == key.Namespace && o.Name == key.Name
+	}
 	items, err := r.Downstream.ByIndex(ByUpstreamIndex, indexValue(key.Cluster, key.Namespace, key.Name))
+	if err == nil {
+		for _, it := range items {
+			if u, ok := it.(*unstructured.Unstructured); ok && ours(u) {
+				out = append(out, u)
+			}
+		}
+		return out
+	}
+	ns, name, err := c.expectedName(key, kindOf(r.GVR, up))
 	if err != nil {
 		return nil
 	}
-	out := make([]*unstructured.Unstructured, 0, len(items))
-	for _, it := range items {
-		if u, ok := it.(*unstructured.Unstructured); ok && u.GetLabels()[identity.DownstreamClusterLabel] == c.cfg.Target.Key {
+	if it, ok, err := r.Downstream.GetByKey(cacheKey(ns, name)); err == nil && ok {
+		if u, isU := it.(*unstructured.Unstructured); isU && ours(u) {
 			out = append(out, u)
 		}
 	}
 	return out
+}
+
+// kindOf is the GroupKind of up, or, without it, the one renames depend on.
+func kindOf(gvr schema.GroupVersionResource, up *unstructured.Unstructured) schema.GroupKind {
+	if up != nil {
+		return up.GroupVersionKind().GroupKind()
+	}
+	if gvr.Group == "" {
+		switch gvr.Resource {
+		case "configmaps":
+			return schema.GroupKind{Kind: "ConfigMap"}
+		case "secrets":
+			return schema.GroupKind{Kind: "Secret"}
+		}
+	}
+	return schema.GroupKind{Group: gvr.Group}
+}
+
+// expectedName is where the transformation puts the downstream copy of key's object.
+func (c *Controller) expectedName(key queue.Key, gk schema.GroupKind) (string, string, error) {
+	name := rename.DownstreamName(gk, key.Name)
+	if key.Namespace == "" {
+		return "", name, nil
+	}
+	l := namespace.Locator{
+		SyncTarget: namespace.SyncTarget{Cluster: c.cfg.Transform.SyncTargetCluster, Name: c.cfg.Transform.SyncTargetName, UID: c.cfg.Transform.SyncTargetUID},
+		Cluster:    key.Cluster, Namespace: key.Namespace,
+	}
+	ns, err := namespace.DownstreamName(l)
+	if err != nil {
+		return "", "", fmt.Errorf("downstream namespace of %s: %w", key.String(), err)
+	}
+	return ns, name, nil
 }
 
 // downstreamName is where the transformation puts up's downstream copy.

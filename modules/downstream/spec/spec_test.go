@@ -592,3 +592,28 @@ func TestKeysIndexAndStripStage(t *testing.T) {
 	assert.Equal(t, "downstream-spec", f.ctl.Name())
 	assert.Equal(t, 1, f.ctl.Workers())
 }
+
+func TestCachesWithoutTheUpstreamIndexFindDownstreamByName(t *testing.T) {
+	f := newFixture(t)
+	down := f.downstreamOf(f.cm("gone"))
+	plain := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	require.NoError(t, plain.Add(down))
+	f.ctl = NewController(Config{
+		Target: f.target, Transform: f.tctx, Pipeline: transformation.NewPipeline(),
+		Lookup: func(gvr schema.GroupVersionResource) (Resource, bool) {
+			return Resource{GVR: gvr, Upstream: f.upStore, Downstream: plain}, gvr == cmGVR
+		},
+		UpstreamClient: f.up, DownstreamClient: f.downAPI, Writer: f.writer, Namespaces: f.ns,
+	})
+	require.NoError(t, f.ctl.Reconcile(context.Background(), key("gone")))
+	assert.Len(t, f.writer.deletes, 1, "found by the name the transformation gives")
+	require.NoError(t, f.ctl.Reconcile(context.Background(), queue.Key{GVR: schema.GroupVersionResource{Resource: "other"}}))
+
+	assert.Equal(t, schema.GroupKind{Kind: "ConfigMap"}, kindOf(cmGVR, nil))
+	assert.Equal(t, schema.GroupKind{Kind: "Secret"}, kindOf(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, nil))
+	assert.Equal(t, schema.GroupKind{Group: "apps"}, kindOf(schema.GroupVersionResource{Group: "apps", Resource: "deployments"}, nil))
+	ns, name, err := f.ctl.expectedName(queue.Key{GVR: cmGVR, Name: "kube-root-ca.crt"}, schema.GroupKind{Kind: "ConfigMap"})
+	require.NoError(t, err)
+	assert.Empty(t, ns, "cluster-scoped")
+	assert.Equal(t, "kcp-root-ca.crt", name)
+}

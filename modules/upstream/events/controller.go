@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -105,6 +106,7 @@ type sent struct {
 type Controller struct {
 	cfg      Config
 	opts     Options
+	synced   atomic.Bool
 	runner   *queue.Runner
 	resolver *Resolver
 	outbox   *outbox
@@ -168,6 +170,9 @@ func (c *Controller) Name() string { return ControllerName }
 // Workers implements queue.Controller.
 func (c *Controller) Workers() int { return c.opts.Workers }
 
+// Synced reports whether the caches have synced and workers run, for readiness checks.
+func (c *Controller) Synced() bool { return c.synced.Load() }
+
 // Runner exposes the resolve work queue.
 func (c *Controller) Runner() *queue.Runner { return c.runner }
 
@@ -205,12 +210,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	defer nsFactory.Shutdown()
 	defer evFactory.Shutdown()
 	if !cache.WaitForCacheSync(ctx.Done(), nsInf.HasSynced, evInformer.HasSynced) {
-		return fmt.Errorf("event controller: caches did not sync: %w", ctx.Err())
+		// Stopped before the caches synced: a shutdown, not a failure.
+		return nil
 	}
 	// Added after the sync so that the namespace filter already knows every namespace.
 	if _, err := evInformer.AddEventHandler(c.runner.EventHandler(c.eventKeys)); err != nil {
 		return fmt.Errorf("event controller: watch Events: %w", err)
 	}
+	c.synced.Store(true)
 	logger.V(2).Info("caches synced", "api", c.opts.API)
 
 	var wg sync.WaitGroup

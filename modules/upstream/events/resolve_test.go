@@ -93,10 +93,10 @@ func TestResolveFollowsOwnersToTheSyncedObject(t *testing.T) {
 	rs := corev1.ObjectReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Namespace: "kcp-ns", Name: "web-1", UID: "rs-uid"}
 	pod := corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: "kcp-ns", Name: "web-1-a", UID: "pod-uid"}
 	tests := []struct {
-		name   string
-		ref    corev1.ObjectReference
-		ok     bool
-		child  *corev1.ObjectReference
+		name  string
+		ref   corev1.ObjectReference
+		ok    bool
+		child *corev1.ObjectReference
 	}{
 		{"the synced object itself", corev1.ObjectReference{APIVersion: "apps/v1", Kind: "Deployment", Namespace: "kcp-ns", Name: "web", UID: "d-uid"}, true, nil},
 		{"its ReplicaSet", rs, true, &rs},

@@ -13,6 +13,10 @@
 //     upstream UID, and objects not labelled Sync for this target are left alone.
 //   - a resource whose upstream /status answers 404 while the object exists has no status
 //     subresource: it is remembered per resource and never retried.
+//   - the downstream object is the truth: when another writer changes the upstream status
+//     (a resourceVersion that is not our last write's), the key is re-queued after a delay
+//     that doubles per re-assert (10 ms … 1 min, reset after 2 min of quiet), so a writer
+//     that keeps disagreeing is answered ever more slowly instead of spinning.
 package status
 
 import (
@@ -20,6 +24,7 @@ import (
 	"fmt"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -80,6 +85,7 @@ type Config struct {
 type Controller struct {
 	cfg    Config
 	runner *queue.Runner
+	synced atomic.Bool
 
 	mu sync.Mutex
 	// seen holds, per queued key, when the downstream change was first observed.
@@ -133,6 +139,9 @@ func (c *Controller) Name() string { return ControllerName }
 // Workers implements queue.Controller.
 func (c *Controller) Workers() int { return c.cfg.Workers }
 
+// Synced reports whether the caches have synced and workers run, for readiness checks.
+func (c *Controller) Synced() bool { return c.synced.Load() }
+
 // Runner exposes the work queue, e.g. for status snapshots.
 func (c *Controller) Runner() *queue.Runner { return c.runner }
 
@@ -160,8 +169,10 @@ func (c *Controller) Run(ctx context.Context) error {
 		synced = append(synced, down.HasSynced, up.HasSynced)
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
-		return fmt.Errorf("status controller: caches did not sync: %w", ctx.Err())
+		// Stopped before the caches synced: a shutdown, not a failure.
+		return nil
 	}
+	c.synced.Store(true)
 	logger.V(2).Info("caches synced", "resources", len(c.cfg.Resources))
 	return c.runner.Run(ctx)
 }

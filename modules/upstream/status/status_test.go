@@ -430,7 +430,26 @@ func assertMetric(t *testing.T, reg *prometheus.Registry, name string, labels ma
 			}
 		}
 	}
-	assert.Equal(t, want, got, "metric %s%v", name, labels)
+	assert.InDelta(t, want, got, 0, "metric %s%v", name, labels)
 }
 
 var _ = types.UID("")
+
+func TestReassertBacksOffAndIgnoresOwnWrites(t *testing.T) {
+	c, _, _ := newTestController(t, nil, nil)
+	now := time.Now()
+	c.now = func() time.Time { return now }
+	c.wrote(key, "10")
+	c.reassert(key, "10")
+	assert.Nil(t, c.reasserts[key], "our own write is not re-asserted")
+	for range 3 {
+		c.reassert(key, "11")
+	}
+	assert.Equal(t, 3, c.reasserts[key].n, "each foreign write doubles the next delay")
+	now = now.Add(3 * time.Minute)
+	c.reassert(key, "12")
+	assert.Equal(t, 1, c.reasserts[key].n, "quiet resets the backoff")
+	c.forget(key)
+	assert.Empty(t, c.written)
+	assert.Empty(t, c.reasserts)
+}

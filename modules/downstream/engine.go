@@ -1,0 +1,302 @@
+package downstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/tmc-syncer/syncer/modules/downstream/applier"
+	"github.com/tmc-syncer/syncer/modules/downstream/cleanup"
+	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
+	"github.com/tmc-syncer/syncer/modules/downstream/metrics"
+	"github.com/tmc-syncer/syncer/modules/downstream/namespaces"
+	"github.com/tmc-syncer/syncer/modules/downstream/spec"
+	"github.com/tmc-syncer/syncer/modules/engine/engine"
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
+	"github.com/tmc-syncer/syncer/modules/engine/queue"
+	"github.com/tmc-syncer/syncer/modules/transformation"
+	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
+)
+
+// Registration is downstream sync registered on an engine.
+type Registration struct {
+	// Spec, Namespaces and Cleanup are the runners the engine runs.
+	Spec, Namespaces, Cleanup *queue.Runner
+	broadcaster               record.EventBroadcaster
+}
+
+// Close stops recording Events; call it once the engine has stopped.
+func (r *Registration) Close() {
+	if r.broadcaster != nil {
+		r.broadcaster.Shutdown()
+	}
+}
+
+// Register wires downstream sync onto e, reading objects through the engine's informers
+// for whatever resource set the engine resolves: the spec controller, the namespace
+// controller and a one-shot start-up cleanup controller. Call it before e.Run; Options.Queue
+// and Options.ResyncPeriod are the engine's to set and are ignored here.
+func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, error) {
+	if clients.Upstream == nil || clients.Downstream == nil {
+		return nil, errors.New("downstream: upstream and downstream clients are required")
+	}
+	target := e.Target()
+	w, err := newWiring(clients, target, opts)
+	if err != nil {
+		return nil, err
+	}
+	m := e.Informers()
+	reg := &Registration{broadcaster: w.broadcaster}
+	if reg.broadcaster != nil {
+		reg.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: clients.UpstreamEvents.CoreV1().Events("")})
+	}
+	full := func(side informers.Side, gvr schema.GroupVersionResource) (cache.SharedIndexInformer, bool) {
+		return m.Informer(informers.ID{Side: side, GVR: gvr})
+	}
+	lookup := func(gvr schema.GroupVersionResource) (spec.Resource, bool) {
+		up, ok := full(informers.Upstream, gvr)
+		if !ok {
+			return spec.Resource{}, false
+		}
+		down, ok := full(informers.Downstream, gvr)
+		if !ok {
+			return spec.Resource{}, false
+		}
+		return spec.Resource{GVR: gvr, Upstream: up.GetIndexer(), Downstream: down.GetIndexer()}, true
+	}
+	synced := func() []schema.GroupVersionResource {
+		var out []schema.GroupVersionResource
+		for _, gvr := range e.Resources().Accepted().GVRs() {
+			if _, ok := lookup(gvr); ok {
+				out = append(out, gvr)
+			}
+		}
+		return out
+	}
+	nsStore := lazyStore(func() (cache.Store, bool) {
+		for _, id := range []informers.ID{
+			{Side: informers.Downstream, GVR: informers.NamespacesGVR, MetadataOnly: true},
+			{Side: informers.Downstream, GVR: informers.NamespacesGVR},
+		} {
+			if inf, ok := m.Informer(id); ok {
+				return inf.GetStore(), true
+			}
+		}
+		return nil, false
+	})
+
+	specCtl := spec.NewController(w.specConfig(nil, lookup, nsStore))
+	nsCtl := namespaces.NewController(w.namespacesConfig(nsStore, nil, func() ([]schema.GroupVersionResource, []namespaces.Indexer, []namespaces.Indexer) {
+		gvrs := synced()
+		var up, down []namespaces.Indexer
+		for _, gvr := range gvrs {
+			r, _ := lookup(gvr)
+			up = append(up, byNamespace{r.Upstream.(cache.Indexer)})
+			down = append(down, byNamespace{r.Downstream.(cache.Indexer)})
+		}
+		return gvrs, up, down
+	}))
+
+	objectInformer := func(id informers.ID) bool { return !id.MetadataOnly && id.GVR != informers.NamespacesGVR }
+	if reg.Spec, err = e.Register(specCtl,
+		engine.Watch{Side: informers.Upstream, Direction: queue.Down},
+		engine.Watch{Side: informers.Downstream, Keys: func(id informers.ID) queue.KeysFunc {
+			if !objectInformer(id) {
+				return nil
+			}
+			return spec.DownstreamKeys(id.GVR)
+		}},
+	); err != nil {
+		return nil, fmt.Errorf("downstream: %w", err)
+	}
+	if reg.Namespaces, err = e.Register(nsCtl,
+		engine.Watch{Side: informers.Upstream, Keys: func(id informers.ID) queue.KeysFunc {
+			if !objectInformer(id) {
+				return nil
+			}
+			return w.namespaceOfUpstream
+		}},
+		engine.Watch{Side: informers.Downstream, Keys: func(id informers.ID) queue.KeysFunc {
+			if id.GVR == informers.NamespacesGVR {
+				return func(obj metav1.Object) []queue.Key { return []queue.Key{namespaces.Key(obj.GetName())} }
+			}
+			if !objectInformer(id) {
+				return nil
+			}
+			return namespaceOfDownstream
+		}},
+	); err != nil {
+		return nil, fmt.Errorf("downstream: %w", err)
+	}
+	cleaner := &cleanupController{target: target, upstream: clients.Upstream, applier: w.applier, metrics: w.metrics,
+		resources: func() []cleanup.Resource {
+			var out []cleanup.Resource
+			for _, gvr := range synced() {
+				r, _ := lookup(gvr)
+				out = append(out, cleanup.Resource{GVR: gvr, Downstream: r.Downstream.(cache.Indexer), Upstream: r.Upstream})
+			}
+			return out
+		}}
+	if reg.Cleanup, err = e.Register(cleaner); err != nil {
+		return nil, fmt.Errorf("downstream: %w", err)
+	}
+	reg.Cleanup.Enqueue(cleanupKey)
+	return reg, nil
+}
+
+var cleanupKey = queue.Key{Direction: queue.Down, Name: "start-up-cleanup"}
+
+// cleanupController runs the start-up cleanup once the engine has started its controllers
+// (its informers are synced by then).
+type cleanupController struct {
+	target    identity.Target
+	upstream  dynamic.Interface
+	applier   *applier.Applier
+	metrics   *metrics.Metrics
+	resources func() []cleanup.Resource
+}
+
+func (c *cleanupController) Name() string { return "downstream-cleanup" }
+func (c *cleanupController) Workers() int { return 1 }
+func (c *cleanupController) Reconcile(ctx context.Context, _ queue.Key) error {
+	_, err := cleanup.Orphans(ctx, c.target, c.resources(), c.upstream, c.applier, c.metrics)
+	return err
+}
+
+// lazyStore resolves a cache.Store on each read, for informers the engine starts in Run.
+type lazyStore func() (cache.Store, bool)
+
+func (l lazyStore) GetByKey(key string) (any, bool, error) {
+	s, ok := l()
+	if !ok {
+		return nil, false, nil
+	}
+	return s.GetByKey(key)
+}
+
+// byNamespace answers cache.NamespaceIndex queries on indexers that lack that index by
+// scanning them (the engine's informers index by upstream key and locator only).
+type byNamespace struct{ cache.Indexer }
+
+func (b byNamespace) ByIndex(indexName, value string) ([]any, error) {
+	if out, err := b.Indexer.ByIndex(indexName, value); err == nil || indexName != cache.NamespaceIndex {
+		return out, err
+	}
+	var out []any
+	for _, it := range b.List() {
+		if m, err := meta.Accessor(it); err == nil && m.GetNamespace() == value {
+			out = append(out, it)
+		}
+	}
+	return out, nil
+}
+
+// wiring holds what New and Register share.
+type wiring struct {
+	clients     Clients
+	target      identity.Target
+	opts        Options
+	policy      conflict.Policy
+	tctx        transformation.Context
+	pipeline    *transformation.Pipeline
+	applier     *applier.Applier
+	metrics     *metrics.Metrics
+	broadcaster record.EventBroadcaster
+	recorder    spec.EventRecorder
+}
+
+func newWiring(clients Clients, target identity.Target, opts Options) (*wiring, error) {
+	if target.Key == "" || target.Name == "" {
+		return nil, errors.New("downstream: target has no name or key (use identity.NewTarget)")
+	}
+	policy, err := conflict.ParsePolicy(string(opts.ConflictPolicy))
+	if err != nil {
+		return nil, fmt.Errorf("downstream: %w", err)
+	}
+	switch opts.DeletionPropagation {
+	case "", metav1.DeletePropagationBackground, metav1.DeletePropagationForeground, metav1.DeletePropagationOrphan:
+	default:
+		return nil, fmt.Errorf("downstream: unknown deletion propagation %q", opts.DeletionPropagation)
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = DefaultWorkers
+	}
+	if opts.FromCluster == "" {
+		opts.FromCluster = target.Cluster
+	}
+	m, err := metrics.New(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("downstream: %w", err)
+	}
+	w := &wiring{
+		clients: clients, target: target, opts: opts, policy: policy, metrics: m,
+		applier: applier.New(clients.Downstream, opts.FieldManager),
+		tctx: transformation.Context{
+			SyncTargetKey: target.Key, SyncTargetName: target.Name, SyncTargetUID: string(target.UID),
+			SyncTargetCluster: target.Cluster, LogicalCluster: opts.FromCluster,
+		},
+		pipeline: transformation.NewPipeline(append([]transformation.Option{transformation.WithStage(spec.StripControlAnnotations())}, opts.Pipeline...)...),
+	}
+	if clients.UpstreamEvents != nil {
+		w.broadcaster = record.NewBroadcaster()
+		w.recorder = w.broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: EventComponent})
+	}
+	return w, nil
+}
+
+func (w *wiring) specConfig(resources []spec.Resource, lookup func(schema.GroupVersionResource) (spec.Resource, bool), nsStore namespaces.Store) spec.Config {
+	return spec.Config{
+		Target: w.target, Transform: w.tctx, Pipeline: w.pipeline, Resources: resources, Lookup: lookup,
+		UpstreamClient: w.clients.Upstream, DownstreamClient: w.clients.Downstream, Writer: w.applier,
+		Namespaces: namespaces.NewEnsurer(w.clients.Downstream, nsStore, w.target.Key, w.opts.TenantID),
+		Recorder:   w.recorder, Policy: w.policy, DeletionPropagation: w.opts.DeletionPropagation,
+		PermanentRetryDelay: w.opts.PermanentRetryDelay, Workers: w.opts.Workers, Metrics: w.metrics,
+	}
+}
+
+func (w *wiring) namespacesConfig(nsStore namespaces.Store, static *namespaces.Config,
+	lookup func() ([]schema.GroupVersionResource, []namespaces.Indexer, []namespaces.Indexer)) namespaces.Config {
+	cfg := namespaces.Config{}
+	if static != nil {
+		cfg = *static
+	}
+	cfg.Target, cfg.FallbackCluster, cfg.Namespaces, cfg.Lookup = w.target, w.opts.FromCluster, nsStore, lookup
+	cfg.UpstreamClient, cfg.DownstreamClient = w.clients.Upstream, w.clients.Downstream
+	cfg.Delay, cfg.Metrics = w.opts.NamespaceCleanDelay, w.metrics
+	return cfg
+}
+
+// namespaceOfUpstream maps an upstream object to the key of its downstream namespace.
+func (w *wiring) namespaceOfUpstream(obj metav1.Object) []queue.Key {
+	if obj.GetNamespace() == "" {
+		return nil
+	}
+	l := namespace.Locator{
+		SyncTarget: namespace.SyncTarget{Cluster: w.target.Cluster, Name: w.target.Name, UID: string(w.target.UID)},
+		Cluster:    identity.LogicalCluster(obj, w.opts.FromCluster), Namespace: obj.GetNamespace(),
+	}
+	name, err := namespace.DownstreamName(l)
+	if err != nil {
+		return nil
+	}
+	return []queue.Key{namespaces.Key(name)}
+}
+
+// namespaceOfDownstream maps a downstream object to the key of its namespace.
+func namespaceOfDownstream(obj metav1.Object) []queue.Key {
+	if obj.GetNamespace() == "" {
+		return nil
+	}
+	return []queue.Key{namespaces.Key(obj.GetNamespace())}
+}
