@@ -19,6 +19,7 @@ require (
 	github.com/stretchr/testify v1.12.1
 	github.com/tmc-syncer/syncer/modules/downstream v0.0.0-00010101000000-000000000000
 	github.com/tmc-syncer/syncer/modules/engine v0.0.0-00010101000000-000000000000
+	github.com/tmc-syncer/syncer/modules/transformation v0.0.0-00010101000000-000000000000
 	github.com/tmc-syncer/syncer/modules/tunnel v0.0.0-00010101000000-000000000000
 	github.com/tmc-syncer/syncer/modules/upstream v0.0.0-00010101000000-000000000000
 	golang.org/x/sync v0.25.0
@@ -67,7 +68,6 @@ require (
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/sony/gobreaker/v2 v2.4.0 // indirect
-	github.com/tmc-syncer/syncer/modules/transformation v0.0.0-00010101000000-000000000000 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
 	go.yaml.in/yaml/v2 v2.4.4 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect

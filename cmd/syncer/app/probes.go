@@ -7,23 +7,23 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/tmc-syncer/syncer/modules/downstream"
 	"github.com/tmc-syncer/syncer/modules/engine/engine"
 	tunnelclient "github.com/tmc-syncer/syncer/modules/tunnel/client"
+	"github.com/tmc-syncer/syncer/modules/upstream"
 )
 
 // probes answers /livez, /readyz and /healthz from the components' own state.
 type probes struct {
 	tunnel *tunnelclient.Client
 
-	mu      sync.Mutex
-	engine  *engine.Engine
-	syncers *downstream.Syncer
+	mu       sync.Mutex
+	engine   *engine.Engine
+	upstream *upstream.Syncer
 }
 
 func (p *probes) setEngine(e *engine.Engine) { p.mu.Lock(); p.engine = e; p.mu.Unlock() }
 
-func (p *probes) setSyncers(s *downstream.Syncer) { p.mu.Lock(); p.syncers = s; p.mu.Unlock() }
+func (p *probes) setUpstream(s *upstream.Syncer) { p.mu.Lock(); p.upstream = s; p.mu.Unlock() }
 
 // managedNamespace reports whether a downstream namespace is one this syncer
 // created (it carries our locator); the tunnel serves pod requests only there.
@@ -53,10 +53,11 @@ func (p *probes) readiness() map[string]string {
 			checks["informers-synced"] = "informers not synced yet"
 		}
 	}
-	if p.syncers != nil && !p.syncers.HasSynced() {
-		checks["downstream-synced"] = "downstream syncer caches not synced yet"
-	} else if p.syncers != nil {
-		checks["downstream-synced"] = ""
+	if p.upstream != nil {
+		checks["upstream-synced"] = ""
+		if !p.upstream.Synced() {
+			checks["upstream-synced"] = "status and event caches not synced yet"
+		}
 	}
 	if p.tunnel != nil {
 		if st := p.tunnel.State(); st.String() != "Connected" {

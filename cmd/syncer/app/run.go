@@ -153,6 +153,20 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 	if err != nil {
 		return errorf(ExitUsage, "%w", err)
 	}
+	// The downstream controllers run on the engine's informers and follow its
+	// resource set; they must be registered before the engine runs.
+	ds, err := downstream.Register(eng, downstream.Clients{Upstream: up.Dynamic, Downstream: down.Dynamic, UpstreamEvents: upKube},
+		downstream.Options{
+			ConflictPolicy:      conflict.Policy(opts.ConflictPolicy),
+			NamespaceCleanDelay: opts.DownstreamNamespaceCleanDelay,
+			Workers:             opts.Workers,
+			FromCluster:         opts.FromCluster,
+			Registerer:          reg,
+		})
+	if err != nil {
+		return err
+	}
+	defer ds.Close()
 	p.setEngine(eng)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })
@@ -163,21 +177,9 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 			return nil
 		}
 		gvrs := eng.Resources().Accepted().GVRs()
-		target := eng.Target()
 		log.Info("resources resolved", "resources", fmt.Sprint(gvrs))
-		ds, err := downstream.New(downstream.Clients{Upstream: up.Dynamic, Downstream: down.Dynamic, UpstreamEvents: upKube},
-			target, gvrs, downstream.Options{
-				ConflictPolicy:      conflict.Policy(opts.ConflictPolicy),
-				NamespaceCleanDelay: opts.DownstreamNamespaceCleanDelay,
-				Workers:             opts.Workers,
-				FromCluster:         opts.FromCluster,
-				Registerer:          reg,
-			})
-		if err != nil {
-			return err
-		}
 		us, err := upstream.New(upstream.Config{
-			Target:      target,
+			Target:      eng.Target(),
 			FromCluster: opts.FromCluster,
 			Resources:   gvrs,
 			Upstream:    upstream.Clients{Dynamic: up.Dynamic, Kube: upKube},
@@ -189,11 +191,8 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 		if err != nil {
 			return err
 		}
-		p.setSyncers(ds)
-		inner, ictx := errgroup.WithContext(gctx)
-		inner.Go(func() error { return ds.Run(ictx) })
-		inner.Go(func() error { return us.Run(ictx) })
-		return inner.Wait()
+		p.setUpstream(us)
+		return us.Run(gctx)
 	})
 	return g.Wait()
 }
