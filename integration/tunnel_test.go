@@ -6,17 +6,12 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
@@ -25,39 +20,14 @@ import (
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
 )
 
-// syncerIdentity creates a ServiceAccount upstream allowed to sync and to open the
-// tunnel, and writes a kubeconfig with its token: the syncer's upstream identity.
+// syncerIdentity returns a kubeconfig of a ServiceAccount upstream allowed to sync
+// and to open the tunnel: the syncer's upstream identity.
 func syncerIdentity(t *testing.T, env *framework.Environment, name string) string {
 	t.Helper()
-	ctx := context.Background()
-	kube := env.KCP.Kube(t)
-	ns := env.KCP.CreateNamespace(t, "syncer-identity")
-	_, err := kube.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	path, err := framework.ServiceAccountKubeconfig(context.Background(), env.KCP, "syncer-identities", name, "cluster-admin", t.TempDir())
 	require.NoError(t, err)
-	crb := &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "syncer-" + name + "-"},
-		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
-		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
-	}
-	crb, err = kube.RbacV1().ClusterRoleBindings().Create(ctx, crb, metav1.CreateOptions{})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = kube.RbacV1().ClusterRoleBindings().Delete(context.Background(), crb.Name, metav1.DeleteOptions{}) })
-	tok, err := kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr(int64(3600))},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
-
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["kcp"] = &clientcmdapi.Cluster{Server: env.KCP.Config.Host, CertificateAuthorityData: env.KCP.Config.CAData}
-	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
-	cfg.Contexts["kcp"] = &clientcmdapi.Context{Cluster: "kcp", AuthInfo: name}
-	cfg.CurrentContext = "kcp"
-	path := filepath.Join(t.TempDir(), name+".kubeconfig")
-	require.NoError(t, clientcmd.WriteToFile(*cfg, path))
 	return path
 }
-
-func ptr[T any](v T) *T { return &v }
 
 // tunnelServer runs the tunnel server in-process on a fixed loopback address, so
 // that it can be stopped and started again at the same place.

@@ -208,7 +208,9 @@ func run(ctx context.Context, syncerBin string, exitAfterTour bool) error {
 
 func createApp(ctx context.Context, kube kubernetes.Interface, target identity.Target) error {
 	labels := map[string]string{target.StateLabel(): "Sync", "app": "web"}
-	meta := func(name string) metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: appNS, Labels: labels} }
+	meta := func(name string) metav1.ObjectMeta {
+		return metav1.ObjectMeta{Name: name, Namespace: appNS, Labels: labels}
+	}
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: appNS}}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
@@ -308,4 +310,3 @@ func (p *proc) stop() {
 		<-p.done
 	}
 }
-
