@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 func run(t *testing.T, args ...string) (int, string, string) {
@@ -55,4 +56,11 @@ func TestVersion(t *testing.T) {
 	code, stdout, _ := run(t, "version")
 	assert.Equal(t, ExitOK, code)
 	assert.Equal(t, "v1.2.3\n", stdout)
+}
+
+func TestLeaseNameIsAValidNameAndPerTarget(t *testing.T) {
+	n := leaseName("root", "eu-1")
+	assert.Empty(t, validation.IsDNS1123Subdomain(n), n)
+	assert.Equal(t, n, leaseName("root", "eu-1"))
+	assert.NotEqual(t, n, leaseName("root", "eu-2"))
 }

@@ -2,8 +2,10 @@ package app
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -211,7 +213,7 @@ func runLeaderElected(ctx context.Context, opts *options.Options, downCfg *rest.
 	}
 	id = fmt.Sprintf("%s_%d", id, os.Getpid())
 	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.Namespace, Name: "tmc-syncer-" + identity.SyncTargetKey(opts.FromCluster, opts.SyncTargetName)},
+		LeaseMeta:  metav1.ObjectMeta{Namespace: opts.Namespace, Name: leaseName(opts.FromCluster, opts.SyncTargetName)},
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: id},
 	}
@@ -248,6 +250,13 @@ func runLeaderElected(ctx context.Context, opts *options.Options, downCfg *rest.
 		return cause
 	}
 	return syncErr
+}
+
+// leaseName names the leader-election Lease of a SyncTarget's replicas: a valid DNS
+// subdomain (the syncTargetKey itself is mixed-case base62).
+func leaseName(cluster, name string) string {
+	sum := sha256.Sum256([]byte(identity.SyncTargetKey(cluster, name)))
+	return "tmc-syncer-" + hex.EncodeToString(sum[:8])
 }
 
 func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed tunnelclient.ManagedNamespace, log logr.Logger) (*tunnelclient.Client, error) {
