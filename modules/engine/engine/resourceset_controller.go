@@ -1,0 +1,56 @@
+package engine
+
+import (
+	"context"
+	"reflect"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/engine/queue"
+)
+
+// resourceSetController keeps the resource set, the informers and
+// status.syncedResources in step. It has a single key: the SyncTarget.
+type resourceSetController struct{ e *Engine }
+
+func (c resourceSetController) Name() string { return ResourceSetController }
+func (c resourceSetController) Workers() int { return 1 }
+
+func (c resourceSetController) Reconcile(ctx context.Context, _ queue.Key) error {
+	return c.e.reconcileResourceSet(ctx)
+}
+
+func newSyncTargetInformer(client dynamic.Interface, name string) cache.SharedIndexInformer {
+	return dynamicinformer.NewFilteredDynamicInformer(client, workloadv1alpha1.SyncTargetsResource, metav1.NamespaceAll, 0, cache.Indexers{},
+		func(o *metav1.ListOptions) {
+			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
+		}).Informer()
+}
+
+// syncTargetHandler calls enqueue when the SyncTarget appears, goes, or changes
+// in a way that matters to the resource set (not on heartbeats).
+func syncTargetHandler(enqueue func()) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc: func(any) { enqueue() },
+		UpdateFunc: func(oldObj, newObj any) {
+			o, ok1 := oldObj.(*unstructured.Unstructured)
+			n, ok2 := newObj.(*unstructured.Unstructured)
+			if !ok1 || !ok2 || o.GetUID() != n.GetUID() {
+				enqueue()
+				return
+			}
+			oldSR, _, _ := unstructured.NestedSlice(o.Object, "status", "syncedResources")
+			newSR, _, _ := unstructured.NestedSlice(n.Object, "status", "syncedResources")
+			if !reflect.DeepEqual(oldSR, newSR) {
+				enqueue()
+			}
+		},
+		DeleteFunc: func(any) { enqueue() },
+	}
+}

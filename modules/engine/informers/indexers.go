@@ -1,0 +1,56 @@
+package informers
+
+import (
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+)
+
+// Index names registered on the informers.
+const (
+	// ByUpstreamKey indexes upstream objects by UpstreamKey(cluster, namespace, name).
+	ByUpstreamKey = "upstream-key"
+	// ByLocator indexes downstream objects carrying a namespace locator (the
+	// downstream namespaces) by LocatorKey(cluster, namespace) of the upstream namespace.
+	ByLocator = "namespace-locator"
+)
+
+// UpstreamKey is the ByUpstreamKey index value of an upstream object.
+func UpstreamKey(cluster, namespace, name string) string {
+	return cluster + "|" + namespace + "/" + name
+}
+
+// LocatorKey is the ByLocator index value of the upstream namespace ns in logical cluster cluster.
+func LocatorKey(cluster, namespace string) string {
+	return cluster + "|" + namespace
+}
+
+func upstreamIndexers(fromCluster string) cache.Indexers {
+	return cache.Indexers{
+		ByUpstreamKey: func(obj any) ([]string, error) {
+			m, err := meta.Accessor(obj)
+			if err != nil {
+				return nil, nil //nolint:nilerr // non-objects are simply not indexed
+			}
+			return []string{UpstreamKey(identity.LogicalCluster(m, fromCluster), m.GetNamespace(), m.GetName())}, nil
+		},
+	}
+}
+
+func downstreamIndexers() cache.Indexers {
+	return cache.Indexers{
+		ByLocator: func(obj any) ([]string, error) {
+			m, err := meta.Accessor(obj)
+			if err != nil {
+				return nil, nil //nolint:nilerr // non-objects are simply not indexed
+			}
+			loc, ok, err := identity.LocatorOf(m)
+			if !ok || err != nil {
+				// A malformed locator is not ours to fix here; the object is just not indexed.
+				return nil, nil //nolint:nilerr
+			}
+			return []string{LocatorKey(loc.Cluster, loc.Namespace)}, nil
+		},
+	}
+}

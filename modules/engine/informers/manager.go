@@ -1,0 +1,334 @@
+package informers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/metadata/metadatainformer"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/klog/v2"
+
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+)
+
+// Side is the cluster an informer watches.
+type Side string
+
+// The two sides of a syncer.
+const (
+	// Upstream is the control plane (kcp or a plain kube-apiserver).
+	Upstream Side = "upstream"
+	// Downstream is the physical cluster.
+	Downstream Side = "downstream"
+)
+
+// ID names one informer.
+type ID struct {
+	Side Side
+	GVR  schema.GroupVersionResource
+	// MetadataOnly informers hold *metav1.PartialObjectMetadata instead of
+	// *unstructured.Unstructured; use them when only labels, annotations and
+	// owner references are needed.
+	MetadataOnly bool
+}
+
+// String renders the ID for logs.
+func (id ID) String() string {
+	s := string(id.Side) + " " + id.GVR.String()
+	if id.MetadataOnly {
+		s += " (metadata)"
+	}
+	return s
+}
+
+// Clients are the clients of one side.
+type Clients struct {
+	Dynamic  dynamic.Interface
+	Metadata metadata.Interface
+}
+
+// Options configure a Manager.
+type Options struct {
+	// Target selects which objects the informers see.
+	Target identity.Target
+	// FromCluster is the logical cluster of upstream objects that have no
+	// kcp.io/cluster annotation (kcp's --from-cluster).
+	FromCluster string
+	Upstream    Clients
+	Downstream  Clients
+	// ResyncPeriod is zero (off) by default: the syncer is level-triggered by events.
+	ResyncPeriod time.Duration
+}
+
+// HandlerFactory returns the event handler to add to the informer id, or nil to
+// add none. It is called for every running and every future informer of a side.
+type HandlerFactory func(id ID) cache.ResourceEventHandler
+
+type entry struct {
+	informer cache.SharedIndexInformer
+	lister   cache.GenericLister
+	cancel   context.CancelFunc
+	done     chan struct{}
+	// managed entries are owned by Sync and stopped when no longer wanted.
+	managed bool
+}
+
+// Manager starts and stops informers. It is safe for concurrent use.
+type Manager struct {
+	opts Options
+
+	mu       sync.RWMutex
+	running  map[ID]*entry
+	handlers map[Side][]HandlerFactory
+}
+
+// NewManager returns a Manager with no informer running.
+func NewManager(opts Options) *Manager {
+	if opts.FromCluster == "" {
+		opts.FromCluster = opts.Target.Cluster
+	}
+	return &Manager{opts: opts, running: map[ID]*entry{}, handlers: map[Side][]HandlerFactory{}}
+}
+
+// AddEventHandler adds the handlers made by f to every running informer of side
+// and to every informer of side started later.
+func (m *Manager) AddEventHandler(side Side, f HandlerFactory) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.handlers[side] = append(m.handlers[side], f)
+	for id, e := range m.running {
+		if id.Side != side {
+			continue
+		}
+		if err := addHandler(e.informer, f, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func addHandler(inf cache.SharedIndexInformer, f HandlerFactory, id ID) error {
+	h := f(id)
+	if h == nil {
+		return nil
+	}
+	if _, err := inf.AddEventHandler(h); err != nil {
+		return fmt.Errorf("add event handler to informer %s: %w", id, err)
+	}
+	return nil
+}
+
+// Start starts the informer id unless it runs already and returns it. It runs
+// until ctx ends or Stop(id) is called. Informers started by Start are never
+// stopped by Sync.
+func (m *Manager) Start(ctx context.Context, id ID) (cache.SharedIndexInformer, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, err := m.startLocked(ctx, id, false)
+	if err != nil {
+		return nil, err
+	}
+	return e.informer, nil
+}
+
+func (m *Manager) startLocked(ctx context.Context, id ID, managed bool) (*entry, error) {
+	if e, ok := m.running[id]; ok {
+		return e, nil
+	}
+	gi, err := m.newInformer(id)
+	if err != nil {
+		return nil, err
+	}
+	inf := gi.Informer()
+	for _, f := range m.handlers[id.Side] {
+		if err := addHandler(inf, f, id); err != nil {
+			return nil, err
+		}
+	}
+	ictx, cancel := context.WithCancel(ctx)
+	e := &entry{informer: inf, lister: gi.Lister(), cancel: cancel, done: make(chan struct{}), managed: managed}
+	m.running[id] = e
+	logger := klog.FromContext(ctx).WithValues("informer", id.String())
+	go func() {
+		defer close(e.done)
+		logger.V(2).Info("starting informer")
+		inf.RunWithContext(klog.NewContext(ictx, logger))
+		logger.V(2).Info("informer stopped")
+	}()
+	return e, nil
+}
+
+func (m *Manager) newInformer(id ID) (informers.GenericInformer, error) {
+	var (
+		clients  Clients
+		selector string
+		indexers cache.Indexers
+	)
+	switch id.Side {
+	case Upstream:
+		clients, selector, indexers = m.opts.Upstream, m.opts.Target.UpstreamSelector().String(), upstreamIndexers(m.opts.FromCluster)
+	case Downstream:
+		clients, selector, indexers = m.opts.Downstream, m.opts.Target.DownstreamSelector().String(), downstreamIndexers()
+	default:
+		return nil, fmt.Errorf("informer %s: unknown side %q", id, id.Side)
+	}
+	tweak := func(o *metav1.ListOptions) { o.LabelSelector = selector }
+	if id.MetadataOnly {
+		if clients.Metadata == nil {
+			return nil, fmt.Errorf("informer %s: no metadata client configured", id)
+		}
+		return metadatainformer.NewFilteredMetadataInformer(clients.Metadata, id.GVR, metav1.NamespaceAll, m.opts.ResyncPeriod, indexers, tweak), nil
+	}
+	if clients.Dynamic == nil {
+		return nil, fmt.Errorf("informer %s: no dynamic client configured", id)
+	}
+	return dynamicinformer.NewFilteredDynamicInformer(clients.Dynamic, id.GVR, metav1.NamespaceAll, m.opts.ResyncPeriod, indexers, tweak), nil
+}
+
+// Stop stops the informer id and waits until it has stopped. Stopping an
+// informer that is not running does nothing.
+func (m *Manager) Stop(id ID) {
+	m.mu.Lock()
+	e, ok := m.running[id]
+	delete(m.running, id)
+	m.mu.Unlock()
+	if ok {
+		e.cancel()
+		<-e.done
+	}
+}
+
+// StopAll stops every informer.
+func (m *Manager) StopAll() {
+	for _, id := range m.Running() {
+		m.Stop(id)
+	}
+}
+
+// Sync makes the informers it manages exactly want: it starts the missing ones
+// and stops the ones no longer wanted. Informers started with Start are left alone.
+func (m *Manager) Sync(ctx context.Context, want []ID) (started, stopped []ID, err error) {
+	wanted := make(map[ID]bool, len(want))
+	for _, id := range want {
+		wanted[id] = true
+	}
+	m.mu.Lock()
+	var stopping []*entry
+	for id, e := range m.running {
+		if e.managed && !wanted[id] {
+			delete(m.running, id)
+			stopping = append(stopping, e)
+			stopped = append(stopped, id)
+		}
+	}
+	var errs []error
+	for _, id := range want {
+		if _, ok := m.running[id]; ok {
+			continue
+		}
+		if _, err := m.startLocked(ctx, id, true); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		started = append(started, id)
+	}
+	m.mu.Unlock()
+	for _, e := range stopping {
+		e.cancel()
+		<-e.done
+	}
+	sortIDs(started)
+	sortIDs(stopped)
+	if len(errs) > 0 {
+		return started, stopped, fmt.Errorf("start informers: %v", errs)
+	}
+	return started, stopped, nil
+}
+
+// Informer returns the running informer id.
+func (m *Manager) Informer(id ID) (cache.SharedIndexInformer, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	e, ok := m.running[id]
+	if !ok {
+		return nil, false
+	}
+	return e.informer, true
+}
+
+// Lister returns a lister over the running informer id.
+func (m *Manager) Lister(id ID) (cache.GenericLister, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	e, ok := m.running[id]
+	if !ok {
+		return nil, false
+	}
+	return e.lister, true
+}
+
+// Running returns the IDs of the running informers, sorted.
+func (m *Manager) Running() []ID {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	ids := make([]ID, 0, len(m.running))
+	for id := range m.running {
+		ids = append(ids, id)
+	}
+	sortIDs(ids)
+	return ids
+}
+
+// WaitForSync waits until the informers ids have synced, returning false if
+// ctx ends first or one of them is not running.
+func (m *Manager) WaitForSync(ctx context.Context, ids ...ID) bool {
+	var synced []cache.InformerSynced
+	for _, id := range ids {
+		inf, ok := m.Informer(id)
+		if !ok {
+			return false
+		}
+		synced = append(synced, inf.HasSynced)
+	}
+	return cache.WaitForCacheSync(ctx.Done(), synced...)
+}
+
+// Status is the state of one informer.
+type Status struct {
+	ID      ID
+	Synced  bool
+	Objects int
+}
+
+// Status returns the state of every running informer, sorted by ID.
+func (m *Manager) Status() []Status {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Status, 0, len(m.running))
+	for id, e := range m.running {
+		out = append(out, Status{ID: id, Synced: e.informer.HasSynced(), Objects: len(e.informer.GetStore().ListKeys())})
+	}
+	sort.Slice(out, func(i, j int) bool { return less(out[i].ID, out[j].ID) })
+	return out
+}
+
+func sortIDs(ids []ID) { sort.Slice(ids, func(i, j int) bool { return less(ids[i], ids[j]) }) }
+
+func less(a, b ID) bool {
+	if a.Side != b.Side {
+		return a.Side < b.Side
+	}
+	if as, bs := a.GVR.String(), b.GVR.String(); as != bs {
+		return as < bs
+	}
+	return !a.MetadataOnly && b.MetadataOnly
+}

@@ -1,0 +1,241 @@
+package informers
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	metadatafake "k8s.io/client-go/metadata/fake"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+)
+
+var (
+	configmaps = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	secrets    = schema.GroupVersionResource{Version: "v1", Resource: "secrets"}
+	target     = identity.NewTarget("root:org", "kind", "uid")
+	other      = identity.NewTarget("root:org", "other", "uid2")
+)
+
+func object(kind, ns, name string, lbls, ann map[string]string) *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetAPIVersion("v1")
+	u.SetKind(kind)
+	u.SetNamespace(ns)
+	u.SetName(name)
+	u.SetLabels(lbls)
+	u.SetAnnotations(ann)
+	return u
+}
+
+func newFakeDynamic(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
+	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		configmaps: "ConfigMapList", secrets: "SecretList", NamespacesGVR: "NamespaceList",
+	}, objs...)
+}
+
+// recorder collects the names of added objects per informer.
+type recorder struct {
+	mu    sync.Mutex
+	added map[ID][]string
+}
+
+func (r *recorder) factory(id ID) cache.ResourceEventHandler {
+	return cache.ResourceEventHandlerFuncs{AddFunc: func(obj any) {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.added == nil {
+			r.added = map[ID][]string{}
+		}
+		r.added[id] = append(r.added[id], obj.(metav1.Object).GetName())
+	}}
+}
+
+func (r *recorder) names(id ID) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.added[id]...)
+}
+
+func TestUpstreamInformerSeesOnlyObjectsOfItsTarget(t *testing.T) {
+	up := newFakeDynamic(
+		object("ConfigMap", "ns", "mine", map[string]string{target.StateLabel(): "Sync"}, map[string]string{identity.LogicalClusterAnnotation: "lc"}),
+		object("ConfigMap", "ns", "pending", map[string]string{target.StateLabel(): ""}, nil),
+		object("ConfigMap", "ns", "theirs", map[string]string{other.StateLabel(): "Sync"}, nil),
+	)
+	m := NewManager(Options{Target: target, Upstream: Clients{Dynamic: up}})
+	rec := &recorder{}
+	require.NoError(t, m.AddEventHandler(Upstream, rec.factory))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	id := ID{Side: Upstream, GVR: configmaps}
+	_, err := m.Start(ctx, id)
+	require.NoError(t, err)
+	require.True(t, m.WaitForSync(ctx, id))
+
+	assert.ElementsMatch(t, []string{"mine", "pending"}, rec.names(id))
+	assert.Equal(t, []Status{{ID: id, Synced: true, Objects: 2}}, m.Status())
+
+	obj, ok, err := m.Get(id, "lc", "ns", "mine")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, "mine", obj.GetName())
+	_, ok, err = m.Get(id, "root:org", "ns", "pending") // no annotation: FromCluster defaults to the target's cluster
+	require.NoError(t, err)
+	assert.True(t, ok)
+	_, ok, err = m.Get(id, "root:org", "ns", "mine")
+	require.NoError(t, err)
+	assert.False(t, ok, "object of cluster lc must not be found under root:org")
+
+	lister, ok := m.Lister(id)
+	require.True(t, ok)
+	list, err := lister.List(target.UpstreamSelector())
+	require.NoError(t, err)
+	assert.Len(t, list, 2)
+
+	// A handler added late still sees the cached objects.
+	late := &recorder{}
+	require.NoError(t, m.AddEventHandler(Upstream, late.factory))
+	require.Eventually(t, func() bool { return len(late.names(id)) == 2 }, 5*time.Second, time.Millisecond)
+}
+
+func TestInformersStartAndStopIndividually(t *testing.T) {
+	m := NewManager(Options{Target: target, Upstream: Clients{Dynamic: newFakeDynamic()}, Downstream: Clients{Dynamic: newFakeDynamic()}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	cmUp, secUp := ID{Side: Upstream, GVR: configmaps}, ID{Side: Upstream, GVR: secrets}
+	cmDown := ID{Side: Downstream, GVR: configmaps}
+	started, stopped, err := m.Sync(ctx, []ID{cmUp, secUp, cmDown})
+	require.NoError(t, err)
+	assert.Equal(t, []ID{cmDown, cmUp, secUp}, started)
+	assert.Empty(t, stopped)
+	require.True(t, m.WaitForSync(ctx, cmUp, secUp, cmDown))
+	cmInf, ok := m.Informer(cmUp)
+	require.True(t, ok)
+
+	started, stopped, err = m.Sync(ctx, []ID{secUp, cmDown})
+	require.NoError(t, err)
+	assert.Empty(t, started)
+	assert.Equal(t, []ID{cmUp}, stopped)
+	assert.True(t, cmInf.IsStopped(), "stopped informer must have returned")
+	_, ok = m.Informer(cmUp)
+	assert.False(t, ok)
+	assert.Equal(t, []ID{cmDown, secUp}, m.Running())
+
+	secInf, _ := m.Informer(secUp)
+	m.Stop(secUp)
+	assert.True(t, secInf.IsStopped())
+	m.Stop(secUp) // idempotent
+	assert.False(t, m.WaitForSync(ctx, secUp), "waiting for a stopped informer fails")
+
+	m.StopAll()
+	assert.Empty(t, m.Running())
+}
+
+func TestSyncLeavesPinnedInformersAlone(t *testing.T) {
+	m := NewManager(Options{Target: target, Upstream: Clients{Dynamic: newFakeDynamic()}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pinned := ID{Side: Upstream, GVR: secrets}
+	_, err := m.Start(ctx, pinned)
+	require.NoError(t, err)
+	_, stopped, err := m.Sync(ctx, nil)
+	require.NoError(t, err)
+	assert.Empty(t, stopped)
+	assert.Equal(t, []ID{pinned}, m.Running())
+	// Starting again returns the same informer.
+	a, _ := m.Informer(pinned)
+	b, err := m.Start(ctx, pinned)
+	require.NoError(t, err)
+	assert.Same(t, a, b)
+}
+
+func TestStartErrors(t *testing.T) {
+	m := NewManager(Options{Target: target})
+	ctx := context.Background()
+	tests := map[string]ID{
+		"no dynamic client":  {Side: Upstream, GVR: configmaps},
+		"no metadata client": {Side: Downstream, GVR: configmaps, MetadataOnly: true},
+		"unknown side":       {Side: "sideways", GVR: configmaps},
+	}
+	for name, id := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := m.Start(ctx, id)
+			require.Error(t, err)
+		})
+	}
+	_, _, err := m.Sync(ctx, []ID{{Side: Upstream, GVR: configmaps}})
+	require.Error(t, err)
+	_, _, err = m.Get(ID{Side: Upstream, GVR: configmaps}, "", "", "x")
+	require.Error(t, err)
+	_, _, err = m.DownstreamNamespace("c", "ns")
+	require.Error(t, err)
+	_, _, _, err = m.UpstreamNamespace("ns")
+	require.Error(t, err)
+}
+
+func TestDownstreamNamespaceLocatorIndex(t *testing.T) {
+	scheme := runtime.NewScheme()
+	require.NoError(t, corev1.AddToScheme(scheme))
+	md := metadatafake.NewSimpleMetadataClient(scheme)
+	m := NewManager(Options{Target: target, Downstream: Clients{Metadata: md}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	loc, err := target.Locator("lc", "team-a").JSON()
+	require.NoError(t, err)
+	mkNS := func(name string, lbls, ann map[string]string) {
+		_, err := md.Resource(NamespacesGVR).(metadatafake.MetadataClient).CreateFake(&metav1.PartialObjectMetadata{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: lbls, Annotations: ann},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	mkNS("kcp-abc", target.DownstreamLabels(), map[string]string{identity.NamespaceLocatorAnnotation: loc})
+	mkNS("kcp-bad", target.DownstreamLabels(), map[string]string{identity.NamespaceLocatorAnnotation: "{"})
+	mkNS("kcp-plain", target.DownstreamLabels(), nil)
+
+	id := ID{Side: Downstream, GVR: NamespacesGVR, MetadataOnly: true}
+	_, err = m.Start(ctx, id)
+	require.NoError(t, err)
+	require.True(t, m.WaitForSync(ctx, id))
+
+	name, ok, err := m.DownstreamNamespace("lc", "team-a")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, "kcp-abc", name)
+	_, ok, err = m.DownstreamNamespace("lc", "team-b")
+	require.NoError(t, err)
+	assert.False(t, ok)
+
+	cluster, ns, ok, err := m.UpstreamNamespace("kcp-abc")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, []string{"lc", "team-a"}, []string{cluster, ns})
+	_, _, ok, err = m.UpstreamNamespace("kcp-plain")
+	require.NoError(t, err)
+	assert.False(t, ok)
+	_, _, _, err = m.UpstreamNamespace("kcp-bad")
+	require.Error(t, err)
+	_, _, ok, err = m.UpstreamNamespace("missing")
+	require.NoError(t, err)
+	assert.False(t, ok)
+
+	obj, ok, err := m.Get(id, "ignored", "", "kcp-abc")
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, "kcp-abc", obj.GetName())
+	assert.Equal(t, "downstream /v1, Resource=namespaces (metadata)", id.String())
+}

@@ -1,0 +1,193 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/klog/v2"
+)
+
+// DefaultDrainTimeout bounds how long Run waits for queued keys on shutdown.
+const DefaultDrainTimeout = 30 * time.Second
+
+// Options configure a Runner. The zero value is usable.
+type Options struct {
+	// RateLimit configures retries.
+	RateLimit RateLimit
+	// MetricsProvider receives the work-queue metrics (depth, adds, latency, ...).
+	// Nil means client-go's global provider, which is a no-op unless set.
+	MetricsProvider workqueue.MetricsProvider
+	// Observer, when set, is told about every reconcile.
+	Observer Observer
+	// DrainTimeout bounds the drain on shutdown; zero means DefaultDrainTimeout.
+	DrainTimeout time.Duration
+}
+
+// Runner owns the queue and workers of one Controller.
+type Runner struct {
+	c            Controller
+	queue        workqueue.TypedRateLimitingInterface[Key]
+	observer     Observer
+	drainTimeout time.Duration
+	stats        *stats
+	runOnce      sync.Once
+}
+
+// NewRunner returns a Runner for c. Keys may be enqueued before Run is called.
+func NewRunner(c Controller, opts Options) *Runner {
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	q := workqueue.NewTypedRateLimitingQueueWithConfig(opts.RateLimit.Limiter(),
+		workqueue.TypedRateLimitingQueueConfig[Key]{Name: c.Name(), MetricsProvider: opts.MetricsProvider})
+	return &Runner{
+		c:            c,
+		queue:        q,
+		observer:     opts.Observer,
+		drainTimeout: opts.DrainTimeout,
+		stats:        newStats(),
+	}
+}
+
+// Name returns the controller's name.
+func (r *Runner) Name() string { return r.c.Name() }
+
+// Enqueue adds key to the queue; a key already waiting is not added twice.
+func (r *Runner) Enqueue(key Key) {
+	if r.queue.ShuttingDown() {
+		return
+	}
+	r.stats.pending(key)
+	r.queue.Add(key)
+}
+
+// EnqueueAfter adds key to the queue after d.
+func (r *Runner) EnqueueAfter(key Key, d time.Duration) {
+	if r.queue.ShuttingDown() {
+		return
+	}
+	r.stats.pending(key)
+	r.queue.AddAfter(key, d)
+}
+
+// Len returns the number of keys ready to be processed (not counting delayed ones).
+func (r *Runner) Len() int { return r.queue.Len() }
+
+// Run starts the controller's workers and blocks until ctx ends. It then stops
+// taking new keys, lets the workers finish what is queued (bounded by the drain
+// timeout, after which the reconcile context is cancelled) and returns once every
+// worker has stopped. Run may be called once.
+func (r *Runner) Run(ctx context.Context) error {
+	started := false
+	r.runOnce.Do(func() { started = true })
+	if !started {
+		return fmt.Errorf("controller %s: Run called twice", r.c.Name())
+	}
+	logger := klog.FromContext(ctx).WithValues("controller", r.c.Name())
+	workers := max(r.c.Workers(), 1)
+
+	// Reconciles keep running during the drain, so they get a context that outlives ctx.
+	rctx, cancel := context.WithCancel(klog.NewContext(context.WithoutCancel(ctx), logger))
+	defer cancel()
+
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for r.processNext(rctx) {
+			}
+		})
+	}
+	logger.V(2).Info("started workers", "workers", workers)
+
+	<-ctx.Done()
+	logger.V(2).Info("draining queue", "queued", r.queue.Len())
+	drained := make(chan struct{})
+	go func() {
+		r.queue.ShutDownWithDrain()
+		close(drained)
+	}()
+	timer := time.NewTimer(r.drainTimeout)
+	defer timer.Stop()
+	select {
+	case <-drained:
+	case <-timer.C:
+		logger.Info("drain timed out, cancelling in-flight reconciles", "timeout", r.drainTimeout)
+		cancel()
+		r.queue.ShutDown()
+	}
+	wg.Wait()
+	logger.V(2).Info("stopped workers")
+	return nil
+}
+
+func (r *Runner) processNext(ctx context.Context) bool {
+	key, shutdown := r.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer r.queue.Done(key)
+	r.stats.taken(key)
+
+	start := time.Now()
+	err := r.reconcile(ctx, key)
+	r.handle(ctx, key, err, time.Since(start))
+	return true
+}
+
+func (r *Runner) reconcile(ctx context.Context, key Key) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &PanicError{Value: p, Stack: debug.Stack()}
+		}
+	}()
+	return r.c.Reconcile(ctx, key)
+}
+
+func (r *Runner) handle(ctx context.Context, key Key, err error, d time.Duration) {
+	logger := klog.FromContext(ctx).WithValues("key", key.String())
+	result := ResultSuccess
+	var pe *PanicError
+	switch ra, isRequeue := asRequeueAfter(err); {
+	case err == nil:
+		r.queue.Forget(key)
+	case isRequeue:
+		r.queue.Forget(key)
+		if !r.queue.ShuttingDown() {
+			r.stats.pending(key)
+			r.queue.AddAfter(key, ra.After)
+		}
+		result = ResultRequeue
+		if ra.Err != nil {
+			result = ResultError
+			logger.Error(ra.Err, "reconcile failed, retrying later", "after", ra.After)
+		}
+	case errors.As(err, &pe):
+		result = ResultPanic
+		logger.Error(err, "recovered panic in reconcile", "stack", string(pe.Stack))
+		r.retry(key)
+	default:
+		result = ResultError
+		logger.Error(err, "reconcile failed, retrying with backoff", "retries", r.queue.NumRequeues(key))
+		r.retry(key)
+	}
+	if result == ResultRequeue {
+		err = nil
+	}
+	r.stats.done(key, err, time.Now())
+	if r.observer != nil {
+		r.observer.ObserveReconcile(r.c.Name(), key, result, d)
+	}
+}
+
+func (r *Runner) retry(key Key) {
+	if r.queue.ShuttingDown() {
+		return
+	}
+	r.stats.pending(key)
+	r.queue.AddRateLimited(key)
+}
