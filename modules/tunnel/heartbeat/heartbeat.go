@@ -286,7 +286,11 @@ func patchOps(obj *unstructured.Unstructured, st *workloadv1alpha1.SyncTarget, u
 		return nil, fmt.Errorf("read status of synctarget %s: %w", obj.GetName(), err)
 	}
 	conds := append(workloadv1alpha1.Conditions(nil), st.Status.Conditions...)
-	old := conds.Get(workloadv1alpha1.SyncerReady)
+	var old *workloadv1alpha1.Condition
+	if c := conds.Get(workloadv1alpha1.SyncerReady); c != nil {
+		prev := *c // Set changes the element in place
+		old = &prev
+	}
 	conds.Set(cond, now)
 	changed := old == nil || old.Status != cond.Status || old.Reason != cond.Reason ||
 		old.Message != cond.Message || old.Severity != cond.Severity

@@ -118,7 +118,7 @@ func New(opts Options) *Handler {
 	funcs := template.FuncMap{
 		"seconds": humanSeconds,
 		"ms":      func(s float64) string { return strings.TrimSuffix(trimFloat(s*1000), ".0") + " ms" },
-		"rfc3339": func(t time.Time) string { return t.UTC().Format(time.RFC3339) },
+		"rfc3339": rfc3339,
 		"lower":   strings.ToLower,
 		"sortedKeys": func(m map[string]int) []string {
 			keys := make([]string, 0, len(m))
@@ -225,4 +225,16 @@ func (h *Handler) fill(row Row, t tunnel.Target, sessions map[tunnel.Target]serv
 	}
 	sort.SliceStable(row.Errors, func(i, j int) bool { return row.Errors[i].Time.After(row.Errors[j].Time) })
 	return row
+}
+
+func rfc3339(v any) string {
+	switch t := v.(type) {
+	case time.Time:
+		return t.UTC().Format(time.RFC3339)
+	case *time.Time:
+		if t != nil {
+			return t.UTC().Format(time.RFC3339)
+		}
+	}
+	return ""
 }
