@@ -68,6 +68,8 @@ type Options struct {
 	Sessions Sessions
 	// Observer is told each target's last heartbeat. Optional.
 	Observer Observer
+	// LabelSelector limits the SyncTargets watched (e.g. to shard monitors). Empty = all.
+	LabelSelector string
 	// Workers process targets concurrently. Default 2.
 	Workers int
 	// Clock is the time source. Default real time.
@@ -113,7 +115,7 @@ func New(opts Options) (*Monitor, error) {
 		log:    opts.Logger.WithName("heartbeat-monitor"),
 		client: opts.Client.Resource(workloadv1alpha1.SyncTargetsResource),
 		informer: dynamicinformer.NewFilteredDynamicInformer(opts.Client, workloadv1alpha1.SyncTargetsResource,
-			metav1.NamespaceAll, 0, cache.Indexers{}, nil),
+			metav1.NamespaceAll, 0, cache.Indexers{}, func(o *metav1.ListOptions) { o.LabelSelector = opts.LabelSelector }),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "heartbeat-monitor", Clock: opts.Clock}),
 		targets: map[string]tunnel.Target{},
