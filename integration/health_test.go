@@ -41,9 +41,9 @@ const (
 	healthLabel = "e2e.tmc-syncer.io/health"
 )
 
-// createSyncTarget creates a labelled SyncTarget in the control plane and
+// healthCreateSyncTarget creates a labelled SyncTarget in the control plane and
 // deletes it when the test ends.
-func createSyncTarget(t *testing.T, dyn dynamic.Interface, prefix string) *unstructured.Unstructured {
+func healthCreateSyncTarget(t *testing.T, dyn dynamic.Interface, prefix string) *unstructured.Unstructured {
 	t.Helper()
 	name := prefix + "-" + rand.String(5)
 	sts := dyn.Resource(workloadv1alpha1.SyncTargetsResource)
@@ -56,7 +56,7 @@ func createSyncTarget(t *testing.T, dyn dynamic.Interface, prefix string) *unstr
 	return st
 }
 
-func readSyncTarget(t *testing.T, dyn dynamic.Interface, name string) *workloadv1alpha1.SyncTarget {
+func healthReadSyncTarget(t *testing.T, dyn dynamic.Interface, name string) *workloadv1alpha1.SyncTarget {
 	t.Helper()
 	u, err := dyn.Resource(workloadv1alpha1.SyncTargetsResource).Get(context.Background(), name, metav1.GetOptions{})
 	require.NoError(t, err)
@@ -65,15 +65,15 @@ func readSyncTarget(t *testing.T, dyn dynamic.Interface, name string) *workloadv
 	return st
 }
 
-func conditionStatus(st *workloadv1alpha1.SyncTarget, typ workloadv1alpha1.ConditionType) corev1.ConditionStatus {
+func healthConditionStatus(st *workloadv1alpha1.SyncTarget, typ workloadv1alpha1.ConditionType) corev1.ConditionStatus {
 	if c := st.Status.Conditions.Get(typ); c != nil {
 		return c.Status
 	}
 	return ""
 }
 
-// background runs fn until the returned stop func is called; stop waits for fn.
-func background(t *testing.T, fn func(ctx context.Context) error) (stop func()) {
+// healthBackground runs fn until the returned stop func is called; stop waits for fn.
+func healthBackground(t *testing.T, fn func(ctx context.Context) error) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -89,7 +89,7 @@ func background(t *testing.T, fn func(ctx context.Context) error) (stop func()) 
 	return stop
 }
 
-func startHeartbeater(t *testing.T, dyn dynamic.Interface, st *unstructured.Unstructured, period time.Duration) (stop func()) {
+func healthStartHeartbeater(t *testing.T, dyn dynamic.Interface, st *unstructured.Unstructured, period time.Duration) (stop func()) {
 	t.Helper()
 	h, err := heartbeat.New(heartbeat.Options{
 		Client: dyn.Resource(workloadv1alpha1.SyncTargetsResource), Name: st.GetName(), UID: st.GetUID(),
@@ -97,17 +97,17 @@ func startHeartbeater(t *testing.T, dyn dynamic.Interface, st *unstructured.Unst
 		Logger: testr.New(t),
 	})
 	require.NoError(t, err)
-	return background(t, h.Run)
+	return healthBackground(t, h.Run)
 }
 
-func startMonitor(t *testing.T, dyn dynamic.Interface, threshold, period time.Duration, sessions monitor.Sessions) *monitor.Monitor {
+func healthStartMonitor(t *testing.T, dyn dynamic.Interface, threshold, period time.Duration, sessions monitor.Sessions) *monitor.Monitor {
 	t.Helper()
 	m, err := monitor.New(monitor.Options{
 		Client: dyn, Cluster: healthCluster, Threshold: threshold, Period: period, Sessions: sessions,
 		LabelSelector: healthLabel + "=" + t.Name()[:min(len(t.Name()), 63)], Logger: testr.New(t),
 	})
 	require.NoError(t, err)
-	background(t, m.Run)
+	healthBackground(t, m.Run)
 	return m
 }
 
@@ -118,14 +118,14 @@ func TestHeartbeatAdvancesAndMonitorMarksStaleTargets(t *testing.T) {
 		period    = time.Second
 		threshold = 3 * time.Second
 	)
-	st := createSyncTarget(t, dyn, "heartbeat")
+	st := healthCreateSyncTarget(t, dyn, "heartbeat")
 	name := st.GetName()
-	startMonitor(t, dyn, threshold, period, nil)
-	stopBeats := startHeartbeater(t, dyn, st, period)
+	healthStartMonitor(t, dyn, threshold, period, nil)
+	stopBeats := healthStartHeartbeater(t, dyn, st, period)
 
 	var first time.Time
 	require.Eventually(t, func() bool {
-		hb := readSyncTarget(t, dyn, name).Status.LastSyncerHeartbeatTime
+		hb := healthReadSyncTarget(t, dyn, name).Status.LastSyncerHeartbeatTime
 		if hb == nil {
 			return false
 		}
@@ -135,18 +135,18 @@ func TestHeartbeatAdvancesAndMonitorMarksStaleTargets(t *testing.T) {
 		return hb.After(first)
 	}, 15*time.Second, 100*time.Millisecond, "status.lastSyncerHeartbeatTime of %s does not advance", name)
 	require.Eventually(t, func() bool {
-		s := readSyncTarget(t, dyn, name)
-		return conditionStatus(s, workloadv1alpha1.SyncerReady) == corev1.ConditionTrue &&
-			conditionStatus(s, workloadv1alpha1.HeartbeatHealthy) == corev1.ConditionTrue &&
-			conditionStatus(s, workloadv1alpha1.ReadyCondition) == corev1.ConditionTrue
+		s := healthReadSyncTarget(t, dyn, name)
+		return healthConditionStatus(s, workloadv1alpha1.SyncerReady) == corev1.ConditionTrue &&
+			healthConditionStatus(s, workloadv1alpha1.HeartbeatHealthy) == corev1.ConditionTrue &&
+			healthConditionStatus(s, workloadv1alpha1.ReadyCondition) == corev1.ConditionTrue
 	}, 15*time.Second, 100*time.Millisecond, "SyncerReady, HeartbeatHealthy and Ready of %s never became True", name)
 
 	// The syncer stops: HeartbeatHealthy=False within threshold + one period.
 	stopBeats()
-	last := readSyncTarget(t, dyn, name).Status.LastSyncerHeartbeatTime.Time
+	last := healthReadSyncTarget(t, dyn, name).Status.LastSyncerHeartbeatTime.Time
 	var unhealthy *workloadv1alpha1.Condition
 	require.Eventually(t, func() bool {
-		unhealthy = readSyncTarget(t, dyn, name).Status.Conditions.Get(workloadv1alpha1.HeartbeatHealthy)
+		unhealthy = healthReadSyncTarget(t, dyn, name).Status.Conditions.Get(workloadv1alpha1.HeartbeatHealthy)
 		return unhealthy != nil && unhealthy.Status == corev1.ConditionFalse
 	}, threshold+period+10*time.Second, 100*time.Millisecond, "HeartbeatHealthy of %s not False after the heartbeater stopped", name)
 	assert.Equal(t, workloadv1alpha1.ErrorHeartbeatReason, unhealthy.Reason)
@@ -155,60 +155,62 @@ func TestHeartbeatAdvancesAndMonitorMarksStaleTargets(t *testing.T) {
 	took := unhealthy.LastTransitionTime.Sub(last)
 	assert.LessOrEqual(t, took, threshold+period+2*time.Second, "marked unhealthy %s after the last heartbeat", took)
 	assert.GreaterOrEqual(t, took, threshold-time.Second, "marked unhealthy too early: %s after the last heartbeat", took)
-	s := readSyncTarget(t, dyn, name)
-	assert.Equal(t, corev1.ConditionFalse, conditionStatus(s, workloadv1alpha1.ReadyCondition))
+	s := healthReadSyncTarget(t, dyn, name)
+	assert.Equal(t, corev1.ConditionFalse, healthConditionStatus(s, workloadv1alpha1.ReadyCondition))
 
 	// The syncer comes back: True again.
-	startHeartbeater(t, dyn, st, period)
+	healthStartHeartbeater(t, dyn, st, period)
 	require.Eventually(t, func() bool {
-		s := readSyncTarget(t, dyn, name)
-		return conditionStatus(s, workloadv1alpha1.HeartbeatHealthy) == corev1.ConditionTrue &&
-			conditionStatus(s, workloadv1alpha1.ReadyCondition) == corev1.ConditionTrue
+		s := healthReadSyncTarget(t, dyn, name)
+		return healthConditionStatus(s, workloadv1alpha1.HeartbeatHealthy) == corev1.ConditionTrue &&
+			healthConditionStatus(s, workloadv1alpha1.ReadyCondition) == corev1.ConditionTrue
 	}, 15*time.Second, 100*time.Millisecond, "HeartbeatHealthy/Ready of %s not True after the heartbeater restarted", name)
 }
 
-// allowAll authenticates every token as the syncer and allows everything.
-type allowAll struct{}
+// healthAllowAll authenticates every token as the syncer and allows everything.
+type healthAllowAll struct{}
 
-func (allowAll) AuthenticateToken(context.Context, string, string) (server.UserInfo, bool, error) {
+func (healthAllowAll) AuthenticateToken(context.Context, string, string) (server.UserInfo, bool, error) {
 	return server.UserInfo{Name: "system:serviceaccount:default:syncer"}, true, nil
 }
 
-func (allowAll) Authorize(context.Context, server.Attributes) (bool, string, error) { return true, "", nil }
+func (healthAllowAll) Authorize(context.Context, server.Attributes) (bool, string, error) {
+	return true, "", nil
+}
 
-// tunnelServer is an insecure loopback tunnel server that can be stopped and
+// healthTunnelServer is an insecure loopback tunnel server that can be stopped and
 // started again on the same address.
-type tunnelServer struct {
+type healthTunnelServer struct {
 	t    *testing.T
 	opts server.Options
 	addr string
 	stop func()
 }
 
-func newTunnelServer(t *testing.T, opts server.Options) *tunnelServer {
+func newHealthTunnelServer(t *testing.T, opts server.Options) *healthTunnelServer {
 	t.Helper()
 	opts.Insecure = true
-	opts.Authenticator, opts.Authorizer = allowAll{}, allowAll{}
+	opts.Authenticator, opts.Authorizer = healthAllowAll{}, healthAllowAll{}
 	if opts.Registry == nil {
 		opts.Registry = server.NewRegistry()
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	s := &tunnelServer{t: t, opts: opts, addr: ln.Addr().String()}
+	s := &healthTunnelServer{t: t, opts: opts, addr: ln.Addr().String()}
 	s.serve(ln)
 	return s
 }
 
-func (s *tunnelServer) serve(ln net.Listener) {
+func (s *healthTunnelServer) serve(ln net.Listener) {
 	srv, err := server.New(s.opts)
 	require.NoError(s.t, err)
-	s.stop = background(s.t, func(ctx context.Context) error { return srv.Serve(ctx, ln) })
+	s.stop = healthBackground(s.t, func(ctx context.Context) error { return srv.Serve(ctx, ln) })
 }
 
-func (s *tunnelServer) URL() string { return "http://" + s.addr }
+func (s *healthTunnelServer) URL() string { return "http://" + s.addr }
 
 // Restart listens on the same address again.
-func (s *tunnelServer) Restart() {
+func (s *healthTunnelServer) Restart() {
 	var ln net.Listener
 	require.Eventually(s.t, func() bool {
 		var err error
@@ -218,14 +220,14 @@ func (s *tunnelServer) Restart() {
 	s.serve(ln)
 }
 
-func upstreamAddress(t *testing.T, cfg *rest.Config) string {
+func healthUpstreamAddress(t *testing.T, cfg *rest.Config) string {
 	t.Helper()
 	u, err := url.Parse(cfg.Host)
 	require.NoError(t, err)
 	return u.Host
 }
 
-func startTunnelClient(t *testing.T, serverURL string, target tunnel.Target, obs tunnel.Observer) *client.Client {
+func healthStartTunnelClient(t *testing.T, serverURL string, target tunnel.Target, obs tunnel.Observer) *client.Client {
 	t.Helper()
 	c, err := client.New(client.Options{
 		ServerURL: serverURL, Target: target, Token: client.StaticToken("syncer"), Observer: obs, Logger: testr.New(t),
@@ -234,13 +236,15 @@ func startTunnelClient(t *testing.T, serverURL string, target tunnel.Target, obs
 		Breaker: client.Breaker{OpenTimeout: 500 * time.Millisecond},
 	})
 	require.NoError(t, err)
-	background(t, c.Run)
+	healthBackground(t, c.Run)
 	return c
 }
 
-func get(t *testing.T, url string) (int, string) {
+func healthGet(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url) //nolint:noctx // test helper against a loopback server
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+	require.NoError(t, err)
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	defer func() { _ = resp.Body.Close() }()
 	body, err := io.ReadAll(resp.Body)
@@ -251,7 +255,7 @@ func get(t *testing.T, url string) (int, string) {
 func TestHealthReadyzFollowsTheTunnel(t *testing.T) {
 	env := framework.Shared(t)
 	dyn := env.KCP.Dynamic(t)
-	st := createSyncTarget(t, dyn, "tunnel-health")
+	st := healthCreateSyncTarget(t, dyn, "tunnel-health")
 	target := tunnel.Target{Cluster: healthCluster, Name: st.GetName()}
 
 	registry := server.NewRegistry()
@@ -260,10 +264,10 @@ func TestHealthReadyzFollowsTheTunnel(t *testing.T) {
 		LabelSelector: healthLabel + "=" + t.Name(), Logger: testr.New(t),
 	})
 	require.NoError(t, err)
-	srv := newTunnelServer(t, server.Options{UpstreamAddress: upstreamAddress(t, env.KCP.Config), Registry: registry,
+	srv := newHealthTunnelServer(t, server.Options{UpstreamAddress: healthUpstreamAddress(t, env.KCP.Config), Registry: registry,
 		Observer: m.TunnelObserver(), Logger: testr.New(t)})
-	background(t, m.Run)
-	c := startTunnelClient(t, srv.URL(), target, nil)
+	healthBackground(t, m.Run)
+	c := healthStartTunnelClient(t, srv.URL(), target, nil)
 
 	// The syncer's upstream client goes through the tunnel.
 	upCfg := c.UpstreamConfig(rest.CopyConfig(env.KCP.Config))
@@ -275,36 +279,36 @@ func TestHealthReadyzFollowsTheTunnel(t *testing.T) {
 	defer hs.Close()
 
 	require.Eventually(t, func() bool {
-		code, body := get(t, hs.URL+"/readyz?verbose")
+		code, body := healthGet(t, hs.URL+"/readyz?verbose")
 		return code == http.StatusOK && strings.Contains(body, "[+]tunnel ok") && strings.Contains(body, "[+]upstream ok")
 	}, 20*time.Second, 100*time.Millisecond, "/readyz does not pass with the tunnel up")
 	require.Eventually(t, func() bool {
-		return conditionStatus(readSyncTarget(t, dyn, target.Name), workloadv1alpha1.TunnelConnected) == corev1.ConditionTrue
+		return healthConditionStatus(healthReadSyncTarget(t, dyn, target.Name), workloadv1alpha1.TunnelConnected) == corev1.ConditionTrue
 	}, 15*time.Second, 100*time.Millisecond, "TunnelConnected of %s not True", target.Name)
 
 	srv.stop()
 	var body string
 	require.Eventually(t, func() bool {
 		var code int
-		code, body = get(t, hs.URL+"/readyz?verbose&exclude=upstream")
+		code, body = healthGet(t, hs.URL+"/readyz?verbose&exclude=upstream")
 		return code == http.StatusInternalServerError
 	}, 20*time.Second, 100*time.Millisecond, "/readyz still passes with the tunnel server down")
 	assert.Regexp(t, `\[-\]tunnel failed: tunnel not connected \(state (Connecting|Backoff|Disconnected)\)`, body)
 	assert.Contains(t, body, "readyz check failed")
-	code, plain := get(t, hs.URL+"/readyz")
+	code, plain := healthGet(t, hs.URL+"/readyz")
 	assert.Equal(t, http.StatusInternalServerError, code)
 	assert.Contains(t, plain, "[-]tunnel failed", "the reason is listed even without ?verbose")
 	require.Eventually(t, func() bool {
-		c := readSyncTarget(t, dyn, target.Name).Status.Conditions.Get(workloadv1alpha1.TunnelConnected)
+		c := healthReadSyncTarget(t, dyn, target.Name).Status.Conditions.Get(workloadv1alpha1.TunnelConnected)
 		return c != nil && c.Status == corev1.ConditionFalse && c.Reason == monitor.ReasonTunnelDisconnected
 	}, 15*time.Second, 100*time.Millisecond, "TunnelConnected of %s not False with the tunnel server down", target.Name)
 
 	srv.Restart()
 	require.Eventually(t, func() bool {
-		code, body := get(t, hs.URL+"/readyz?verbose")
+		code, body := healthGet(t, hs.URL+"/readyz?verbose")
 		return code == http.StatusOK && strings.Contains(body, "[+]tunnel ok") && strings.Contains(body, "[+]upstream ok")
 	}, 20*time.Second, 100*time.Millisecond, "/readyz does not pass again after the tunnel server returned")
 	require.Eventually(t, func() bool {
-		return conditionStatus(readSyncTarget(t, dyn, target.Name), workloadv1alpha1.TunnelConnected) == corev1.ConditionTrue
+		return healthConditionStatus(healthReadSyncTarget(t, dyn, target.Name), workloadv1alpha1.TunnelConnected) == corev1.ConditionTrue
 	}, 15*time.Second, 100*time.Millisecond, "TunnelConnected of %s not True again", target.Name)
 }

@@ -27,8 +27,8 @@ import (
 	"github.com/tmc-syncer/syncer/modules/tunnel/statuspage"
 )
 
-// chromiumBinary returns the headless browser, or skips the test.
-func chromiumBinary(t *testing.T) string {
+// statusChromium returns the headless browser, or skips the test.
+func statusChromium(t *testing.T) string {
 	t.Helper()
 	for _, name := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
 		if name == "" {
@@ -42,7 +42,7 @@ func chromiumBinary(t *testing.T) string {
 	return ""
 }
 
-func headless(t *testing.T, bin, url string, extra ...string) string {
+func statusHeadless(t *testing.T, bin, url string, extra ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -64,11 +64,11 @@ func headless(t *testing.T, bin, url string, extra ...string) string {
 // (heartbeater, tunnel client) against real clusters, then loads /status in a
 // real browser.
 func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
-	bin := chromiumBinary(t)
+	bin := statusChromium(t)
 	env := framework.Shared(t)
 	dyn := env.KCP.Dynamic(t)
-	connected := createSyncTarget(t, dyn, "status-up")
-	silent := createSyncTarget(t, dyn, "status-down") // no syncer at all
+	connected := healthCreateSyncTarget(t, dyn, "status-up")
+	silent := healthCreateSyncTarget(t, dyn, "status-down") // no syncer at all
 
 	reg := prometheus.NewRegistry()
 	tunnelMetrics, err := metrics.NewTunnel(reg)
@@ -91,16 +91,16 @@ func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
 	mux.Handle("/metrics", metrics.Handler(reg))
 	mux.Handle("/readyz", hc)
 	mux.Handle("/livez", hc)
-	srv := newTunnelServer(t, server.Options{UpstreamAddress: upstreamAddress(t, env.KCP.Config), Registry: registry,
+	srv := newHealthTunnelServer(t, server.Options{UpstreamAddress: healthUpstreamAddress(t, env.KCP.Config), Registry: registry,
 		Observer: tunnel.Observers(tunnelMetrics, m.TunnelObserver(), errs), Handler: mux, Logger: testr.New(t)})
-	background(t, m.Run)
+	healthBackground(t, m.Run)
 
-	startTunnelClient(t, srv.URL(), tunnel.Target{Cluster: healthCluster, Name: connected.GetName()}, nil)
-	startHeartbeater(t, dyn, connected, time.Second)
+	healthStartTunnelClient(t, srv.URL(), tunnel.Target{Cluster: healthCluster, Name: connected.GetName()}, nil)
+	healthStartHeartbeater(t, dyn, connected, time.Second)
 
 	upKey, downKey := healthCluster+"/"+connected.GetName(), healthCluster+"/"+silent.GetName()
 	require.Eventually(t, func() bool {
-		code, body := get(t, srv.URL()+"/status.json")
+		code, body := healthGet(t, srv.URL()+"/status.json")
 		if code != http.StatusOK {
 			return false
 		}
@@ -117,27 +117,27 @@ func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
 			down.Name != "" && !down.Connected && down.Ready == "False"
 	}, 30*time.Second, 200*time.Millisecond, "/status.json never showed %s connected and Ready and %s not Ready", upKey, downKey)
 
-	dom := headless(t, bin, srv.URL()+"/status", "--dump-dom")
+	dom := statusHeadless(t, bin, srv.URL()+"/status", "--dump-dom")
 	doc, err := html.Parse(strings.NewReader(dom))
 	require.NoError(t, err)
 	rows := map[string]*html.Node{}
-	for _, r := range findNodes(doc, func(n *html.Node) bool { return n.Data == "tr" && nodeAttr(n, "class") == "target" }) {
-		rows[nodeAttr(r, "data-target")] = r
+	for _, r := range statusFindNodes(doc, func(n *html.Node) bool { return n.Data == "tr" && statusNodeAttr(n, "class") == "target" }) {
+		rows[statusNodeAttr(r, "data-target")] = r
 	}
 	require.Len(t, rows, 2, "the browser shows one row per SyncTarget of this test")
 	up, down := rows[upKey], rows[downKey]
 	require.NotNil(t, up, "row of %s", upKey)
 	require.NotNil(t, down, "row of %s", downKey)
 	cell := func(row *html.Node, class string) string {
-		cells := findNodes(row, func(n *html.Node) bool { return n.Data == "td" && nodeAttr(n, "class") == class })
+		cells := statusFindNodes(row, func(n *html.Node) bool { return n.Data == "td" && statusNodeAttr(n, "class") == class })
 		require.Len(t, cells, 1)
-		return strings.Join(strings.Fields(nodeText(cells[0])), " ")
+		return strings.Join(strings.Fields(statusNodeText(cells[0])), " ")
 	}
-	assert.Equal(t, "True", nodeAttr(up, "data-ready"))
+	assert.Equal(t, "True", statusNodeAttr(up, "data-ready"))
 	assert.True(t, strings.HasPrefix(cell(up, "tunnel"), "Connected since "), cell(up, "tunnel"))
 	assert.Regexp(t, `^[0-9.]+ ms$`, cell(up, "rtt"))
 	assert.Regexp(t, `^[0-9]s ago 20`, cell(up, "heartbeat"))
-	assert.Equal(t, "False", nodeAttr(down, "data-ready"))
+	assert.Equal(t, "False", statusNodeAttr(down, "data-ready"))
 	assert.Equal(t, "Disconnected", cell(down, "tunnel"))
 	assert.Contains(t, cell(down, "heartbeat"), "never")
 	assert.Contains(t, cell(down, "errors"), "HeartbeatHealthy: no heartbeat yet")
@@ -146,33 +146,33 @@ func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
 	if dir := os.Getenv("STATUSPAGE_SCREENSHOT_DIR"); dir != "" {
 		shot = filepath.Join(dir, "status-integration.png")
 	}
-	headless(t, bin, srv.URL()+"/status", "--screenshot="+shot, "--window-size=1400,400")
+	statusHeadless(t, bin, srv.URL()+"/status", "--screenshot="+shot, "--window-size=1400,400")
 	png, err := os.ReadFile(shot)
 	require.NoError(t, err)
 	assert.Greater(t, len(png), 10000, "screenshot is not blank")
 
-	code, body := get(t, srv.URL()+"/metrics")
+	code, body := healthGet(t, srv.URL()+"/metrics")
 	require.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, "tmc_syncer_tunnel_sessions 1")
 	assert.Contains(t, body, `tmc_syncer_synctarget_last_heartbeat_timestamp_seconds{target="`+upKey+`"}`)
 	assert.Contains(t, body, `tmc_syncer_tunnel_connects_total{target="`+upKey+`"} 1`)
-	code, body = get(t, srv.URL()+"/readyz?verbose")
+	code, body = healthGet(t, srv.URL()+"/readyz?verbose")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, "[+]informers ok")
 }
 
-func findNodes(n *html.Node, match func(*html.Node) bool) []*html.Node {
+func statusFindNodes(n *html.Node, match func(*html.Node) bool) []*html.Node {
 	var out []*html.Node
 	if n.Type == html.ElementNode && match(n) {
 		out = append(out, n)
 	}
 	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		out = append(out, findNodes(c, match)...)
+		out = append(out, statusFindNodes(c, match)...)
 	}
 	return out
 }
 
-func nodeAttr(n *html.Node, key string) string {
+func statusNodeAttr(n *html.Node, key string) string {
 	for _, a := range n.Attr {
 		if a.Key == key {
 			return a.Val
@@ -181,13 +181,13 @@ func nodeAttr(n *html.Node, key string) string {
 	return ""
 }
 
-func nodeText(n *html.Node) string {
+func statusNodeText(n *html.Node) string {
 	if n.Type == html.TextNode {
 		return n.Data + " "
 	}
 	var b strings.Builder
 	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		b.WriteString(nodeText(c))
+		b.WriteString(statusNodeText(c))
 	}
 	return b.String()
 }

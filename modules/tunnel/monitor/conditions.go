@@ -82,10 +82,12 @@ func evaluate(st *workloadv1alpha1.SyncTarget, connected *bool, now time.Time, t
 }
 
 // summary is Ready: True when SyncerReady and HeartbeatHealthy are True and
-// TunnelConnected is True or absent.
+// TunnelConnected is True or absent. When False, the reason is the first
+// failing one in the order HeartbeatHealthy, TunnelConnected, SyncerReady (a
+// silent syncer's own SyncerReady is stale, so the heartbeat says more).
 func summary(conds workloadv1alpha1.Conditions) workloadv1alpha1.Condition {
 	var reasons, messages []string
-	for _, t := range []workloadv1alpha1.ConditionType{workloadv1alpha1.SyncerReady, workloadv1alpha1.HeartbeatHealthy, workloadv1alpha1.TunnelConnected} {
+	for _, t := range []workloadv1alpha1.ConditionType{workloadv1alpha1.HeartbeatHealthy, workloadv1alpha1.TunnelConnected, workloadv1alpha1.SyncerReady} {
 		c := conds.Get(t)
 		switch {
 		case c == nil && t == workloadv1alpha1.TunnelConnected:

@@ -98,7 +98,7 @@ func TestEvaluate(t *testing.T) {
 			return st
 		}(),
 		want:       map[workloadv1alpha1.ConditionType]corev1.ConditionStatus{workloadv1alpha1.ReadyCondition: corev1.ConditionFalse},
-		wantReason: map[workloadv1alpha1.ConditionType]string{workloadv1alpha1.ReadyCondition: ReasonSyncerReadyMissing},
+		wantReason: map[workloadv1alpha1.ConditionType]string{workloadv1alpha1.ReadyCondition: ReasonHeartbeatPending},
 		next:       30*time.Second + time.Millisecond, changed: true,
 	}, {
 		name:       "target never heard from",

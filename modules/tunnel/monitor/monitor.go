@@ -167,13 +167,13 @@ func (m *Monitor) TunnelObserver() tunnel.Observer { return sessionEvents{m} }
 type sessionEvents struct{ m *Monitor }
 
 func (s sessionEvents) StateChanged(tunnel.Target, tunnel.State, tunnel.State) {}
-func (s sessionEvents) Connected(t tunnel.Target, _ time.Duration)            { s.m.queue.Add(t.Name) }
-func (s sessionEvents) ConnectFailed(tunnel.Target, tunnel.Reason)            {}
-func (s sessionEvents) Disconnected(t tunnel.Target, _ tunnel.Reason)         { s.m.queue.Add(t.Name) }
-func (s sessionEvents) PingRTT(tunnel.Target, time.Duration)                  {}
-func (s sessionEvents) Bytes(tunnel.Target, tunnel.Direction, int)            {}
-func (s sessionEvents) StreamOpened(tunnel.Target, tunnel.StreamKind)         {}
-func (s sessionEvents) StreamClosed(tunnel.Target, tunnel.StreamKind)         {}
+func (s sessionEvents) Connected(t tunnel.Target, _ time.Duration)             { s.m.queue.Add(t.Name) }
+func (s sessionEvents) ConnectFailed(tunnel.Target, tunnel.Reason)             {}
+func (s sessionEvents) Disconnected(t tunnel.Target, _ tunnel.Reason)          { s.m.queue.Add(t.Name) }
+func (s sessionEvents) PingRTT(tunnel.Target, time.Duration)                   {}
+func (s sessionEvents) Bytes(tunnel.Target, tunnel.Direction, int)             {}
+func (s sessionEvents) StreamOpened(tunnel.Target, tunnel.StreamKind)          {}
+func (s sessionEvents) StreamClosed(tunnel.Target, tunnel.StreamKind)          {}
 
 // Run starts the informer, waits for it to sync, runs the workers and blocks
 // until ctx ends.
