@@ -1,2 +1,0 @@
-// Package upstream is a placeholder until its issue lands.
-package upstream
