@@ -274,3 +274,16 @@ func RESTPinger(c rest.Interface, path string) Pinger {
 		return nil
 	}
 }
+
+// Closed adapts a channel closed once ready (e.g. Engine.Ready()) to a
+// hasSynced func for Synced.
+func Closed(ch <-chan struct{}) func() bool {
+	return func() bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+}

@@ -104,3 +104,11 @@ func TestWatchdogDetectsWedgedWorkers(t *testing.T) {
 	d.Beat()
 	require.NoError(t, check(context.Background()))
 }
+
+func TestClosed(t *testing.T) {
+	ch := make(chan struct{})
+	f := Closed(ch)
+	assert.False(t, f())
+	close(ch)
+	assert.True(t, f())
+}
