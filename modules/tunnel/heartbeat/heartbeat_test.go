@@ -211,3 +211,31 @@ func TestBackoffAndPeriod(t *testing.T) {
 		assert.GreaterOrEqual(t, h.retryDelay(3), 2*time.Second, "retry delay never below half the bound")
 	}
 }
+
+func TestRunBeatsEveryJitteredPeriod(t *testing.T) {
+	c := fakeClient(syncTarget("st", "uid-1", nil))
+	clk := clocktesting.NewFakeClock(t0)
+	obs := &recorder{}
+	rnd := 0.0 // period 10 s · (1 + 0.1·(2·0 − 1)) = 9 s
+	h, err := New(Options{Client: c.Resource(workloadv1alpha1.SyncTargetsResource), Name: "st", Clock: clk, Observer: obs,
+		Rand: func() float64 { return rnd }})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	beats := func() int {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		return len(obs.successes)
+	}
+	require.Eventually(t, func() bool { return beats() == 1 }, 5*time.Second, time.Millisecond, "first beat at once")
+	for i := 2; i <= 4; i++ {
+		require.Eventually(t, clk.HasWaiters, 5*time.Second, time.Millisecond)
+		clk.Step(9*time.Second - time.Millisecond)
+		assert.Never(t, func() bool { return beats() == i }, 20*time.Millisecond, time.Millisecond, "beat %d before 9 s", i)
+		clk.Step(time.Millisecond)
+		require.Eventually(t, func() bool { return beats() == i }, 5*time.Second, time.Millisecond, "beat %d after 9 s", i)
+	}
+	assert.True(t, read(t, c, "st").Status.LastSyncerHeartbeatTime.Time.Equal(t0.Add(27*time.Second)))
+}
