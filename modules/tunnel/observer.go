@@ -252,3 +252,75 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	snap.StateTransitions = append([]State(nil), s.stateHistory...)
 	return snap
 }
+
+// Observers fans every event out to each of obs in order. Members that also
+// have a ProxiedRequest(Target, int) method (server.RequestObserver) receive
+// those calls too.
+func Observers(obs ...Observer) Observer { return multiObserver(obs) }
+
+type multiObserver []Observer
+
+// StateChanged implements Observer.
+func (m multiObserver) StateChanged(t Target, from, to State) {
+	for _, o := range m {
+		o.StateChanged(t, from, to)
+	}
+}
+
+// Connected implements Observer.
+func (m multiObserver) Connected(t Target, reconnect time.Duration) {
+	for _, o := range m {
+		o.Connected(t, reconnect)
+	}
+}
+
+// ConnectFailed implements Observer.
+func (m multiObserver) ConnectFailed(t Target, reason Reason) {
+	for _, o := range m {
+		o.ConnectFailed(t, reason)
+	}
+}
+
+// Disconnected implements Observer.
+func (m multiObserver) Disconnected(t Target, reason Reason) {
+	for _, o := range m {
+		o.Disconnected(t, reason)
+	}
+}
+
+// PingRTT implements Observer.
+func (m multiObserver) PingRTT(t Target, rtt time.Duration) {
+	for _, o := range m {
+		o.PingRTT(t, rtt)
+	}
+}
+
+// Bytes implements Observer.
+func (m multiObserver) Bytes(t Target, dir Direction, n int) {
+	for _, o := range m {
+		o.Bytes(t, dir, n)
+	}
+}
+
+// StreamOpened implements Observer.
+func (m multiObserver) StreamOpened(t Target, kind StreamKind) {
+	for _, o := range m {
+		o.StreamOpened(t, kind)
+	}
+}
+
+// StreamClosed implements Observer.
+func (m multiObserver) StreamClosed(t Target, kind StreamKind) {
+	for _, o := range m {
+		o.StreamClosed(t, kind)
+	}
+}
+
+// ProxiedRequest forwards to the members that count proxied requests.
+func (m multiObserver) ProxiedRequest(t Target, code int) {
+	for _, o := range m {
+		if ro, ok := o.(interface{ ProxiedRequest(Target, int) }); ok {
+			ro.ProxiedRequest(t, code)
+		}
+	}
+}

@@ -63,6 +63,16 @@ type Options struct {
 	TLSConfig *tls.Config
 	// Insecure serves plain HTTP. For tests only.
 	Insecure bool
+	// Handler serves every path outside tunnel.PathPrefix (status page,
+	// health endpoints, metrics). Nil answers them with 404.
+	Handler http.Handler
+}
+
+// RequestObserver is implemented by an Observer that also wants to count
+// control plane → cluster requests by response status code. Upgrades that
+// succeed count as 101.
+type RequestObserver interface {
+	ProxiedRequest(t tunnel.Target, code int)
 }
 
 // Server is the tunnel server. It is an http.Handler; Serve and
@@ -216,6 +226,10 @@ func (s *Server) Close() {
 
 // ServeHTTP routes syncer tunnel handshakes and control plane requests.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.opts.Handler != nil && !strings.HasPrefix(r.URL.Path, tunnel.PathPrefix) {
+		s.opts.Handler.ServeHTTP(w, r)
+		return
+	}
 	t, rest, err := tunnel.ParsePath(r.URL.Path)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusNotFound)
@@ -225,6 +239,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rest == "":
 		s.serveTunnel(w, r, t)
 	case strings.HasPrefix(rest, "/"+tunnel.ProxySegment+"/"):
+		if ro, ok := s.obs.(RequestObserver); ok {
+			rec := &statusRecorder{ResponseWriter: w}
+			defer func() { ro.ProxiedRequest(t, rec.code()) }()
+			w = rec
+		}
 		s.serveProxy(w, r, t, strings.TrimPrefix(rest, "/"+tunnel.ProxySegment))
 	default:
 		http.Error(w, fmt.Sprintf("no such tunnel endpoint %q", r.URL.Path), http.StatusNotFound)

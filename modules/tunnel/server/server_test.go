@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -255,11 +256,38 @@ func fakeAPI(t *testing.T, release <-chan struct{}) *httptest.Server {
 }
 
 // connectedPair starts a tunnel server and a client whose handler serves the fake API.
+// The server counts proxied requests (server.RequestObserver), so every
+// proxy test also runs through the status-recording response writer.
 func connectedPair(t *testing.T, release <-chan struct{}) (*tunneltest.Server, *tunneltest.PKI, *tunnel.Stats) {
+	srv, pki, stats, _ := connectedPairWithCodes(t, release)
+	return srv, pki, stats
+}
+
+// proxiedCodes is a tunnel.Observer that also records proxied request codes.
+type proxiedCodes struct {
+	tunnel.NopObserver
+	mu    sync.Mutex
+	codes []int
+}
+
+func (p *proxiedCodes) ProxiedRequest(_ tunnel.Target, code int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.codes = append(p.codes, code)
+}
+
+func (p *proxiedCodes) get() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int(nil), p.codes...)
+}
+
+func connectedPairWithCodes(t *testing.T, release <-chan struct{}) (*tunneltest.Server, *tunneltest.PKI, *tunnel.Stats, *proxiedCodes) {
 	t.Helper()
 	api := fakeAPI(t, release)
 	pki := tunneltest.NewPKI(t)
-	srv := tunneltest.NewServer(t, pki, "127.0.0.1:1", nil)
+	codes := &proxiedCodes{}
+	srv := tunneltest.NewServer(t, pki, "127.0.0.1:1", func(o *server.Options) { o.Observer = tunnel.Observers(tunnel.NopObserver{}, codes) })
 	cfg := &rest.Config{
 		Host:            api.URL,
 		BearerToken:     "downstream-token",
@@ -281,7 +309,7 @@ func connectedPair(t *testing.T, release <-chan struct{}) (*tunneltest.Server, *
 		require.NoError(t, <-done)
 	})
 	tunneltest.Eventually(t, 10*time.Second, "tunnel up", func() bool { return srv.Registry().Connected(tunneltest.Target) })
-	return srv, pki, stats
+	return srv, pki, stats, codes
 }
 
 func certPEM(s *httptest.Server) []byte {
@@ -369,7 +397,7 @@ func TestFollowedLogsStreamThroughTheTunnel(t *testing.T) {
 }
 
 func TestUpgradedExecStreamsBothWaysThroughTheTunnel(t *testing.T) {
-	srv, pki, _ := connectedPair(t, nil)
+	srv, pki, _, codes := connectedPairWithCodes(t, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	hc := httpClient(pki)
@@ -394,6 +422,27 @@ func TestUpgradedExecStreamsBothWaysThroughTheTunnel(t *testing.T) {
 		assert.Equal(t, "echo: "+msg, string(got))
 	}
 	require.NoError(t, ws.Close(websocket.StatusNormalClosure, ""))
+	tunneltest.Eventually(t, 5*time.Second, "the upgrade is counted as 101", func() bool {
+		got := codes.get()
+		return len(got) == 1 && got[0] == http.StatusSwitchingProtocols
+	})
+}
+
+func TestExtraHandlerServesPathsOutsideTheTunnel(t *testing.T) {
+	srv := tunneltest.NewServer(t, nil, "127.0.0.1:1", func(o *server.Options) {
+		o.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "extra "+r.URL.Path) })
+	})
+	for path, want := range map[string]string{"/status": "extra /status", "/metrics": "extra /metrics"} {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		assert.Equal(t, want, string(body))
+	}
+	resp, err := http.Get(srv.URL + tunnel.PathPrefix + "x")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "tunnel paths are not handed to the extra handler")
 }
 
 func TestRequestsForADisconnectedTargetGet503(t *testing.T) {
