@@ -17,7 +17,6 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,6 +38,9 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 	tunnelclient "github.com/tmc-syncer/syncer/modules/tunnel/client"
+	"github.com/tmc-syncer/syncer/modules/tunnel/health"
+	"github.com/tmc-syncer/syncer/modules/tunnel/heartbeat"
+	tunnelmetrics "github.com/tmc-syncer/syncer/modules/tunnel/metrics"
 	"github.com/tmc-syncer/syncer/modules/upstream"
 )
 
@@ -72,11 +74,19 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		return err
 	}
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	tunnelMetrics, err := tunnelmetrics.NewTunnel(reg)
+	if err != nil {
+		closeAll(healthLn, metricsLn)
+		return err
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
-	probes := &probes{}
+	state := &syncState{}
 	var tun *tunnelclient.Client
 	if opts.TunnelURL != "" {
-		if tun, err = newTunnelClient(opts, upCfg, downCfg, probes.managedNamespace, log); err != nil {
+		if tun, err = newTunnelClient(opts, upCfg, downCfg, state.managedNamespace, tunnelMetrics, log); err != nil {
 			closeAll(healthLn, metricsLn)
 			return err
 		}
@@ -90,11 +100,21 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	}
 	upCfg = clients.Configure(upCfg, clientOpts)
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	probes.tunnel = tun
-	g.Go(func() error { return serve(gctx, metricsLn, metricsHandler(reg)) })
-	g.Go(func() error { return serve(gctx, healthLn, probes.handler()) })
+	upKube, err := kubernetes.NewForConfig(upCfg)
+	if err != nil {
+		closeAll(healthLn, metricsLn)
+		return errorf(ExitKubeconfig, "--from-kubeconfig: %w", err)
+	}
+	checks := health.NewHandler()
+	checks.AddReadyz(
+		health.Synced("informers", state.synced),
+		health.Reachable("upstream", health.RESTPinger(upKube.Discovery().RESTClient(), "/readyz")),
+	)
+	if tun != nil {
+		checks.AddReadyz(health.TunnelConnected(tun))
+	}
+	g.Go(func() error { return serve(gctx, metricsLn, tunnelmetrics.Handler(reg)) })
+	g.Go(func() error { return serve(gctx, healthLn, checks) })
 
 	g.Go(func() error {
 		checkCtx, cancel := context.WithTimeout(gctx, time.Minute)
@@ -102,7 +122,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		if err := checkSyncTarget(checkCtx, upCfg, opts.SyncTargetName, opts.SyncTargetUID); err != nil {
 			return err
 		}
-		sync := func(ctx context.Context) error { return runSync(ctx, opts, upCfg, downCfg, reg, probes, log) }
+		sync := func(ctx context.Context) error { return runSync(ctx, opts, upCfg, downCfg, reg, state, log) }
 		if opts.LeaderElect {
 			return runLeaderElected(gctx, opts, downCfg, sync, log)
 		}
@@ -128,7 +148,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 }
 
 // runSync runs the engine and the downstream and upstream syncers until ctx ends.
-func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Config, reg prometheus.Registerer, p *probes, log logr.Logger) error {
+func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Config, reg prometheus.Registerer, p *syncState, log logr.Logger) error {
 	up, err := engine.ClientsFor(upCfg)
 	if err != nil {
 		return err
@@ -170,8 +190,24 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 	}
 	defer ds.Close()
 	p.setEngine(eng)
+	heartbeatMetrics, err := tunnelmetrics.NewHeartbeat(reg, nil)
+	if err != nil {
+		return err
+	}
+	hb, err := heartbeat.New(heartbeat.Options{
+		Client:   up.Dynamic.Resource(workloadv1alpha1.SyncTargetsResource),
+		Name:     opts.SyncTargetName,
+		UID:      types.UID(opts.SyncTargetUID),
+		Ready:    p.ready,
+		Observer: heartbeatMetrics,
+		Logger:   log.WithName("heartbeat"),
+	})
+	if err != nil {
+		return err
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error { return hb.Run(gctx) })
 	g.Go(func() error {
 		select {
 		case <-eng.Ready():
@@ -259,7 +295,7 @@ func leaseName(cluster, name string) string {
 	return "tmc-syncer-" + hex.EncodeToString(sum[:8])
 }
 
-func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed tunnelclient.ManagedNamespace, log logr.Logger) (*tunnelclient.Client, error) {
+func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed tunnelclient.ManagedNamespace, obs tunnel.Observer, log logr.Logger) (*tunnelclient.Client, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if opts.TunnelCAFile != "" {
 		pem, err := os.ReadFile(opts.TunnelCAFile)
@@ -291,6 +327,7 @@ func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed
 		Token:     token,
 		TLSConfig: tlsCfg,
 		Handler:   handler,
+		Observer:  obs,
 		Logger:    log.WithName("tunnel"),
 	})
 	if err != nil {
@@ -347,12 +384,6 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	}
 	return nil
-}
-
-func metricsHandler(reg *prometheus.Registry) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	return mux
 }
 
 // loadConfig reads a kubeconfig; an empty path means the in-cluster configuration.

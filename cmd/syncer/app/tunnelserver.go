@@ -5,7 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,7 +22,11 @@ import (
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
+	"github.com/tmc-syncer/syncer/modules/tunnel/health"
+	tunnelmetrics "github.com/tmc-syncer/syncer/modules/tunnel/metrics"
+	"github.com/tmc-syncer/syncer/modules/tunnel/monitor"
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
+	"github.com/tmc-syncer/syncer/modules/tunnel/statuspage"
 )
 
 // tunnelServerOptions are the settings of `syncer tunnel-server`.
@@ -30,6 +40,7 @@ type tunnelServerOptions struct {
 	context         string
 	upstreamAddress string
 	kcp             bool
+	cluster         string
 }
 
 func newTunnelServerCommand() *cobra.Command {
@@ -53,6 +64,7 @@ func newTunnelServerCommand() *cobra.Command {
 	fs.StringVar(&o.context, "context", "", "context in --kubeconfig")
 	fs.StringVar(&o.upstreamAddress, "upstream-address", "", "host:port syncer streams are connected to (default: the --kubeconfig server)")
 	fs.BoolVar(&o.kcp, "kcp", false, "the control plane is kcp: review tokens in each SyncTarget's logical cluster")
+	fs.StringVar(&o.cluster, "cluster", "root", "logical cluster of SyncTargets without a kcp.io/cluster annotation (heartbeat monitor)")
 	return cmd
 }
 
@@ -91,12 +103,40 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if err != nil {
 		return err
 	}
+	log := klog.Background().WithName("tunnel-server")
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registry := server.NewRegistry()
+	mon, err := newMonitor(dyn, o.cluster, registry, reg, log)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	tunnelMetrics, err := tunnelmetrics.NewTunnel(reg)
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
+	errs := statuspage.NewErrorLog(5, nil)
+	page := statuspage.New(statuspage.Options{Targets: mon, Sessions: registry, Errors: errs})
+	checks := health.NewHandler()
+	checks.AddReadyz(health.Synced("synctargets", mon.HasSynced))
+	mux := http.NewServeMux()
+	mux.Handle("/status", page)
+	mux.Handle("/status.json", page)
+	mux.Handle("/metrics", tunnelmetrics.Handler(reg))
+	for _, p := range []string{"/livez", "/readyz", "/healthz"} {
+		mux.Handle(p, checks)
+	}
 	srv, err := server.New(server.Options{
+		Registry:        registry,
+		Handler:         mux,
+		Observer:        tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
 		UpstreamAddress: addr,
 		Authenticator:   server.NewTokenReviewAuthenticator(clusters),
 		Authorizer:      server.NewSubjectAccessReviewAuthorizer(clusters),
 		NamespaceMapper: syncTargetNamespaces(dyn),
-		Logger:          klog.Background().WithName("tunnel-server"),
+		Logger:          log,
 		CertFile:        o.certFile,
 		KeyFile:         o.keyFile,
 		ClientCAFile:    o.clientCAFile,
@@ -106,11 +146,91 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		_ = ln.Close()
 		return errorf(ExitUsage, "tunnel server: %w", err)
 	}
-	klog.Background().Info("tunnel server listening", "address", ln.Addr().String(), "upstream", addr)
-	if err := srv.Serve(ctx, ln); err != nil && !errors.Is(err, context.Canceled) {
-		return err
+	log.Info("tunnel server listening", "address", ln.Addr().String(), "upstream", addr)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return mon.Run(gctx) })
+	g.Go(func() error {
+		if err := srv.Serve(gctx, ln); err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	})
+	return ignoreCanceled(g.Wait())
+}
+
+// newMonitor builds the heartbeat monitor: HeartbeatHealthy, TunnelConnected (when
+// sessions is set) and Ready on every SyncTarget.
+func newMonitor(dyn dynamic.Interface, cluster string, sessions *server.Registry, reg prometheus.Registerer, log logr.Logger) (*monitor.Monitor, error) {
+	var serverMetrics monitor.Observer
+	if sessions != nil {
+		m, err := tunnelmetrics.NewServer(reg, sessions)
+		if err != nil {
+			return nil, err
+		}
+		serverMetrics = m
 	}
-	return nil
+	opts := monitor.Options{Client: dyn, Cluster: cluster, Observer: serverMetrics, Logger: log.WithName("heartbeat-monitor")}
+	if sessions != nil {
+		opts.Sessions = sessions
+	}
+	m, err := monitor.New(opts)
+	if err != nil {
+		return nil, errorf(ExitUsage, "heartbeat monitor: %w", err)
+	}
+	return m, nil
+}
+
+func ignoreCanceled(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func newHeartbeatMonitorCommand() *cobra.Command {
+	var kubeconfig, kubeContext, cluster, healthAddr string
+	cmd := &cobra.Command{
+		Use:   "heartbeat-monitor",
+		Short: "Set HeartbeatHealthy and Ready on SyncTargets whose syncer stopped heartbeating",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig("kubeconfig", kubeconfig, kubeContext)
+			if err != nil {
+				return err
+			}
+			dyn, err := dynamic.NewForConfig(cfg)
+			if err != nil {
+				return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+			}
+			ln, err := listen("health-bind-address", healthAddr)
+			if err != nil {
+				return err
+			}
+			reg := prometheus.NewRegistry()
+			mon, err := newMonitor(dyn, cluster, nil, reg, klog.Background())
+			if err != nil {
+				closeAll(ln)
+				return err
+			}
+			checks := health.NewHandler()
+			checks.AddReadyz(health.Synced("synctargets", mon.HasSynced))
+			mux := http.NewServeMux()
+			mux.Handle("/metrics", tunnelmetrics.Handler(reg))
+			for _, p := range []string{"/livez", "/readyz", "/healthz"} {
+				mux.Handle(p, checks)
+			}
+			g, gctx := errgroup.WithContext(cmd.Context())
+			g.Go(func() error { return mon.Run(gctx) })
+			g.Go(func() error { return serve(gctx, ln, mux) })
+			return ignoreCanceled(g.Wait())
+		},
+	}
+	fs := cmd.Flags()
+	fs.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the control plane (empty: in-cluster)")
+	fs.StringVar(&kubeContext, "context", "", "context in --kubeconfig")
+	fs.StringVar(&cluster, "cluster", "root", "logical cluster of SyncTargets without a kcp.io/cluster annotation")
+	fs.StringVar(&healthAddr, "health-bind-address", ":8081", "address of /livez, /readyz, /healthz and /metrics; empty disables")
+	return cmd
 }
 
 // syncTargetNamespaces maps an upstream namespace to its downstream namespace for a

@@ -10,7 +10,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -195,6 +197,18 @@ func run(ctx context.Context, syncerBin string, exitAfterTour bool) error {
 		return fmt.Errorf("events did not arrive upstream: %w", err)
 	}
 
+	step("The tunnel server's status page (http://%s/status; JSON at /status.json)", tunnelAddr)
+	if err := poll(ctx, func(ctx context.Context) (bool, error) {
+		body, err := httpGet(ctx, "http://"+tunnelAddr+"/status.json")
+		if err != nil || !strings.Contains(body, targetName) {
+			return false, nil
+		}
+		show("%s", strings.TrimSpace(body))
+		return true, nil
+	}); err != nil {
+		return fmt.Errorf("status page: %w", err)
+	}
+
 	step("The tour is done: the app runs on the physical cluster, managed from the control plane")
 	show("try: kubectl --kubeconfig %s -n %s scale deployment web --replicas 3", env.KCP.Kubeconfig, appNS)
 	show("then: kubectl --kubeconfig %s -n %s get deployment web", env.Physical.Kubeconfig, downNS)
@@ -253,6 +267,20 @@ func createApp(ctx context.Context, kube kubernetes.Interface, target identity.T
 	}
 	show("Deployment web, Service web, ConfigMap web-config, Secret web-secret")
 	return nil
+}
+
+func httpGet(ctx context.Context, url string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 func conditions(d *appsv1.Deployment) string {
