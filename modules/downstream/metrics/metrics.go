@@ -3,10 +3,9 @@
 package metrics
 
 import (
-	"errors"
-	"fmt"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	enginemetrics "github.com/tmc-syncer/syncer/modules/engine/metrics"
 )
 
 // Metrics are the downstream sync collectors, all prefixed tmc_syncer_downstream_.
@@ -57,43 +56,28 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		return m, nil
 	}
 	var err error
-	if m.conflicts, err = register(reg, m.conflicts); err != nil {
+	if m.conflicts, err = enginemetrics.Register(reg, m.conflicts); err != nil {
 		return nil, err
 	}
-	if m.driftReverts, err = register(reg, m.driftReverts); err != nil {
+	if m.driftReverts, err = enginemetrics.Register(reg, m.driftReverts); err != nil {
 		return nil, err
 	}
-	if m.permanentErrors, err = register(reg, m.permanentErrors); err != nil {
+	if m.permanentErrors, err = enginemetrics.Register(reg, m.permanentErrors); err != nil {
 		return nil, err
 	}
-	if m.applies, err = register(reg, m.applies); err != nil {
+	if m.applies, err = enginemetrics.Register(reg, m.applies); err != nil {
 		return nil, err
 	}
-	if m.deletes, err = register(reg, m.deletes); err != nil {
+	if m.deletes, err = enginemetrics.Register(reg, m.deletes); err != nil {
 		return nil, err
 	}
-	if m.orphans, err = register(reg, m.orphans); err != nil {
+	if m.orphans, err = enginemetrics.Register(reg, m.orphans); err != nil {
 		return nil, err
 	}
-	if m.namespaces, err = register(reg, m.namespaces); err != nil {
+	if m.namespaces, err = enginemetrics.Register(reg, m.namespaces); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector already registered under its name.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register downstream metrics: %w", err)
 }
 
 // Conflict counts a foreign object met under policy.

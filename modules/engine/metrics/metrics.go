@@ -63,38 +63,40 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Duration of Reconcile calls by controller.", Buckets: buckets}, []string{"controller"}),
 	}
 	var err error
-	if m.depth, err = register(reg, m.depth); err != nil {
+	if m.depth, err = Register(reg, m.depth); err != nil {
 		return nil, err
 	}
-	if m.adds, err = register(reg, m.adds); err != nil {
+	if m.adds, err = Register(reg, m.adds); err != nil {
 		return nil, err
 	}
-	if m.latency, err = register(reg, m.latency); err != nil {
+	if m.latency, err = Register(reg, m.latency); err != nil {
 		return nil, err
 	}
-	if m.workDuration, err = register(reg, m.workDuration); err != nil {
+	if m.workDuration, err = Register(reg, m.workDuration); err != nil {
 		return nil, err
 	}
-	if m.unfinished, err = register(reg, m.unfinished); err != nil {
+	if m.unfinished, err = Register(reg, m.unfinished); err != nil {
 		return nil, err
 	}
-	if m.longestRunning, err = register(reg, m.longestRunning); err != nil {
+	if m.longestRunning, err = Register(reg, m.longestRunning); err != nil {
 		return nil, err
 	}
-	if m.retries, err = register(reg, m.retries); err != nil {
+	if m.retries, err = Register(reg, m.retries); err != nil {
 		return nil, err
 	}
-	if m.reconciles, err = register(reg, m.reconciles); err != nil {
+	if m.reconciles, err = Register(reg, m.reconciles); err != nil {
 		return nil, err
 	}
-	if m.reconcileTime, err = register(reg, m.reconcileTime); err != nil {
+	if m.reconcileTime, err = Register(reg, m.reconcileTime); err != nil {
 		return nil, err
 	}
 	return m, nil
 }
 
-// register registers c, or returns the equal collector already registered.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+// Register registers c on reg, or returns the collector of the same type already
+// registered with the same descriptors, so that a component restarted in the same
+// process reuses its metrics instead of panicking on a duplicate registration.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
 	err := reg.Register(c)
 	if err == nil {
 		return c, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/utils/clock"
 
+	enginemetrics "github.com/tmc-syncer/syncer/modules/engine/metrics"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
 )
@@ -40,22 +41,6 @@ const (
 	TargetLastHeartbeat  = Namespace + "_synctarget_last_heartbeat_timestamp_seconds"
 	TunnelProxiedRequest = Namespace + "_tunnel_proxied_requests_total"
 )
-
-// register registers c, or returns the collector of the same type already
-// registered with the same descriptors.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register metric: %w", err)
-}
 
 // Handler serves the registry's metrics (/metrics).
 func Handler(g prometheus.Gatherer) http.Handler {
@@ -119,16 +104,16 @@ func NewTunnel(reg prometheus.Registerer) (*Tunnel, error) {
 	}
 	var err error
 	for _, step := range []func() error{
-		func() error { t.state, err = register(reg, t.state); return err },
-		func() error { t.connects, err = register(reg, t.connects); return err },
-		func() error { t.connectFailed, err = register(reg, t.connectFailed); return err },
-		func() error { t.disconnects, err = register(reg, t.disconnects); return err },
-		func() error { t.reconnect, err = register(reg, t.reconnect); return err },
-		func() error { t.rtt, err = register(reg, t.rtt); return err },
-		func() error { t.bytes, err = register(reg, t.bytes); return err },
-		func() error { t.streams, err = register(reg, t.streams); return err },
-		func() error { t.open, err = register(reg, t.open); return err },
-		func() error { t.proxied, err = register(reg, t.proxied); return err },
+		func() error { t.state, err = enginemetrics.Register(reg, t.state); return err },
+		func() error { t.connects, err = enginemetrics.Register(reg, t.connects); return err },
+		func() error { t.connectFailed, err = enginemetrics.Register(reg, t.connectFailed); return err },
+		func() error { t.disconnects, err = enginemetrics.Register(reg, t.disconnects); return err },
+		func() error { t.reconnect, err = enginemetrics.Register(reg, t.reconnect); return err },
+		func() error { t.rtt, err = enginemetrics.Register(reg, t.rtt); return err },
+		func() error { t.bytes, err = enginemetrics.Register(reg, t.bytes); return err },
+		func() error { t.streams, err = enginemetrics.Register(reg, t.streams); return err },
+		func() error { t.open, err = enginemetrics.Register(reg, t.open); return err },
+		func() error { t.proxied, err = enginemetrics.Register(reg, t.proxied); return err },
 	} {
 		if err := step(); err != nil {
 			return nil, fmt.Errorf("tunnel metrics: %w", err)
@@ -234,12 +219,12 @@ func NewHeartbeat(reg prometheus.Registerer, clk clock.PassiveClock) (*Heartbeat
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	age, err := register(reg, &ageCollector{clock: clk,
+	age, err := enginemetrics.Register(reg, &ageCollector{clock: clk,
 		desc: prometheus.NewDesc(HeartbeatAge, "Seconds since the last successful SyncTarget heartbeat.", nil, nil)})
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat metrics: %w", err)
 	}
-	failures, err := register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: HeartbeatFailures,
+	failures, err := enginemetrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{Name: HeartbeatFailures,
 		Help: "Failed SyncTarget heartbeat patches."}))
 	if err != nil {
 		return nil, fmt.Errorf("heartbeat metrics: %w", err)
@@ -293,7 +278,7 @@ func NewServer(reg prometheus.Registerer, sessions SessionLister) (*Server, erro
 	if err != nil {
 		return nil, fmt.Errorf("tunnel server metrics: register sessions: %w", err)
 	}
-	last, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: TargetLastHeartbeat,
+	last, err := enginemetrics.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: TargetLastHeartbeat,
 		Help: "Unix time of the last syncer heartbeat seen on each SyncTarget."}, []string{"target"}))
 	if err != nil {
 		return nil, fmt.Errorf("tunnel server metrics: %w", err)

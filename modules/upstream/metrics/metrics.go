@@ -3,12 +3,12 @@
 package metrics
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	enginemetrics "github.com/tmc-syncer/syncer/modules/engine/metrics"
 )
 
 // Namespace prefixes every metric name.
@@ -67,40 +67,25 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 	}
 	var err error
-	if m.statusLatency, err = register(reg, m.statusLatency); err != nil {
+	if m.statusLatency, err = enginemetrics.Register(reg, m.statusLatency); err != nil {
 		return nil, err
 	}
-	if m.statusWrites, err = register(reg, m.statusWrites); err != nil {
+	if m.statusWrites, err = enginemetrics.Register(reg, m.statusWrites); err != nil {
 		return nil, err
 	}
-	if m.forwarded, err = register(reg, m.forwarded); err != nil {
+	if m.forwarded, err = enginemetrics.Register(reg, m.forwarded); err != nil {
 		return nil, err
 	}
-	if m.deduplicated, err = register(reg, m.deduplicated); err != nil {
+	if m.deduplicated, err = enginemetrics.Register(reg, m.deduplicated); err != nil {
 		return nil, err
 	}
-	if m.dropped, err = register(reg, m.dropped); err != nil {
+	if m.dropped, err = enginemetrics.Register(reg, m.dropped); err != nil {
 		return nil, err
 	}
-	if m.pending, err = register(reg, m.pending); err != nil {
+	if m.pending, err = enginemetrics.Register(reg, m.pending); err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the collector of the same kind already registered.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register metric: %w", err)
 }
 
 func resource(gvr schema.GroupVersionResource) string { return gvr.GroupResource().String() }
