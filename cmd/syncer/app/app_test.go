@@ -3,13 +3,16 @@ package app
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"sigs.k8s.io/yaml"
 )
 
 func run(t *testing.T, args ...string) (int, string, string) {
@@ -63,4 +66,46 @@ func TestLeaseNameIsAValidNameAndPerTarget(t *testing.T) {
 	assert.Empty(t, validation.IsDNS1123Subdomain(n), n)
 	assert.Equal(t, n, leaseName("root", "eu-1"))
 	assert.NotEqual(t, n, leaseName("root", "eu-2"))
+}
+
+// TestDeployBasesUseOnlyExistingFlags keeps deploy/ consistent with the commands:
+// every flag in a container's args exists on the command it runs.
+func TestDeployBasesUseOnlyExistingFlags(t *testing.T) {
+	root := NewRootCommand("test", io.Discard, io.Discard)
+	for _, file := range []string{"../../../deploy/tunnel-server/tunnel-server.yaml", "../../../deploy/syncer/syncer.yaml"} {
+		data, err := os.ReadFile(file)
+		require.NoError(t, err)
+		found := 0
+		for _, doc := range strings.Split(string(data), "\n---\n") {
+			var obj struct {
+				Kind string `json:"kind"`
+				Spec struct {
+					Template struct {
+						Spec struct {
+							Containers []struct {
+								Args []string `json:"args"`
+							} `json:"containers"`
+						} `json:"spec"`
+					} `json:"template"`
+				} `json:"spec"`
+			}
+			require.NoError(t, yaml.Unmarshal([]byte(doc), &obj), file)
+			if obj.Kind != "Deployment" {
+				continue
+			}
+			for _, c := range obj.Spec.Template.Spec.Containers {
+				cmd, rest, err := root.Find(c.Args)
+				require.NoError(t, err, file)
+				for _, arg := range rest {
+					if !strings.HasPrefix(arg, "--") {
+						continue
+					}
+					name, _, _ := strings.Cut(strings.TrimPrefix(arg, "--"), "=")
+					assert.NotNil(t, cmd.Flags().Lookup(name), "%s: %q has no flag --%s", file, cmd.Name(), name)
+					found++
+				}
+			}
+		}
+		assert.Positive(t, found, "%s has container flags", file)
+	}
 }
