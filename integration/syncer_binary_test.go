@@ -181,6 +181,7 @@ func TestSyncerBinaryBadInputExitCodes(t *testing.T) {
 		{"SyncTarget not found", syncerArgs(env, "does-not-exist", ""), 5, `SyncTarget "does-not-exist" not found`},
 		{"UID mismatch", syncerArgs(env, "badinput", "0000-wrong"), 5, "but --sync-target-uid is 0000-wrong"},
 		{"port in use", syncerArgs(env, "badinput", string(st.GetUID()), "--metrics-bind-address="+busy.Addr().String()), 7, "--metrics-bind-address"},
+		{"unknown resource", syncerArgs(env, "badinput", string(st.GetUID()), "--resources=deployments.apps,widgets.nope.example.com"), 6, "--resources: the control plane serves no widgets.nope.example.com"},
 		{"missing kubeconfig", []string{"--from-kubeconfig=/nonexistent", "--sync-target-name=x"}, 4, "--from-kubeconfig /nonexistent"},
 	}
 	for _, tt := range tests {

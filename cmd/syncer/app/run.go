@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -20,7 +21,9 @@ import (
 	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -36,6 +39,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/engine"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/resources"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 	tunnelclient "github.com/tmc-syncer/syncer/modules/tunnel/client"
 	"github.com/tmc-syncer/syncer/modules/tunnel/health"
@@ -120,6 +124,9 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		checkCtx, cancel := context.WithTimeout(gctx, time.Minute)
 		defer cancel()
 		if err := checkSyncTarget(checkCtx, upCfg, opts.SyncTargetName, opts.SyncTargetUID); err != nil {
+			return err
+		}
+		if err := checkResources(upKube.Discovery(), opts.Resources); err != nil {
 			return err
 		}
 		sync := func(ctx context.Context) error { return runSync(ctx, opts, upCfg, downCfg, reg, state, log) }
@@ -422,6 +429,40 @@ func checkSyncTarget(ctx context.Context, cfg *rest.Config, name, uid string) er
 	}
 	if uid != "" && string(st.GetUID()) != uid {
 		return errorf(ExitSyncTarget, "SyncTarget %q has UID %s, but --sync-target-uid is %s", name, st.GetUID(), uid)
+	}
+	return nil
+}
+
+// checkResources refuses --resources entries the control plane does not serve at
+// all: a typo must not look like a resource that is merely pending. (A resource the
+// physical cluster lacks is not an error: the engine reports it as Incompatible.)
+func checkResources(d discovery.DiscoveryInterface, values []string) error {
+	wanted, err := resources.Parse(values)
+	if err != nil {
+		return withCode(ExitUsage, err)
+	}
+	lists, err := d.ServerPreferredResources()
+	if err != nil && len(lists) == 0 {
+		return errorf(ExitUnreachable, "discover the control plane's resources: %w", err)
+	}
+	served := map[schema.GroupResource]bool{}
+	for _, l := range lists {
+		gv, err := schema.ParseGroupVersion(l.GroupVersion)
+		if err != nil {
+			continue
+		}
+		for _, r := range l.APIResources {
+			served[schema.GroupResource{Group: gv.Group, Resource: r.Name}] = true
+		}
+	}
+	var unknown []string
+	for _, gr := range wanted {
+		if !served[gr] {
+			unknown = append(unknown, gr.String())
+		}
+	}
+	if len(unknown) > 0 {
+		return errorf(ExitResource, "--resources: the control plane serves no %s", strings.Join(unknown, ", "))
 	}
 	return nil
 }
