@@ -46,6 +46,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/tunnel/heartbeat"
 	tunnelmetrics "github.com/tmc-syncer/syncer/modules/tunnel/metrics"
 	"github.com/tmc-syncer/syncer/modules/upstream"
+	"github.com/tmc-syncer/syncer/modules/upstream/events"
 )
 
 // shutdownGrace bounds how long components may take to drain after SIGTERM.
@@ -231,7 +232,10 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 			Downstream:  upstream.Clients{Dynamic: down.Dynamic, Kube: downKube, Metadata: down.Metadata},
 			Informers:   eng.Informers(),
 			Registry:    reg,
-			Options:     upstream.Options{StatusWorkers: opts.Workers},
+			Options: upstream.Options{
+				StatusWorkers: opts.Workers,
+				Events:        events.Options{Limits: events.Limits{QPS: opts.EventRateLimit}},
+			},
 		})
 		if err != nil {
 			return err
