@@ -5,10 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -115,6 +119,50 @@ func createSyncTarget(t *testing.T, env *framework.Environment, name string) *un
 	return st
 }
 
+func httpGetBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url) //nolint:noctx // a test's one-shot scrape
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// metricValue returns the value of the first sample whose line starts with prefix
+// and contains every label, or -1.
+func metricValue(scrape, prefix string, labels ...string) float64 {
+	for _, line := range strings.Split(scrape, "\n") {
+		if !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		match := true
+		for _, l := range labels {
+			match = match && strings.Contains(line, l)
+		}
+		if !match {
+			continue
+		}
+		fields := strings.Fields(line)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err == nil {
+			return v
+		}
+	}
+	return -1
+}
+
+func grepLines(text, substr string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -139,8 +187,8 @@ func TestSyncerBinarySyncsAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	ctx := context.Background()
 	st := createSyncTarget(t, env, "binary")
 	target := identity.NewTarget("root", "binary", st.GetUID())
-	health := freeAddr(t)
-	p := startSyncerBinary(t, append(syncerArgs(env, "binary", string(st.GetUID())), "--health-bind-address="+health)...)
+	metricsAddr := freeAddr(t)
+	p := startSyncerBinary(t, append(syncerArgs(env, "binary", string(st.GetUID())), "--metrics-bind-address="+metricsAddr)...)
 
 	ns := env.KCP.CreateNamespace(t, "binary")
 	_, err := env.KCP.Kube(t).CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
@@ -158,6 +206,21 @@ func TestSyncerBinarySyncsAndStopsCleanlyOnSIGTERM(t *testing.T) {
 		cm, err := env.Physical.Kube(t).CoreV1().ConfigMaps(downNS).Get(ctx, "app-config", metav1.GetOptions{})
 		return err == nil && cm.Data["greeting"] == "hello"
 	}, 60*time.Second, 100*time.Millisecond, "the ConfigMap reaches %s downstream; syncer output:\n%s", downNS, p.output)
+
+	// After N objects, the scrape shows N synced and their sync latencies.
+	const n = 5
+	for i := 1; i < n; i++ {
+		_, err := env.KCP.Kube(t).CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("more-%d", i), Labels: map[string]string{target.StateLabel(): "Sync"}},
+		}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	var scrape string
+	require.Eventually(t, func() bool {
+		scrape = httpGetBody(t, "http://"+metricsAddr+"/metrics")
+		return metricValue(scrape, "tmc_syncer_informer_objects{", `resource="configmaps"`, `side="downstream"`) == n &&
+			metricValue(scrape, "tmc_syncer_sync_latency_seconds_count{", `controller="downstream-spec"`, `resource="configmaps"`) >= n
+	}, 30*time.Second, 200*time.Millisecond, "the scrape shows %d synced ConfigMaps and their sync latencies; got:\n%s", n, grepLines(scrape, "configmaps"))
 
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 	assert.Equal(t, 0, p.exitCode(t, 30*time.Second), "SIGTERM drains and exits 0; output:\n%s", p.output)

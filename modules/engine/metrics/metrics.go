@@ -31,11 +31,13 @@ type Metrics struct {
 	retries        *prometheus.CounterVec
 	reconciles     *prometheus.CounterVec
 	reconcileTime  *prometheus.HistogramVec
+	syncLatency    *prometheus.HistogramVec
 }
 
 var (
 	_ workqueue.MetricsProvider = (*Metrics)(nil)
 	_ queue.Observer            = (*Metrics)(nil)
+	_ queue.LatencyObserver     = (*Metrics)(nil)
 )
 
 // New creates the collectors and registers them on reg. Registering again on
@@ -61,6 +63,9 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "Reconciles by controller and result (success, error, requeue, panic)."}, []string{"controller", "result"}),
 		reconcileTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "reconcile_duration_seconds",
 			Help: "Duration of Reconcile calls by controller.", Buckets: buckets}, []string{"controller"}),
+		syncLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: Namespace, Name: "sync_latency_seconds",
+			Help:    "From a change observed (first enqueue) to the reconcile that converged it, by controller, resource and direction.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16)}, []string{"controller", "resource", "direction"}),
 	}
 	var err error
 	if m.depth, err = Register(reg, m.depth); err != nil {
@@ -88,6 +93,9 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		return nil, err
 	}
 	if m.reconcileTime, err = Register(reg, m.reconcileTime); err != nil {
+		return nil, err
+	}
+	if m.syncLatency, err = Register(reg, m.syncLatency); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -149,6 +157,11 @@ func (m *Metrics) NewRetriesMetric(name string) workqueue.CounterMetric {
 func (m *Metrics) ObserveReconcile(controller string, _ queue.Key, result queue.Result, d time.Duration) {
 	m.reconciles.WithLabelValues(controller, string(result)).Inc()
 	m.reconcileTime.WithLabelValues(controller).Observe(d.Seconds())
+}
+
+// ObserveSyncLatency implements queue.LatencyObserver.
+func (m *Metrics) ObserveSyncLatency(controller string, key queue.Key, d time.Duration) {
+	m.syncLatency.WithLabelValues(controller, key.GVR.GroupResource().String(), string(key.Direction)).Observe(d.Seconds())
 }
 
 // SnapshotFunc returns the current engine status.

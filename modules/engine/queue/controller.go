@@ -31,3 +31,10 @@ const (
 type Observer interface {
 	ObserveReconcile(controller string, key Key, result Result, duration time.Duration)
 }
+
+// LatencyObserver is an Observer that is also told the sync latency of a key: from
+// the first enqueue of a change (an informer event) to the reconcile that converged
+// it, retries included.
+type LatencyObserver interface {
+	ObserveSyncLatency(controller string, key Key, latency time.Duration)
+}

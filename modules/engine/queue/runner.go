@@ -36,6 +36,11 @@ type Runner struct {
 	drainTimeout time.Duration
 	stats        *stats
 	runOnce      sync.Once
+
+	// firstSeen holds, per key, when the change being worked on was first enqueued;
+	// it is cleared by the reconcile that succeeds.
+	seenMu    sync.Mutex
+	firstSeen map[Key]time.Time
 }
 
 // NewRunner returns a Runner for c. Keys may be enqueued before Run is called.
@@ -51,6 +56,7 @@ func NewRunner(c Controller, opts Options) *Runner {
 		observer:     opts.Observer,
 		drainTimeout: opts.DrainTimeout,
 		stats:        newStats(),
+		firstSeen:    map[Key]time.Time{},
 	}
 }
 
@@ -63,7 +69,28 @@ func (r *Runner) Enqueue(key Key) {
 		return
 	}
 	r.stats.pending(key)
+	r.seen(key)
 	r.queue.Add(key)
+}
+
+// seen records when a change of key was first enqueued, unless one is pending.
+func (r *Runner) seen(key Key) {
+	r.seenMu.Lock()
+	if _, ok := r.firstSeen[key]; !ok {
+		r.firstSeen[key] = time.Now()
+	}
+	r.seenMu.Unlock()
+}
+
+// converged reports the sync latency of key once a reconcile succeeded.
+func (r *Runner) converged(key Key, now time.Time) {
+	r.seenMu.Lock()
+	first, ok := r.firstSeen[key]
+	delete(r.firstSeen, key)
+	r.seenMu.Unlock()
+	if lo, isLatency := r.observer.(LatencyObserver); ok && isLatency {
+		lo.ObserveSyncLatency(r.c.Name(), key, now.Sub(first))
+	}
 }
 
 // EnqueueAfter adds key to the queue after d.
@@ -178,7 +205,11 @@ func (r *Runner) handle(ctx context.Context, key Key, err error, d time.Duration
 	if result == ResultRequeue {
 		err = nil
 	}
-	r.stats.done(key, err, time.Now())
+	now := time.Now()
+	r.stats.done(key, err, now)
+	if result == ResultSuccess {
+		r.converged(key, now)
+	}
 	if r.observer != nil {
 		r.observer.ObserveReconcile(r.c.Name(), key, result, d)
 	}

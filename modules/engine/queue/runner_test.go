@@ -328,3 +328,48 @@ func TestRateLimitDefaults(t *testing.T) {
 	assert.Equal(t, time.Second, lim.When(key("x")), "max below base is raised to base")
 	assert.Equal(t, time.Second, lim.When(key("x")))
 }
+
+// latencyObserver records sync latencies per key.
+type latencyObserver struct {
+	recordingObserver
+	latencies map[Key][]time.Duration
+}
+
+func (o *latencyObserver) ObserveSyncLatency(_ string, k Key, d time.Duration) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.latencies == nil {
+		o.latencies = map[Key][]time.Duration{}
+	}
+	o.latencies[k] = append(o.latencies[k], d)
+}
+
+func (o *latencyObserver) get(k Key) []time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]time.Duration(nil), o.latencies[k]...)
+}
+
+func TestSyncLatencySpansRetriesUntilTheChangeConverges(t *testing.T) {
+	c := newFake(func(_ context.Context, _ Key, attempt int) error {
+		if attempt < 3 {
+			return errors.New("boom")
+		}
+		return nil
+	})
+	obs := &latencyObserver{}
+	r := NewRunner(c, Options{RateLimit: RateLimit{BaseDelay: 20 * time.Millisecond, MaxDelay: time.Second}, Observer: obs})
+	stop := start(t, r)
+	defer stop()
+
+	r.Enqueue(key("a"))
+	require.Eventually(t, func() bool { return len(obs.get(key("a"))) == 1 }, 5*time.Second, 5*time.Millisecond,
+		"one latency for one converged change")
+	assert.GreaterOrEqual(t, obs.get(key("a"))[0], 60*time.Millisecond, "the latency includes both retry delays (20 + 40 ms)")
+	assert.Equal(t, 3, c.count(key("a")))
+
+	r.Enqueue(key("a"))
+	require.Eventually(t, func() bool { return len(obs.get(key("a"))) == 2 }, 5*time.Second, 5*time.Millisecond,
+		"the next change is measured from its own enqueue")
+	assert.Less(t, obs.get(key("a"))[1], obs.get(key("a"))[0])
+}
