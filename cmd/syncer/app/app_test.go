@@ -8,11 +8,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/tmc-syncer/syncer/modules/engine/status"
 )
 
 func run(t *testing.T, args ...string) (int, string, string) {
@@ -107,5 +111,35 @@ func TestDeployBasesUseOnlyExistingFlags(t *testing.T) {
 			}
 		}
 		assert.Positive(t, found, "%s has container flags", file)
+	}
+}
+
+func TestSyncerReadyTurnsFalseOnlyWhenAWholeRoundFails(t *testing.T) {
+	snap := func(ok, failed int64, lastErr string) status.Snapshot {
+		return status.Snapshot{Resources: []status.Resource{{
+			GVR: schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}, ReconcilesOK: ok, ReconcilesFailed: failed,
+			LastError: lastErr, LastErrorTime: time.Unix(failed, 0),
+		}}}
+	}
+	tests := []struct {
+		name      string
+		prev, cur status.Snapshot
+		want      string
+	}{
+		{"nothing happened", snap(10, 2, "old"), snap(10, 2, "old"), ""},
+		{"all succeeded", snap(10, 2, "old"), snap(15, 2, "old"), ""},
+		{"some failed, some succeeded", snap(10, 2, "old"), snap(12, 5, "conflict"), ""},
+		{"every reconcile failed", snap(10, 2, "old"), snap(10, 9, "forbidden"), "all 7 reconciles since the last heartbeat failed; last error: configmaps: forbidden"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := systemicError(totals(tt.prev), totals(tt.cur))
+			if tt.want == "" {
+				assert.NoError(t, err)
+				return
+			}
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+		})
 	}
 }

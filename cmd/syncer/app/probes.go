@@ -3,8 +3,10 @@ package app
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/tmc-syncer/syncer/modules/engine/engine"
+	"github.com/tmc-syncer/syncer/modules/engine/status"
 	"github.com/tmc-syncer/syncer/modules/tunnel/heartbeat"
 	"github.com/tmc-syncer/syncer/modules/upstream"
 )
@@ -16,6 +18,38 @@ type syncState struct {
 	mu       sync.Mutex
 	engine   *engine.Engine
 	upstream *upstream.Syncer
+	// last are the reconcile totals at the previous readiness check.
+	last reconcileTotals
+}
+
+// reconcileTotals are the engine's reconcile counters summed over resources.
+type reconcileTotals struct {
+	ok, failed int64
+	lastError  string
+}
+
+func totals(snap status.Snapshot) reconcileTotals {
+	var t reconcileTotals
+	var lastAt time.Time
+	for _, r := range snap.Resources {
+		t.ok += r.ReconcilesOK
+		t.failed += r.ReconcilesFailed
+		if r.LastError != "" && r.LastErrorTime.After(lastAt) {
+			lastAt, t.lastError = r.LastErrorTime, r.GVR.Resource+": "+r.LastError
+		}
+	}
+	return t
+}
+
+// systemicError reports a round (the reconciles since the previous check) in which
+// reconciles failed and none succeeded: the syncer is not doing its job, whatever
+// the object (e.g. the physical cluster refuses every write).
+func systemicError(prev, cur reconcileTotals) error {
+	failed, ok := cur.failed-prev.failed, cur.ok-prev.ok
+	if failed > 0 && ok == 0 {
+		return heartbeat.NotReady("ReconcileFailing", "all %d reconciles since the last heartbeat failed; last error: %s", failed, cur.lastError)
+	}
+	return nil
 }
 
 func (s *syncState) setEngine(e *engine.Engine) { s.mu.Lock(); s.engine = e; s.mu.Unlock() }
@@ -51,7 +85,13 @@ func (s *syncState) ready(context.Context) error {
 	if !s.synced() {
 		return heartbeat.NotReady("InformersNotSynced", "waiting for informers to sync")
 	}
-	return nil
+	eng, _ := s.get()
+	cur := totals(eng.Snapshot())
+	s.mu.Lock()
+	prev := s.last
+	s.last = cur
+	s.mu.Unlock()
+	return systemicError(prev, cur)
 }
 
 // managedNamespace reports whether a downstream namespace is one this syncer
