@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -48,6 +49,9 @@ import (
 	"github.com/tmc-syncer/syncer/modules/upstream"
 	"github.com/tmc-syncer/syncer/modules/upstream/events"
 )
+
+// firstHeartbeatWait bounds how long the first heartbeat waits for the caches.
+const firstHeartbeatWait = 30 * time.Second
 
 // shutdownGrace bounds how long components may take to drain after SIGTERM.
 const shutdownGrace = 20 * time.Second
@@ -215,7 +219,13 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })
-	g.Go(func() error { return hb.Run(gctx) })
+	g.Go(func() error {
+		// The first heartbeat waits (up to firstHeartbeatWait) for the caches, so it
+		// reports SyncerReady as it is rather than "not synced yet" for a whole period.
+		_ = wait.PollUntilContextTimeout(gctx, 100*time.Millisecond, firstHeartbeatWait, true,
+			func(context.Context) (bool, error) { return p.synced(), nil })
+		return hb.Run(gctx)
+	})
 	g.Go(func() error {
 		select {
 		case <-eng.Ready():
