@@ -7,6 +7,7 @@ import (
 
 	"github.com/tmc-syncer/syncer/modules/engine/engine"
 	"github.com/tmc-syncer/syncer/modules/engine/status"
+	"github.com/tmc-syncer/syncer/modules/tunnel/health"
 	"github.com/tmc-syncer/syncer/modules/tunnel/heartbeat"
 	"github.com/tmc-syncer/syncer/modules/upstream"
 )
@@ -20,6 +21,44 @@ type syncState struct {
 	upstream *upstream.Syncer
 	// last are the reconcile totals at the previous readiness check.
 	last reconcileTotals
+	// watchdog fails /livez when queued work makes no progress.
+	watchdog *health.Watchdog
+}
+
+// pending is the work queued in the engine's controllers, for the watchdog.
+func (s *syncState) pending() int {
+	eng, _ := s.get()
+	if eng == nil {
+		return 0
+	}
+	n := 0
+	for _, c := range eng.Snapshot().Controllers {
+		n += c.QueueLength
+	}
+	return n
+}
+
+// watchProgress tells the watchdog whenever a reconcile finished since the last look.
+func (s *syncState) watchProgress(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var last int64 = -1
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		eng, _ := s.get()
+		if eng == nil || s.watchdog == nil {
+			continue
+		}
+		cur := totals(eng.Snapshot())
+		if done := cur.ok + cur.failed; done != last {
+			last = done
+			s.watchdog.Beat()
+		}
+	}
 }
 
 // reconcileTotals are the engine's reconcile counters summed over resources.

@@ -50,6 +50,10 @@ import (
 	"github.com/tmc-syncer/syncer/modules/upstream/events"
 )
 
+// wedgedAfter is how long workers may finish no reconcile while work is queued
+// before /livez fails (the process is then restarted by its probe).
+const wedgedAfter = 2 * time.Minute
+
 // firstHeartbeatWait bounds how long the first heartbeat waits for the caches.
 const firstHeartbeatWait = 30 * time.Second
 
@@ -115,6 +119,8 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		return errorf(ExitKubeconfig, "--from-kubeconfig: %w", err)
 	}
 	checks := health.NewHandler()
+	state.watchdog = health.NewWatchdog(wedgedAfter, state.pending, nil)
+	checks.AddLivez(state.watchdog.Check())
 	checks.AddReadyz(
 		health.Synced("informers", state.synced),
 		health.Reachable("upstream", health.RESTPinger(upKube.Discovery().RESTClient(), "/readyz")),
@@ -219,6 +225,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error { p.watchProgress(gctx, 5*time.Second); return nil })
 	g.Go(func() error {
 		// The first heartbeat waits (up to firstHeartbeatWait) for the caches, so it
 		// reports SyncerReady as it is rather than "not synced yet" for a whole period.
