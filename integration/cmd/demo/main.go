@@ -200,7 +200,8 @@ func run(ctx context.Context, syncerBin string, exitAfterTour bool) error {
 	step("The tunnel server's status page (http://%s/status; JSON at /status.json)", tunnelAddr)
 	if err := poll(ctx, func(ctx context.Context) (bool, error) {
 		body, err := httpGet(ctx, "http://"+tunnelAddr+"/status.json")
-		if err != nil || !strings.Contains(body, targetName) {
+		// Wait for the monitor to see the heartbeat: Ready True.
+		if err != nil || !strings.Contains(body, targetName) || !strings.Contains(body, `"ready": "True"`) {
 			return false, nil
 		}
 		show("%s", strings.TrimSpace(body))
