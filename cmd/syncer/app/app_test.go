@@ -33,12 +33,23 @@ func TestBadInputEndsWithOneLineAndItsExitCode(t *testing.T) {
 	cfg := filepath.Join(dir, "typo.yaml")
 	require.NoError(t, os.WriteFile(cfg, []byte("sync-target: x\n"), 0o600))
 
+	unreachable := filepath.Join(dir, "unreachable.kubeconfig")
+	require.NoError(t, os.WriteFile(unreachable, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: u}}]
+current-context: c
+`), 0o600))
+
 	tests := []struct {
 		name string
 		args []string
 		code int
 		want string
 	}{
+		{"unreachable upstream", []string{"--sync-target-name=a", "--from-kubeconfig=" + unreachable, "--to-kubeconfig=" + unreachable,
+			"--health-bind-address=", "--metrics-bind-address="}, ExitUnreachable, "upstream https://127.0.0.1:1 unreachable"},
 		{"unknown flag", []string{"--bogus"}, ExitUsage, "unknown flag: --bogus"},
 		{"missing required", []string{}, ExitUsage, "--sync-target-name: required; --from-kubeconfig: required"},
 		{"bad policy", []string{"--sync-target-name=a", "--from-kubeconfig=x", "--conflict-policy=x"}, ExitUsage, "--conflict-policy"},
