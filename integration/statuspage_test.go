@@ -1,12 +1,9 @@
 package integration
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,38 +22,8 @@ import (
 	"github.com/tmc-syncer/syncer/modules/tunnel/monitor"
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
 	"github.com/tmc-syncer/syncer/modules/tunnel/statuspage"
+	"github.com/tmc-syncer/syncer/modules/tunnel/statuspage/browsertest"
 )
-
-// statusChromium returns the headless browser, or skips the test.
-func statusChromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
-		if name == "" {
-			continue
-		}
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("headless browser test skipped: chromium not found (Debian: apt-get install -y chromium; or set CHROMIUM=/path/to/chrome)")
-	return ""
-}
-
-func statusHeadless(t *testing.T, bin, url string, extra ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-		"--hide-scrollbars", "--user-data-dir=" + t.TempDir()}, extra...)
-	out, err := exec.CommandContext(ctx, bin, append(args, url)...).Output()
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		t.Logf("chromium stderr: %s", ee.Stderr)
-	}
-	require.NoError(t, err, "chromium failed")
-	return string(out)
-}
 
 // TestStatusPageListsSyncTargetsInHeadlessChromium runs the control-plane
 // side as the tunnel server process would (monitor, tunnel server with
@@ -64,7 +31,7 @@ func statusHeadless(t *testing.T, bin, url string, extra ...string) string {
 // (heartbeater, tunnel client) against real clusters, then loads /status in a
 // real browser.
 func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
-	bin := statusChromium(t)
+	bin := browsertest.Chromium(t)
 	env := framework.Shared(t)
 	dyn := env.KCP.Dynamic(t)
 	connected := healthCreateSyncTarget(t, dyn, "status-up")
@@ -117,27 +84,27 @@ func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
 			down.Name != "" && !down.Connected && down.Ready == "False"
 	}, 30*time.Second, 200*time.Millisecond, "/status.json never showed %s connected and Ready and %s not Ready", upKey, downKey)
 
-	dom := statusHeadless(t, bin, srv.URL()+"/status", "--dump-dom")
+	dom := browsertest.Browse(t, bin, srv.URL()+"/status", "--dump-dom")
 	doc, err := html.Parse(strings.NewReader(dom))
 	require.NoError(t, err)
 	rows := map[string]*html.Node{}
-	for _, r := range statusFindNodes(doc, func(n *html.Node) bool { return n.Data == "tr" && statusNodeAttr(n, "class") == "target" }) {
-		rows[statusNodeAttr(r, "data-target")] = r
+	for _, r := range browsertest.FindAll(doc, func(n *html.Node) bool { return n.Data == "tr" && browsertest.Attr(n, "class") == "target" }) {
+		rows[browsertest.Attr(r, "data-target")] = r
 	}
 	require.Len(t, rows, 2, "the browser shows one row per SyncTarget of this test")
 	up, down := rows[upKey], rows[downKey]
 	require.NotNil(t, up, "row of %s", upKey)
 	require.NotNil(t, down, "row of %s", downKey)
 	cell := func(row *html.Node, class string) string {
-		cells := statusFindNodes(row, func(n *html.Node) bool { return n.Data == "td" && statusNodeAttr(n, "class") == class })
+		cells := browsertest.FindAll(row, func(n *html.Node) bool { return n.Data == "td" && browsertest.Attr(n, "class") == class })
 		require.Len(t, cells, 1)
-		return strings.Join(strings.Fields(statusNodeText(cells[0])), " ")
+		return strings.Join(strings.Fields(browsertest.Text(cells[0])), " ")
 	}
-	assert.Equal(t, "True", statusNodeAttr(up, "data-ready"))
+	assert.Equal(t, "True", browsertest.Attr(up, "data-ready"))
 	assert.True(t, strings.HasPrefix(cell(up, "tunnel"), "Connected since "), cell(up, "tunnel"))
 	assert.Regexp(t, `^[0-9.]+ ms$`, cell(up, "rtt"))
 	assert.Regexp(t, `^[0-9]s ago 20`, cell(up, "heartbeat"))
-	assert.Equal(t, "False", statusNodeAttr(down, "data-ready"))
+	assert.Equal(t, "False", browsertest.Attr(down, "data-ready"))
 	assert.Equal(t, "Disconnected", cell(down, "tunnel"))
 	assert.Contains(t, cell(down, "heartbeat"), "never")
 	assert.Contains(t, cell(down, "errors"), "HeartbeatHealthy: no heartbeat yet")
@@ -146,7 +113,7 @@ func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
 	if dir := os.Getenv("STATUSPAGE_SCREENSHOT_DIR"); dir != "" {
 		shot = filepath.Join(dir, "status-integration.png")
 	}
-	statusHeadless(t, bin, srv.URL()+"/status", "--screenshot="+shot, "--window-size=1400,400")
+	browsertest.Browse(t, bin, srv.URL()+"/status", "--screenshot="+shot, "--window-size=1400,400")
 	png, err := os.ReadFile(shot)
 	require.NoError(t, err)
 	assert.Greater(t, len(png), 10000, "screenshot is not blank")
@@ -159,35 +126,4 @@ func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
 	code, body = healthGet(t, srv.URL()+"/readyz?verbose")
 	assert.Equal(t, http.StatusOK, code)
 	assert.Contains(t, body, "[+]informers ok")
-}
-
-func statusFindNodes(n *html.Node, match func(*html.Node) bool) []*html.Node {
-	var out []*html.Node
-	if n.Type == html.ElementNode && match(n) {
-		out = append(out, n)
-	}
-	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		out = append(out, statusFindNodes(c, match)...)
-	}
-	return out
-}
-
-func statusNodeAttr(n *html.Node, key string) string {
-	for _, a := range n.Attr {
-		if a.Key == key {
-			return a.Val
-		}
-	}
-	return ""
-}
-
-func statusNodeText(n *html.Node) string {
-	if n.Type == html.TextNode {
-		return n.Data + " "
-	}
-	var b strings.Builder
-	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		b.WriteString(statusNodeText(c))
-	}
-	return b.String()
 }

@@ -140,7 +140,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		if err := checkResources(upKube.Discovery(), opts.Resources); err != nil {
 			return err
 		}
-		sync := func(ctx context.Context) error { return runSync(ctx, opts, upCfg, downCfg, reg, state, log) }
+		sync := func(ctx context.Context) error { return runSync(ctx, opts, upCfg, downCfg, upKube, reg, state, log) }
 		if opts.LeaderElect {
 			return runLeaderElected(gctx, opts, downCfg, sync, log)
 		}
@@ -166,16 +166,12 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 }
 
 // runSync runs the engine and the downstream and upstream syncers until ctx ends.
-func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Config, reg prometheus.Registerer, p *syncState, log logr.Logger) error {
+func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Config, upKube kubernetes.Interface, reg prometheus.Registerer, p *syncState, log logr.Logger) error {
 	up, err := engine.ClientsFor(upCfg)
 	if err != nil {
 		return err
 	}
 	down, err := engine.ClientsFor(downCfg)
-	if err != nil {
-		return err
-	}
-	upKube, err := kubernetes.NewForConfig(upCfg)
 	if err != nil {
 		return err
 	}

@@ -1,13 +1,10 @@
 package statuspage
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +20,7 @@ import (
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
+	"github.com/tmc-syncer/syncer/modules/tunnel/statuspage/browsertest"
 )
 
 var now = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
@@ -156,71 +154,38 @@ func TestHumanSeconds(t *testing.T) {
 	}
 }
 
-// chromium returns the headless browser binary, or skips the test.
-func chromium(t *testing.T) string {
-	t.Helper()
-	for _, name := range []string{os.Getenv("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"} {
-		if name == "" {
-			continue
-		}
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Skip("headless browser test skipped: chromium not found (Debian: apt-get install -y chromium; or set CHROMIUM=/path/to/chrome)")
-	return ""
-}
-
-// browse runs headless chromium on url with extra flags and returns stdout.
-func browse(t *testing.T, bin, url string, extra ...string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-		"--hide-scrollbars", "--user-data-dir=" + t.TempDir()}, extra...)
-	out, err := exec.CommandContext(ctx, bin, append(args, url)...).Output()
-	var stderr string
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		stderr = string(ee.Stderr)
-	}
-	require.NoError(t, err, "chromium failed: %s", stderr)
-	return string(out)
-}
-
 // TestStatusPageRendersInHeadlessChromium loads /status in a real browser
 // and checks the DOM it built: one row per target with the right cells.
 func TestStatusPageRendersInHeadlessChromium(t *testing.T) {
-	bin := chromium(t)
+	bin := browsertest.Chromium(t)
 	srv := httptest.NewServer(page(t)) // 127.0.0.1
 	defer srv.Close()
 
-	dom := browse(t, bin, srv.URL+"/status", "--dump-dom")
+	dom := browsertest.Browse(t, bin, srv.URL+"/status", "--dump-dom")
 	doc, err := html.Parse(strings.NewReader(dom))
 	require.NoError(t, err)
-	rows := findAll(doc, func(n *html.Node) bool { return n.Data == "tr" && attr(n, "class") == "target" })
+	rows := browsertest.FindAll(doc, func(n *html.Node) bool { return n.Data == "tr" && browsertest.Attr(n, "class") == "target" })
 	require.Len(t, rows, 3, "one row per target in the rendered DOM")
 	byTarget := map[string]*html.Node{}
 	for _, r := range rows {
-		byTarget[attr(r, "data-target")] = r
+		byTarget[browsertest.Attr(r, "data-target")] = r
 	}
 	east, west := byTarget["root:org/east"], byTarget["root:org/west"]
 	require.NotNil(t, east)
 	require.NotNil(t, west)
 	require.NotNil(t, byTarget["root:other/orphan"])
 	cell := func(row *html.Node, class string) string {
-		cells := findAll(row, func(n *html.Node) bool { return n.Data == "td" && attr(n, "class") == class })
+		cells := browsertest.FindAll(row, func(n *html.Node) bool { return n.Data == "td" && browsertest.Attr(n, "class") == class })
 		require.Len(t, cells, 1, "cell %s", class)
-		return strings.Join(strings.Fields(text(cells[0])), " ")
+		return strings.Join(strings.Fields(browsertest.Text(cells[0])), " ")
 	}
-	assert.Equal(t, "True", attr(east, "data-ready"))
+	assert.Equal(t, "True", browsertest.Attr(east, "data-ready"))
 	assert.Equal(t, "Connected since 2026-11-27T10:00:00Z 127.0.0.1:50123 · 4 stream(s)", cell(east, "tunnel"))
 	assert.Equal(t, "1.2 ms", cell(east, "rtt"))
 	assert.Equal(t, "4s ago 2026-11-27T11:59:56Z", cell(east, "heartbeat"))
 	assert.Equal(t, "configmaps: 30 deployments.apps: 12 services: 5", cell(east, "objects"))
 	assert.Equal(t, "none", cell(east, "errors"))
-	assert.Equal(t, "False", attr(west, "data-ready"))
+	assert.Equal(t, "False", browsertest.Attr(west, "data-ready"))
 	assert.Equal(t, "Disconnected", cell(west, "tunnel"))
 	assert.Equal(t, "—", cell(west, "rtt"))
 	assert.Equal(t, "1m 35s ago stale 2026-11-27T11:58:25Z", cell(west, "heartbeat"))
@@ -232,40 +197,9 @@ func TestStatusPageRendersInHeadlessChromium(t *testing.T) {
 	if dir := os.Getenv("STATUSPAGE_SCREENSHOT_DIR"); dir != "" {
 		shot = filepath.Join(dir, "status.png")
 	}
-	browse(t, bin, srv.URL+"/status", "--screenshot="+shot, "--window-size=1400,560")
+	browsertest.Browse(t, bin, srv.URL+"/status", "--screenshot="+shot, "--window-size=1400,560")
 	png, err := os.ReadFile(shot)
 	require.NoError(t, err, "screenshot written")
 	require.Greater(t, len(png), 10000, "screenshot is not blank")
 	assert.Equal(t, "\x89PNG", string(png[:4]))
-}
-
-func findAll(n *html.Node, match func(*html.Node) bool) []*html.Node {
-	var out []*html.Node
-	if n.Type == html.ElementNode && match(n) {
-		out = append(out, n)
-	}
-	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		out = append(out, findAll(c, match)...)
-	}
-	return out
-}
-
-func attr(n *html.Node, key string) string {
-	for _, a := range n.Attr {
-		if a.Key == key {
-			return a.Val
-		}
-	}
-	return ""
-}
-
-func text(n *html.Node) string {
-	if n.Type == html.TextNode {
-		return n.Data + " "
-	}
-	var b strings.Builder
-	for c := n.FirstChild; c != nil; c = c.NextSibling {
-		b.WriteString(text(c))
-	}
-	return b.String()
 }
