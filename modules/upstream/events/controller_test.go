@@ -317,7 +317,10 @@ func TestRunForwardsFromInformers(t *testing.T) {
 	for _, api := range []string{APICoreV1, APIEventsV1} {
 		t.Run(api, func(t *testing.T) {
 			ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kcp-ns", Labels: map[string]string{identity.DownstreamClusterLabel: "k1"}}}
-			var ev runtime.Object = coreEvent("web.1", "Deployment", "web", 1)
+			// Run uses the real clock, so the Event must be recent by it (MaxAge).
+			live := coreEvent("web.1", "Deployment", "web", 1)
+			live.FirstTimestamp, live.LastTimestamp = metav1.Now(), metav1.Now()
+			var ev runtime.Object = live
 			if api == APIEventsV1 {
 				ev = &eventsv1.Event{
 					ObjectMeta: metav1.ObjectMeta{Name: "web.1", Namespace: "kcp-ns", UID: "uid-web.1"},
