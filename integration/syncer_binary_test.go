@@ -222,8 +222,11 @@ func TestSyncerBinarySyncsAndStopsCleanlyOnSIGTERM(t *testing.T) {
 			metricValue(scrape, "tmc_syncer_sync_latency_seconds_count{", `controller="downstream-spec"`, `resource="configmaps"`) >= n
 	}, 30*time.Second, 200*time.Millisecond, "the scrape shows %d synced ConfigMaps and their sync latencies; got:\n%s", n, grepLines(scrape, "configmaps"))
 
+	signalled := time.Now()
 	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	assert.Equal(t, 0, p.exitCode(t, 30*time.Second), "SIGTERM drains and exits 0; output:\n%s", p.output)
+	// The syncer gives its components 20 s to drain; a few more for a loaded machine.
+	assert.Equal(t, 0, p.exitCode(t, 25*time.Second), "SIGTERM drains and exits 0 within the drain bound; output:\n%s", p.output)
+	t.Logf("exited %s after SIGTERM", time.Since(signalled).Round(time.Millisecond))
 }
 
 // TestSyncerBinaryBadInputExitCodes checks that each bad input ends the process at

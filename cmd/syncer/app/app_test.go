@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -151,6 +152,46 @@ func TestSyncerReadyTurnsFalseOnlyWhenAWholeRoundFails(t *testing.T) {
 			}
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
+
+// TestWaitDrainedBoundsTheShutdown checks the drain after the shutdown signal: components
+// that stop in time end in exit 0, a failure keeps its error, and components that
+// ignore the signal are given up on after the grace period.
+func TestWaitDrainedBoundsTheShutdown(t *testing.T) {
+	stopsOnSignal := func(ctx context.Context) func() error {
+		return func() error { <-ctx.Done(); return ctx.Err() }
+	}
+	tests := []struct {
+		name     string
+		signal   bool
+		wait     func(ctx context.Context) func() error
+		wantCode int
+		wantErr  string
+	}{
+		{name: "drains on signal", signal: true, wait: stopsOnSignal, wantCode: ExitOK},
+		{name: "component fails", wait: func(context.Context) func() error {
+			return func() error { return errors.New("informer exploded") }
+		}, wantCode: ExitFailure, wantErr: "informer exploded"},
+		{name: "ignores the signal", signal: true, wait: func(context.Context) func() error {
+			return func() error { select {} }
+		}, wantCode: ExitFailure, wantErr: "did not stop within 50ms of the shutdown signal"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.signal {
+				cancel()
+			}
+			err := waitDrained(ctx, tt.wait(ctx), 50*time.Millisecond)
+			assert.Equal(t, tt.wantCode, codeOf(err))
+			if tt.wantErr == "" {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorContains(t, err, tt.wantErr)
+			}
 		})
 	}
 }

@@ -147,19 +147,33 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		return sync(gctx)
 	})
 
+	if err := waitDrained(ctx, g.Wait, shutdownGrace); err != nil || ctx.Err() == nil {
+		return err
+	}
+	log.Info("stopped on signal")
+	return nil
+}
+
+// waitDrained waits for wait (the components' errgroup) to return. Once ctx ends
+// (the shutdown signal) the components have grace to drain; after that it gives up
+// on them with an error. A signal-driven stop returns nil; a component's failure
+// returns its classified error.
+func waitDrained(ctx context.Context, wait func() error, grace time.Duration) error {
 	done := make(chan error, 1)
-	go func() { done <- g.Wait() }()
+	go func() { done <- wait() }()
+	var err error
 	select {
 	case err = <-done:
 	case <-ctx.Done():
+		timer := time.NewTimer(grace)
+		defer timer.Stop()
 		select {
 		case err = <-done:
-		case <-time.After(shutdownGrace):
-			return errorf(ExitFailure, "components did not stop within %s of the shutdown signal", shutdownGrace)
+		case <-timer.C:
+			return errorf(ExitFailure, "components did not stop within %s of the shutdown signal", grace)
 		}
 	}
 	if ctx.Err() != nil && (err == nil || errors.Is(err, context.Canceled)) {
-		log.Info("stopped on signal")
 		return nil
 	}
 	return classify(err)
