@@ -8,7 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 // Split turns "spec.template.spec.replicas" into its segments. Empty segments are dropped.
@@ -155,11 +158,40 @@ func Contains(want, got any) bool {
 		return true
 	default:
 		if wf, ok := number(want); ok {
-			gf, ok := number(got)
-			return ok && wf == gf
+			if gf, ok := number(got); ok {
+				return wf == gf
+			}
+			return sameQuantity(want, got)
 		}
-		return reflect.DeepEqual(want, got)
+		return reflect.DeepEqual(want, got) || sameQuantity(want, got)
 	}
+}
+
+// sameQuantity reports whether want and got are the same resource quantity written
+// differently: the server stores quantities (cpu: 0.5, memory: 1Gi) in canonical form
+// ("500m", "1Gi"), which is not drift.
+func sameQuantity(want, got any) bool {
+	g, ok := got.(string)
+	if !ok {
+		return false
+	}
+	var w string
+	switch v := want.(type) {
+	case string:
+		w = v
+	default:
+		f, ok := number(want)
+		if !ok {
+			return false
+		}
+		w = strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	wq, err := resource.ParseQuantity(w)
+	if err != nil {
+		return false
+	}
+	gq, err := resource.ParseQuantity(g)
+	return err == nil && wq.Cmp(gq) == 0
 }
 
 func isEmpty(v any) bool {
