@@ -118,14 +118,14 @@ var (
 const payloadSize = 1024
 
 type runner struct {
-	cfg               Config
-	env               *framework.Environment
-	log               io.Writer
-	upKube, downKube  kubernetes.Interface
-	upDyn, downDyn    dynamic.Interface
-	rep               *Report
-	payload           string
-	mu                sync.Mutex
+	cfg              Config
+	env              *framework.Environment
+	log              io.Writer
+	upKube, downKube kubernetes.Interface
+	upDyn, downDyn   dynamic.Interface
+	rep              *Report
+	payload          string
+	mu               sync.Mutex
 	// p1Time and p2Result are P1 and P2 without tunnel, P9's reference.
 	p1Time   time.Duration
 	p2Result Percentiles

@@ -256,7 +256,7 @@ func (r *runner) p2(ctx context.Context, p *syncerProcess, t target, objs object
 		ID: "P2", What: fmt.Sprintf("spec latency, upstream write → downstream watch, %d updates/s over %d objects for %s", r.cfg.P2Rate, objects, r.cfg.P2Duration),
 		Measured: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", got.P50, got.P99), Reference: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", ref.P50, ref.P99),
 		Ratio: fmt.Sprintf("p50 %.1f×, p99 %.1f×; %d of %d never seen", ratio(got.P50, ref.P50), ratio(got.P99, ref.P99), missing, got.N+missing),
-		Goal: "p50 ≤ 10 ms, p99 ≤ 30 ms", Met: met(got.P50 <= 10 && got.P99 <= 30 && missing == 0),
+		Goal:  "p50 ≤ 10 ms, p99 ≤ 30 ms", Met: met(got.P50 <= 10 && got.P99 <= 30 && missing == 0),
 	}, map[string]any{"syncer": got, "reference": ref, "missing": missing})
 	return nil
 }

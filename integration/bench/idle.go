@@ -76,7 +76,7 @@ func (r *runner) idle(ctx context.Context, pp **syncerProcess, t target, cnt *co
 		ID: "P10", What: fmt.Sprintf("API requests/s with %d synced objects, nothing changing (%s window)", total, window),
 		Measured: fmt.Sprintf("%.2f/s beyond heartbeats and leases (difference of two windows; ±0.5 is noise)", perSec), Reference: fmt.Sprintf("same window without the syncer: %.0f requests", upBase.total()+downBase.total()),
 		Ratio: fmt.Sprintf("with syncer: upstream %.0f, downstream %.0f requests", upIdle.total(), downIdle.total()),
-		Goal: "0 beyond watches and heartbeats", Met: met(perSec < 0.5),
+		Goal:  "0 beyond watches and heartbeats", Met: met(perSec < 0.5),
 		Notes: "with syncer, upstream: " + upIdle.top(4) + "; downstream: " + downIdle.top(4) + "; without: " + upBase.top(2) + " / " + downBase.top(2),
 	}, map[string]any{"with_syncer_upstream": upIdle, "with_syncer_downstream": downIdle, "without_upstream": upBase, "without_downstream": downBase, "window_seconds": window.Seconds()})
 
@@ -115,7 +115,7 @@ func (r *runner) idle(ctx context.Context, pp **syncerProcess, t target, cnt *co
 	idleCPU := (procA.CPUSecs - procB.CPUSecs) / window.Seconds() * 100
 	r.add(Row{
 		ID: "P5", What: fmt.Sprintf("syncer RSS and CPU with %d synced objects: idle, and during the full resync after a restart", total),
-		Measured: fmt.Sprintf("idle RSS %.0f MiB, CPU %.1f%%; resync peak RSS %.0f MiB, %.1f CPU-s over %s", procA.RSSMiB, idleCPU, procR.HWMMiB, procR.CPUSecs, resync.Round(time.Millisecond)),
+		Measured:  fmt.Sprintf("idle RSS %.0f MiB, CPU %.1f%%; resync peak RSS %.0f MiB, %.1f CPU-s over %s", procA.RSSMiB, idleCPU, procR.HWMMiB, procR.CPUSecs, resync.Round(time.Millisecond)),
 		Reference: "—", Ratio: fmt.Sprintf("%.1f KiB RSS per object; %.0f downstream writes during the resync", procR.HWMMiB*1024/float64(total), writes),
 		Goal: "≤ 200 MiB RSS", Met: met(procA.RSSMiB <= 200 && procR.HWMMiB <= 200),
 	}, map[string]any{"idle_before": procB, "idle_after": procA, "resync": procR, "resync_seconds": resync.Seconds(), "resync_downstream_writes": writes})

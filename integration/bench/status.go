@@ -124,7 +124,7 @@ func (r *runner) p3(ctx context.Context, p *syncerProcess, t target, upNS string
 		ID: "P3", What: fmt.Sprintf("status latency, downstream status write → upstream watch, %d sequential updates", r.cfg.StatusUpdates),
 		Measured: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", got.P50, got.P99), Reference: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (direct status write → watch)", ref.P50, ref.P99),
 		Ratio: fmt.Sprintf("p50 %.1f×, p99 %.1f×; %d never seen", ratio(got.P50, ref.P50), ratio(got.P99, ref.P99), missed),
-		Goal: "p99 ≤ 30 ms", Met: met(got.P99 <= 30 && missed == 0 && got.N > 0),
+		Goal:  "p99 ≤ 30 ms", Met: met(got.P99 <= 30 && missed == 0 && got.N > 0),
 	}, map[string]any{"syncer": got, "reference": ref, "missed": missed})
 	return nil
 }
@@ -176,7 +176,7 @@ func (r *runner) p4(ctx context.Context, p *syncerProcess, t target, objs object
 		ID: "P4", What: fmt.Sprintf("drift revert: synced field edited downstream → reverted, %d sequential edits", r.cfg.DriftEdits),
 		Measured: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms; %d not reverted within 10 s", got.P50, got.P99, missed), Reference: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (P2's reference)", ref.P50, ref.P99),
 		Ratio: fmt.Sprintf("p50 %.1f×, p99 %.1f×", ratio(got.P50, ref.P50), ratio(got.P99, ref.P99)),
-		Goal: "p99 ≤ 50 ms", Met: met(got.P99 <= 50 && missed == 0 && got.N > 0),
+		Goal:  "p99 ≤ 50 ms", Met: met(got.P99 <= 50 && missed == 0 && got.N > 0),
 	}, map[string]any{"syncer": got, "missed": missed})
 	return nil
 }

@@ -280,7 +280,7 @@ func (r *runner) p8(ctx context.Context) error {
 	cpu := (cpuA.CPUSecs - cpuB.CPUSecs) / hold.Seconds() * 100
 	r.add(Row{
 		ID: "P8", What: fmt.Sprintf("tunnel server with %d concurrent simulated sessions pinging every 5 s", n),
-		Measured: fmt.Sprintf("%d of %d held after %s; connected in %s; %.0f KiB heap+stack per session; %.1f%% CPU while idle", held, n, hold, up.Round(time.Millisecond), perSession, cpu),
+		Measured:  fmt.Sprintf("%d of %d held after %s; connected in %s; %.0f KiB heap+stack per session; %.1f%% CPU while idle", held, n, hold, up.Round(time.Millisecond), perSession, cpu),
 		Reference: "—", Ratio: "—", Goal: "holds all on 2 cores, ≤ 100 KiB per session", Met: met(held == n && perSession <= 100),
 		Notes: "server and clients share the harness process: the memory figure is server + client per session, an upper bound for the server",
 	}, map[string]any{"sessions": n, "held": held, "kib_per_session": perSession, "connect_seconds": up.Seconds(), "cpu_percent": cpu})
