@@ -145,8 +145,6 @@ type Controller struct {
 
 	mu       sync.Mutex
 	failures map[queue.Key]failure
-
-	foreign foreignScans
 }
 
 // failure remembers a permanent failure, so that the same desired object is not sent again

@@ -163,7 +163,7 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 // object, concurrently when both need a request. A nil upstream object means it is gone.
 func (c *Controller) finalizerAndLive(ctx context.Context, r Resource, up *unstructured.Unstructured, ns, name string) (*unstructured.Unstructured, *unstructured.Unstructured, error) {
 	if hasFinalizer(up, c.cfg.Target.SyncerFinalizer()) {
-		live, err := c.liveForApply(ctx, r, ns, name)
+		live, err := c.live(ctx, r, ns, name)
 		return up, live, err
 	}
 	var (
@@ -171,7 +171,7 @@ func (c *Controller) finalizerAndLive(ctx context.Context, r Resource, up *unstr
 		live    *unstructured.Unstructured
 		liveErr error
 	)
-	wg.Go(func() { live, liveErr = c.liveForApply(ctx, r, ns, name) })
+	wg.Go(func() { live, liveErr = c.live(ctx, r, ns, name) })
 	up, err := c.ensureFinalizer(ctx, r, up)
 	wg.Wait()
 	if err != nil {
@@ -181,23 +181,6 @@ func (c *Controller) finalizerAndLive(ctx context.Context, r Resource, up *unstr
 		return nil, nil, liveErr
 	}
 	return up, live, nil
-}
-
-// liveForApply returns what the apply decision needs of the downstream object
-// namespace/name: the cached one, else a foreign one (not in our label-filtered cache)
-// from a recent listing of the namespace's foreign objects; nil means absent. An object
-// of ours the cache has not seen yet counts as absent, which is decided the same way
-// (force-applied). Cluster-scoped objects are read from the API server.
-func (c *Controller) liveForApply(ctx context.Context, r Resource, ns, name string) (*unstructured.Unstructured, error) {
-	if item, ok, err := r.Downstream.GetByKey(cacheKey(ns, name)); err == nil && ok {
-		if u, isU := item.(*unstructured.Unstructured); isU {
-			return u, nil
-		}
-	}
-	if ns != "" {
-		return c.foreignObject(ctx, r, ns, name)
-	}
-	return c.live(ctx, r, ns, name)
 }
 
 // live returns the downstream object namespace/name from the cache, else from the API

@@ -617,32 +617,3 @@ func TestCachesWithoutTheUpstreamIndexFindDownstreamByName(t *testing.T) {
 	assert.Empty(t, ns, "cluster-scoped")
 	assert.Equal(t, "kcp-root-ca.crt", name)
 }
-
-func TestFirstSyncsOfANamespaceListForeignObjectsOnce(t *testing.T) {
-	f := newFixture(t)
-	var ups []*unstructured.Unstructured
-	for i := range 5 {
-		ups = append(ups, f.cm(fmt.Sprintf("cm-%d", i), withFinalizer(f)))
-	}
-	f = newFixture(t, ups...)
-	nsName, err := namespace.DownstreamName(f.tctx.Locator(ups[0]))
-	require.NoError(t, err)
-	foreign := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "v1", "kind": "ConfigMap",
-		"metadata": map[string]any{"name": "cm-4", "namespace": nsName},
-		"data":     map[string]any{"k": "theirs"},
-	}}
-	require.NoError(t, f.downAPI.Tracker().Add(foreign))
-
-	for i := range 4 {
-		require.NoError(t, f.ctl.Reconcile(context.Background(), key(fmt.Sprintf("cm-%d", i))))
-	}
-	var ra *queue.RequeueAfterError
-	require.ErrorAs(t, f.ctl.Reconcile(context.Background(), key("cm-4")), &ra, "the foreign object is still found")
-	assert.Len(t, f.writer.applies, 4)
-	verbs := map[string]int{}
-	for _, a := range f.downAPI.Actions() {
-		verbs[a.GetVerb()]++
-	}
-	assert.Equal(t, map[string]int{"list": 1}, verbs, "one listing of the namespace's foreign objects, no GET per object")
-}
