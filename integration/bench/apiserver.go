@@ -62,10 +62,10 @@ func parseLabels(s string) map[string]string {
 	return out
 }
 
-// delta is after − before, without zeroes.
-func (after requestCounts) delta(before requestCounts) requestCounts {
+// delta is c (after) − before, without zeroes.
+func (c requestCounts) delta(before requestCounts) requestCounts {
 	out := requestCounts{}
-	for k, v := range after {
+	for k, v := range c {
 		if d := v - before[k]; d > 0 {
 			out[k] = d
 		}

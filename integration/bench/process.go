@@ -65,7 +65,7 @@ func (p *syncerProcess) stop() {
 func (p *syncerProcess) exited() error {
 	select {
 	case <-p.done:
-		return fmt.Errorf("syncer exited: %v; log %s:\n%s", p.err, p.log, tail(p.log, 20))
+		return fmt.Errorf("syncer exited: %w; log %s:\n%s", p.err, p.log, tail(p.log, 20))
 	default:
 		return nil
 	}
