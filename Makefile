@@ -73,16 +73,27 @@ fuzz: ## Run every fuzz target for FUZZTIME (default 60s).
 	    done; done) || exit 1; \
 	done
 
+BENCH_OUT ?= $(ROOT)/bench/results
+
 .PHONY: bench
-bench: ## Go benchmarks of every module (the end-to-end harness arrives with the benchmarks issue).
-	@for m in $(LIB_MODULES); do \
-	  (cd $$m && GOWORK=off go test -run '^$$' -bench . -benchmem ./...) || exit 1; \
-	done
+bench: build testbin ## End-to-end benchmarks P1–P11 (issue #11), full sizes: writes bench/results/<UTC time>.md and .json.
+	@$(MAKE) --no-print-directory bench-run BENCH_FLAGS= BENCH_OUT=$(BENCH_OUT)
 
 .PHONY: bench-quick
-bench-quick: ## Benchmarks with one short iteration each: proves the harness runs, asserts no timing.
+bench-quick: build testbin ## The same harness at small sizes (CI): fails only on a crash or a broken harness, never on timing.
+	@$(MAKE) --no-print-directory bench-run BENCH_FLAGS=--quick BENCH_OUT=$(BIN)/bench-results
+
+.PHONY: bench-run
+bench-run:
+	@dir=$$(hack/testbin.sh 2>/dev/null); bed=$$(mktemp -d); \
+	rc=0; (cd integration && TMC_TESTBIN_DIR=$$dir TMC_BED_ROOT=$$bed GOWORK=off go run ./cmd/bench $(BENCH_FLAGS) --syncer $(BIN)/syncer --out $(BENCH_OUT)) || rc=$$?; \
+	if pgrep -f "$$bed/" >/dev/null; then echo "test bed processes left running:"; pgrep -af "$$bed/"; exit 1; fi; \
+	rm -rf "$$bed"; exit $$rc
+
+.PHONY: bench-micro
+bench-micro: ## Go micro-benchmarks of every module (transform, queue, tunnel streams).
 	@for m in $(LIB_MODULES); do \
-	  (cd $$m && GOWORK=off go test -run '^$$' -bench . -benchtime 1x ./...) || exit 1; \
+	  (cd $$m && GOWORK=off go test -run '^$$' -bench . -benchmem ./...) || exit 1; \
 	done
 
 .PHONY: demo

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"strings"
 	"time"
@@ -128,7 +129,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	if tun != nil {
 		checks.AddReadyz(health.TunnelConnected(tun))
 	}
-	g.Go(func() error { return serve(gctx, metricsLn, tunnelmetrics.Handler(reg)) })
+	g.Go(func() error { return serve(gctx, metricsLn, metricsHandler(reg, opts.Profiling)) })
 	g.Go(func() error { return serve(gctx, healthLn, checks) })
 
 	g.Go(func() error {
@@ -407,6 +408,22 @@ func closeAll(lns ...net.Listener) {
 }
 
 // serve serves h on ln until ctx ends; a nil listener (disabled) serves nothing.
+// metricsHandler serves /metrics and, with profiling, net/http/pprof under /debug/pprof/.
+func metricsHandler(reg *prometheus.Registry, profiling bool) http.Handler {
+	h := tunnelmetrics.Handler(reg)
+	if !profiling {
+		return h
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.Handle("/", h)
+	return mux
+}
+
 func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	if ln == nil {
 		return nil

@@ -54,6 +54,9 @@ type Options struct {
 	Workers        int
 	EventRateLimit float64
 
+	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics listener.
+	Profiling bool
+
 	Config string
 	// Namespace is the syncer's own namespace downstream (env NAMESPACE), where the
 	// leader-election Lease lives.
@@ -103,6 +106,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "how often candidates try to acquire the lease")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "workers per controller")
 	fs.Float64Var(&o.EventRateLimit, "event-rate-limit", o.EventRateLimit, "Events per second forwarded upstream (global token bucket)")
+	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "serve pprof profiles under /debug/pprof/ on --metrics-bind-address")
 	fs.StringVar(&o.Config, "config", o.Config, "YAML file with the same settings, keyed by flag name; flags given on the command line win")
 }
 
@@ -166,6 +170,9 @@ func (o *Options) Validate() error {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			bad(setting, "%q is not host:port", addr)
 		}
+	}
+	if o.Profiling && o.MetricsBindAddress == "" {
+		bad("profiling", "needs --metrics-bind-address")
 	}
 	if o.LeaderElect {
 		if o.Namespace == "" {

@@ -41,6 +41,8 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		{"CA without tunnel", func(o *Options) { o.TunnelCAFile = "/ca" }, "--tunnel-ca-file: set without --tunnel-url"},
 		{"bad health address", func(o *Options) { o.HealthBindAddress = "8081" }, "--health-bind-address"},
 		{"health disabled", func(o *Options) { o.HealthBindAddress = "" }, ""},
+		{"profiling without metrics listener", func(o *Options) { o.Profiling, o.MetricsBindAddress = true, "" }, "--profiling: needs --metrics-bind-address"},
+		{"profiling", func(o *Options) { o.Profiling = true }, ""},
 		{"leader election without namespace", func(o *Options) { o.LeaderElect = true; o.Namespace = "" }, "needs the syncer's namespace"},
 		{"lease shorter than renew", func(o *Options) {
 			o.LeaderElect, o.Namespace, o.LeaseDuration = true, "ns", 5*time.Second

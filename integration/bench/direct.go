@@ -1,0 +1,275 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+)
+
+const refNS = "bench-reference"
+
+// direct runs the scenarios on a syncer without tunnel: P1 and P11 (initial sync),
+// P2 (spec latency), P3 (status latency), P4 (drift revert), P10 (idle requests)
+// and P5 (memory and CPU idle and during a full resync).
+func (r *runner) direct(ctx context.Context) error {
+	t, err := r.newTarget(ctx, "bench-direct")
+	if err != nil {
+		return err
+	}
+	n := r.cfg.P1Objects
+	r.logf("   creating %d ConfigMaps upstream", n)
+	objs, err := r.createUpstream(ctx, t, "p1", n)
+	if err != nil {
+		return err
+	}
+	const widgets = 10
+	for i := range widgets {
+		w := widget(fmt.Sprintf("w-%d", i), map[string]string{t.id.StateLabel(): "Sync"})
+		if _, err := r.upDyn.Resource(widgetsGVR).Namespace(objs.namespaces[0]).Create(ctx, w, metav1.CreateOptions{}); err != nil {
+			return err
+		}
+	}
+	if err := r.createNamespace(ctx, r.downKube, refNS); err != nil {
+		return err
+	}
+	refTime, err := r.applyReference(ctx, n)
+	if err != nil {
+		return err
+	}
+
+	cnt := &counter{seen: map[types.UID]bool{}}
+	if err := watchAll(ctx, r.downDyn, configMapsGVR, "", t.id.DownstreamSelector().String(), cnt.observe); err != nil {
+		return err
+	}
+	upBefore, downBefore, err := r.scrapeBoth(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	p, err := startSyncer(r.cfg.SyncerBin, r.cfg.WorkDir, "syncer-direct", r.syncerArgs(t, "")...)
+	if err != nil {
+		return err
+	}
+	defer func() { p.stop() }()
+	go r.profile(ctx, p, "p1-initial-sync")
+	if err := waitFor(ctx, 30*time.Minute, p, "P1: all ConfigMaps downstream", func() bool { return int(cnt.n.Load()) >= n }); err != nil {
+		return err
+	}
+	syncTime := time.Since(start)
+	upAfter, downAfter, err := r.scrapeBoth(ctx)
+	if err != nil {
+		return err
+	}
+	rt := ratio(syncTime.Seconds(), refTime.Seconds())
+	r.p1Time = syncTime
+	r.add(Row{
+		ID: "P1", What: fmt.Sprintf("initial sync of %d ConfigMaps (1 KiB), from syncer start", n),
+		Measured: syncTime.Round(time.Millisecond).String(), Reference: refTime.Round(time.Millisecond).String() + " (client-go SSA, same budget)",
+		Ratio: fmt.Sprintf("%.2f×", rt), Goal: "≤ 1.15×", Met: met(rt <= 1.15),
+		Notes: fmt.Sprintf("budget: --qps %d --burst %d --workers %d for both", r.cfg.QPS, r.cfg.Burst, r.cfg.Workers),
+	}, map[string]any{"syncer_seconds": syncTime.Seconds(), "reference_seconds": refTime.Seconds(), "objects": n})
+	up, down := upAfter.delta(upBefore), downAfter.delta(downBefore)
+	perObj := (up.total() + down.total()) / float64(n)
+	r.add(Row{
+		ID: "P11", What: "API requests per synced object during P1 (both apiservers, WATCH excluded)",
+		Measured: fmt.Sprintf("%.2f", perObj), Reference: "1 (the reference's one apply)",
+		Ratio: fmt.Sprintf("upstream %.0f, downstream %.0f", up.total(), down.total()), Goal: "≤ 2.1", Met: met(perObj <= 2.1),
+		Notes: "upstream: " + up.top(4) + "; downstream: " + down.top(4),
+	}, map[string]any{"upstream": up, "downstream": down, "per_object": perObj})
+
+	if err := r.p2(ctx, p, t, objs); err != nil {
+		return err
+	}
+	if err := r.p3(ctx, p, t, objs.namespaces[0], widgets); err != nil {
+		return err
+	}
+	if err := r.p4(ctx, p, t, objs); err != nil {
+		return err
+	}
+	return r.idle(ctx, &p, t, cnt)
+}
+
+// profile saves a CPU profile of the syncer's first seconds of work.
+func (r *runner) profile(ctx context.Context, p *syncerProcess, name string) {
+	time.Sleep(time.Second) // the listener binds early, but give the process a moment
+	path := filepath.Join(r.cfg.WorkDir, "profiles", name+".cpu.pprof")
+	if err := p.saveProfile(ctx, fmt.Sprintf("profile?seconds=%d", r.cfg.CPUProfileSecs), path); err != nil {
+		r.logf("   profile %s: %v", name, err)
+	}
+}
+
+func (r *runner) scrapeBoth(ctx context.Context) (requestCounts, requestCounts, error) {
+	up, err := scrapeRequests(ctx, r.upKube)
+	if err != nil {
+		return nil, nil, err
+	}
+	down, err := scrapeRequests(ctx, r.downKube)
+	return up, down, err
+}
+
+// applyReference server-side-applies n ConfigMaps like P1's into the physical
+// cluster with the syncer's client budget: QPS, burst and workers.
+func (r *runner) applyReference(ctx context.Context, n int) (time.Duration, error) {
+	cfg := rest.CopyConfig(r.env.Physical.Config)
+	cfg.QPS, cfg.Burst = float32(r.cfg.QPS), r.cfg.Burst
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	err = parallel(ctx, n, r.cfg.Workers, func(ctx context.Context, i int) error {
+		cm := corev1ac.ConfigMap(fmt.Sprintf("cm-%05d", i), refNS).
+			WithLabels(map[string]string{"bench": "reference"}).
+			WithData(map[string]string{"payload": r.payload, "seq": "0"})
+		_, err := kube.CoreV1().ConfigMaps(refNS).Apply(ctx, cm, metav1.ApplyOptions{FieldManager: "bench-reference", Force: true})
+		return err
+	})
+	return time.Since(start), err
+}
+
+// latencies measures write → watch-visible for writes of data.seq, each seq unique.
+type latencies struct {
+	mu      sync.Mutex
+	pending map[string]time.Time
+	samples []time.Duration
+}
+
+func newLatencies() *latencies { return &latencies{pending: map[string]time.Time{}} }
+
+func (l *latencies) wrote(seq string, at time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pending[seq] = at
+}
+
+func (l *latencies) forget(seq string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.pending, seq)
+}
+
+func (l *latencies) observe(_ watch.EventType, u *unstructured.Unstructured) {
+	seq, _, _ := unstructured.NestedString(u.Object, "data", "seq")
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if at, ok := l.pending[seq]; ok {
+		l.samples = append(l.samples, now.Sub(at))
+		delete(l.pending, seq)
+	}
+}
+
+func (l *latencies) result() ([]time.Duration, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]time.Duration(nil), l.samples...), len(l.pending)
+}
+
+var seqCounter atomic.Int64
+
+// specUpdates patches data.seq of objects at rate for duration through kube and
+// returns the latencies seen by lat's watch, and how many were never seen.
+func (r *runner) specUpdates(ctx context.Context, kube kubernetes.Interface, obj func(i int) (string, string), objects, rate int, duration time.Duration, lat *latencies) ([]time.Duration, int, error) {
+	total := int(duration.Seconds() * float64(rate))
+	interval := time.Second / time.Duration(rate)
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	var failures atomic.Int64
+	tick := time.NewTicker(interval)
+	for i := range total {
+		<-tick.C
+		ns, name := obj(i % objects)
+		seq := strconv.FormatInt(seqCounter.Add(1), 10)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			lat.wrote(seq, time.Now())
+			patch := fmt.Sprintf(`{"data":{"seq":%q}}`, seq)
+			if _, err := kube.CoreV1().ConfigMaps(ns).Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+				// A write the loaded server refused (e.g. "etcdserver: request timed out")
+				// is not the syncer's latency: drop it, count it, and stop only when
+				// nothing gets through.
+				lat.forget(seq)
+				if failures.Add(1) > int64(total/10)+3 {
+					failed.Store(err)
+				}
+			}
+		})
+	}
+	tick.Stop()
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		return nil, 0, err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, missing := lat.result(); missing == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s, missing := lat.result()
+	return s, missing, nil
+}
+
+// referenceLatency is P2's reference: the same writes directly into the physical
+// cluster, seen by a watch there.
+func (r *runner) referenceLatency(ctx context.Context, objects, rate int, duration time.Duration) (Percentiles, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lat := newLatencies()
+	if err := watchAll(wctx, r.downDyn, configMapsGVR, refNS, "bench=reference", lat.observe); err != nil {
+		return Percentiles{}, err
+	}
+	s, _, err := r.specUpdates(ctx, r.downKube, func(i int) (string, string) { return refNS, fmt.Sprintf("cm-%05d", i) }, objects, rate, duration, lat)
+	return percentiles(s), err
+}
+
+// syncedLatency is P2: upstream writes, seen downstream by a watch.
+func (r *runner) syncedLatency(ctx context.Context, t target, objs objectSet, objects, rate int, duration time.Duration) (Percentiles, int, error) {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	lat := newLatencies()
+	if err := watchAll(wctx, r.downDyn, configMapsGVR, t.downNS(objs.namespaces[0]), t.id.DownstreamSelector().String(), lat.observe); err != nil {
+		return Percentiles{}, 0, err
+	}
+	s, missing, err := r.specUpdates(ctx, r.upKube, objs.at, objects, rate, duration, lat)
+	return percentiles(s), missing, err
+}
+
+func (r *runner) p2(ctx context.Context, p *syncerProcess, t target, objs objectSet) error {
+	objects := min(r.cfg.P2Objects, objs.perNS, objs.n)
+	ref, err := r.referenceLatency(ctx, objects, r.cfg.P2Rate, r.cfg.RefDuration)
+	if err != nil {
+		return err
+	}
+	r.rep.Raw["reference direct write → watch"] = ref
+	got, missing, err := r.syncedLatency(ctx, t, objs, objects, r.cfg.P2Rate, r.cfg.P2Duration)
+	if err != nil {
+		return err
+	}
+	if err := p.exited(); err != nil {
+		return err
+	}
+	r.p2Result = got
+	r.add(Row{
+		ID: "P2", What: fmt.Sprintf("spec latency, upstream write → downstream watch, %d updates/s over %d objects for %s", r.cfg.P2Rate, objects, r.cfg.P2Duration),
+		Measured: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", got.P50, got.P99), Reference: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", ref.P50, ref.P99),
+		Ratio: fmt.Sprintf("p50 %.1f×, p99 %.1f×; %d of %d never seen", ratio(got.P50, ref.P50), ratio(got.P99, ref.P99), missing, got.N+missing),
+		Goal:  "p50 ≤ 10 ms, p99 ≤ 30 ms", Met: met(got.P50 <= 10 && got.P99 <= 30 && missing == 0),
+	}, map[string]any{"syncer": got, "reference": ref, "missing": missing})
+	return nil
+}

@@ -1,0 +1,176 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// syncerProcess is the real syncer binary, its output in a log file.
+type syncerProcess struct {
+	cmd         *exec.Cmd
+	log         string
+	metricsAddr string
+	done        chan struct{}
+	err         error
+}
+
+func startSyncer(bin, logDir, name string, args ...string) (*syncerProcess, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	logPath := filepath.Join(logDir, name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	args = append(args, "--metrics-bind-address="+addr, "--health-bind-address=127.0.0.1:0", "--profiling")
+	p := &syncerProcess{log: logPath, metricsAddr: addr, done: make(chan struct{})}
+	p.cmd = exec.Command(bin, args...) //nolint:gosec // the harness runs the syncer it was given
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := p.cmd.Start(); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("start syncer: %w", err)
+	}
+	go func() { p.err = p.cmd.Wait(); _ = f.Close(); close(p.done) }()
+	return p, nil
+}
+
+// stop sends SIGTERM and waits (SIGKILL after 25 s).
+func (p *syncerProcess) stop() {
+	if p == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(25 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// exited reports an unexpected exit, with the log's tail.
+func (p *syncerProcess) exited() error {
+	select {
+	case <-p.done:
+		return fmt.Errorf("syncer exited: %w; log %s:\n%s", p.err, p.log, tail(p.log, 20))
+	default:
+		return nil
+	}
+}
+
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func (p *syncerProcess) get(ctx context.Context, path string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.metricsAddr+path, nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// metricSum adds every sample of the metric whose line contains all of match.
+func metricSum(scrape, name string, match ...string) float64 {
+	sum := 0.0
+	for _, line := range strings.Split(scrape, "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		ok := true
+		for _, m := range match {
+			ok = ok && strings.Contains(line, m)
+		}
+		if !ok {
+			continue
+		}
+		f := strings.Fields(line)
+		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// saveProfile writes a pprof profile of the syncer (e.g. "profile?seconds=10", "heap").
+func (p *syncerProcess) saveProfile(ctx context.Context, kind, path string) error {
+	body, err := p.get(ctx, "/debug/pprof/"+kind)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(body), 0o600)
+}
+
+// procStat is what /proc says about a process.
+type procStat struct {
+	RSSMiB  float64 `json:"rss_mib"`
+	HWMMiB  float64 `json:"peak_rss_mib"`
+	CPUSecs float64 `json:"cpu_seconds"`
+}
+
+func readProc(pid int) (procStat, error) {
+	var s procStat
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return s, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			s.RSSMiB = kb / 1024
+		case "VmHWM:":
+			s.HWMMiB = kb / 1024
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return s, err
+	}
+	// Fields after the command name (which may hold spaces): utime and stime are 14th and 15th.
+	rest := string(stat)[strings.LastIndex(string(stat), ")")+2:]
+	f := strings.Fields(rest)
+	if len(f) > 12 {
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		s.CPUSecs = (ut + st) / 100 // USER_HZ is 100 on Linux
+	}
+	return s, nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
