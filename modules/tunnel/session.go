@@ -65,15 +65,19 @@ type Session struct {
 // selects the yamux role (the side that dialed the WebSocket). The session
 // pings the peer as configured by ka and closes itself when the peer is gone
 // or ctx ends.
-func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target, ka Keepalive, obs Observer, log logr.Logger) (*Session, error) {
+func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target, ka Keepalive, obs Observer, log logr.Logger, opts ...SessionOption) (*Session, error) {
 	if obs == nil {
 		obs = NopObserver{}
+	}
+	var so sessionOptions
+	for _, o := range opts {
+		o(&so)
 	}
 	ka = ka.withDefaults()
 	// The connection lives on an inner context so that the end of ctx leads
 	// to a graceful close (GoAway, close frame) rather than an abrupt one.
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	nc := &countingConn{Conn: websocket.NetConn(inner, ws, websocket.MessageBinary), target: t, obs: obs}
+	nc := &countingConn{Conn: websocket.NetConn(inner, ws, websocket.MessageBinary), target: t, obs: obs, cork: so.cork}
 	cfg := yamuxConfig(log)
 	var (
 		mux *yamux.Session
@@ -333,6 +337,7 @@ type countingConn struct {
 	net.Conn
 	target Target
 	obs    Observer
+	cork   corker // nil: no cork under the WebSocket
 
 	// Write coalescing: yamux writes a data frame as two writes, the 12-byte
 	// header and then the body. Sending them as one WebSocket message halves
@@ -378,7 +383,16 @@ func (c *countingConn) Write(p []byte) (int, error) {
 }
 
 func (c *countingConn) write(p []byte) (int, error) {
+	if c.cork != nil {
+		c.cork.Cork()
+	}
 	n, err := c.Conn.Write(p)
+	if c.cork != nil {
+		if uerr := c.cork.Uncork(); err == nil && uerr != nil {
+			err = uerr
+			n = 0
+		}
+	}
 	if n > 0 {
 		c.obs.Bytes(c.target, Sent, n)
 	}

@@ -1,0 +1,93 @@
+package tunnel
+
+import (
+	"net"
+	"sync"
+)
+
+// maxCorked bounds what a CorkedConn holds back; a larger message is sent in
+// pieces of about this size.
+const maxCorked = 1 << 20
+
+// CorkedConn is a net.Conn that, while corked, collects writes and sends them
+// as one write when uncorked. The session corks it around each WebSocket
+// message: the WebSocket library masks a client frame through a 4 KiB buffer
+// and flushes every 4 KiB, so without the cork one 256 KiB yamux frame costs
+// 64 writes (syscalls and TLS records) instead of one.
+type CorkedConn struct {
+	net.Conn
+
+	mu     sync.Mutex
+	corked bool
+	buf    []byte
+}
+
+// NewCorkedConn wraps c; it starts uncorked (writes pass straight through).
+func NewCorkedConn(c net.Conn) *CorkedConn { return &CorkedConn{Conn: c} }
+
+// Write sends p, or holds it back while corked.
+func (c *CorkedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.Conn.Write(p)
+	}
+	c.buf = append(c.buf, p...)
+	if len(c.buf) >= maxCorked {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+// Cork holds back the following writes until Uncork.
+func (c *CorkedConn) Cork() {
+	c.mu.Lock()
+	c.corked = true
+	c.mu.Unlock()
+}
+
+// Uncork sends what was held back as one write and lets writes pass again.
+func (c *CorkedConn) Uncork() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	return c.flushLocked()
+}
+
+func (c *CorkedConn) flushLocked() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	if cap(c.buf) > maxCorked+maxCorked/4 {
+		c.buf = nil // do not pin an outsized buffer
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}
+
+// Corker is what a session needs of a CorkedConn.
+type corker interface {
+	Cork()
+	Uncork() error
+}
+
+// SessionOption configures NewSession.
+type SessionOption func(*sessionOptions)
+
+type sessionOptions struct {
+	cork corker
+}
+
+// WithCork makes the session cork c (the connection under the WebSocket)
+// around every message it writes, so that each message leaves in one write.
+func WithCork(c *CorkedConn) SessionOption {
+	return func(o *sessionOptions) {
+		if c != nil {
+			o.cork = c
+		}
+	}
+}
