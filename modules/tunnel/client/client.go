@@ -240,7 +240,8 @@ func (c *Client) Run(ctx context.Context) error {
 			attempt++
 			delay := c.opts.Backoff.Delay(attempt, c.rnd)
 			c.obs.ConnectFailed(c.opts.Target, reason)
-			c.log.Info("tunnel connection failed", "reason", string(reason), "attempt", attempt, "retryIn", delay.String(), "err", err.Error())
+			c.log.Info("tunnel connection failed", "reason", string(reason), "attempt", attempt,
+				"retryIn", delay.String(), "backoffBound", c.opts.Backoff.Bound(attempt).String(), "err", err.Error())
 			if !c.wait(ctx, delay) {
 				return nil
 			}
