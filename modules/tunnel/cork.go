@@ -69,25 +69,50 @@ func (c *CorkedConn) flushLocked() error {
 	return err
 }
 
-// Corker is what a session needs of a CorkedConn.
+// corker is what a session needs of a CorkedConn.
 type corker interface {
 	Cork()
 	Uncork() error
+}
+
+// corks corks and uncorks several stacked connections, outermost first, so
+// that what the outer one releases is held by the inner one until it is
+// released too.
+type corks []corker
+
+func (cs corks) Cork() {
+	for _, c := range cs {
+		c.Cork()
+	}
+}
+
+func (cs corks) Uncork() error {
+	var first error
+	for _, c := range cs {
+		if err := c.Uncork(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // SessionOption configures NewSession.
 type SessionOption func(*sessionOptions)
 
 type sessionOptions struct {
-	cork corker
+	cork corks
 }
 
-// WithCork makes the session cork c (the connection under the WebSocket)
+// WithCork makes the session cork the given connections under the WebSocket,
+// outermost first (e.g. the one above TLS, then the TCP connection under it),
 // around every message it writes, so that each message leaves in one write.
-func WithCork(c *CorkedConn) SessionOption {
+// Nil connections are skipped.
+func WithCork(cs ...*CorkedConn) SessionOption {
 	return func(o *sessionOptions) {
-		if c != nil {
-			o.cork = c
+		for _, c := range cs {
+			if c != nil {
+				o.cork = append(o.cork, c)
+			}
 		}
 	}
 }

@@ -329,7 +329,7 @@ func (c *Client) connect(ctx context.Context) (*tunnel.Session, error) {
 	if err != nil {
 		return nil, &attemptError{reason: tunnel.ReasonHandshake, err: fmt.Errorf("get token: %w", err)}
 	}
-	var corked atomic.Pointer[tunnel.CorkedConn]
+	var corked attemptCorks
 	httpc := c.attemptClient(&corked)
 	defer httpc.CloseIdleConnections()
 	ws, resp, err := websocket.Dial(hctx, c.url, &websocket.DialOptions{
@@ -344,30 +344,35 @@ func (c *Client) connect(ctx context.Context) (*tunnel.Session, error) {
 		_ = ws.Close(websocket.StatusProtocolError, "unsupported tunnel protocol")
 		return nil, &attemptError{reason: tunnel.ReasonHandshake, err: fmt.Errorf("server did not agree to subprotocol %s", tunnel.Subprotocol)}
 	}
-	sess, err := tunnel.NewSession(ctx, ws, true, c.opts.Target, c.opts.Keepalive, c.obs, c.log, tunnel.WithCork(corked.Load()))
+	sess, err := tunnel.NewSession(ctx, ws, true, c.opts.Target, c.opts.Keepalive, c.obs, c.log, tunnel.WithCork(corked.outer.Load(), corked.inner.Load()))
 	if err != nil {
 		return nil, &attemptError{reason: tunnel.ReasonHandshake, err: err}
 	}
 	return sess, nil
 }
 
+// attemptCorks are the corked connections of one attempt: above TLS (outer)
+// and the TCP connection (inner); over plain HTTP only inner.
+type attemptCorks struct{ outer, inner atomic.Pointer[tunnel.CorkedConn] }
+
 // attemptClient returns the HTTP client of one connection attempt. Its
-// connection is a CorkedConn, above TLS when it dials TLS itself, reported
-// through corked so the session can send every message in one write.
-func (c *Client) attemptClient(corked *atomic.Pointer[tunnel.CorkedConn]) *http.Client {
+// connection is corked (see tunnel.CorkedConn) above and below TLS, so the
+// session can send every message in one TLS record run and one write.
+func (c *Client) attemptClient(corked *attemptCorks) *http.Client {
 	tr := c.httpc.Transport.(*http.Transport).Clone()
 	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		conn, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
 		cc := tunnel.NewCorkedConn(conn)
-		corked.Store(cc)
+		corked.inner.Store(cc)
 		return cc, nil
 	}
+	tr.DialContext = dial
 	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		raw, err := d.DialContext(ctx, network, addr)
+		raw, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -385,7 +390,7 @@ func (c *Client) attemptClient(corked *atomic.Pointer[tunnel.CorkedConn]) *http.
 			return nil, err
 		}
 		cc := tunnel.NewCorkedConn(tc)
-		corked.Store(cc)
+		corked.outer.Store(cc)
 		return cc, nil
 	}
 	return &http.Client{Transport: tr, CheckRedirect: c.httpc.CheckRedirect}
