@@ -353,7 +353,9 @@ func (c *Client) connect(ctx context.Context) (*tunnel.Session, error) {
 
 // attemptCorks are the corked connections of one attempt: above TLS (outer)
 // and the TCP connection (inner); over plain HTTP only inner.
-type attemptCorks struct{ outer, inner atomic.Pointer[tunnel.CorkedConn] }
+type attemptCorks struct {
+	outer, inner atomic.Pointer[tunnel.CorkedConn]
+}
 
 // attemptClient returns the HTTP client of one connection attempt. Its
 // connection is corked (see tunnel.CorkedConn) above and below TLS, so the
