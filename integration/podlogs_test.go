@@ -175,7 +175,7 @@ func TestPodLogsThroughTheTunnel(t *testing.T) {
 		return ts.url + tunnel.Target{Cluster: "root", Name: stName}.ProxyPath() +
 			"/api/v1/namespaces/" + upNS + "/pods/" + pod + "/log" + query
 	}
-	get := func(ctx context.Context, url, token string) *http.Response {
+	open := func(ctx context.Context, url, token string) *http.Response {
 		t.Helper()
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		require.NoError(t, err)
@@ -184,21 +184,22 @@ func TestPodLogsThroughTheTunnel(t *testing.T) {
 		require.NoError(t, err)
 		return resp
 	}
-	readAll := func(resp *http.Response) string {
+	get := func(url, token string) (int, string) {
+		t.Helper()
+		resp := open(ctx, url, token)
 		defer resp.Body.Close()
 		b, err := io.ReadAll(resp.Body)
 		require.NoError(t, err)
-		return string(b)
+		return resp.StatusCode, string(b)
 	}
 
 	t.Run("a user allowed to get pods/log reads the logs", func(t *testing.T) {
-		var resp *http.Response
+		var code int
 		var body string
 		// The syncer learns that the namespace is managed from its informers, a moment after the Pod lands.
 		require.Eventually(t, func() bool {
-			resp = get(ctx, logURL(ns, "web", "?container=app"), reader)
-			body = readAll(resp)
-			return resp.StatusCode == http.StatusOK
+			code, body = get(logURL(ns, "web", "?container=app"), reader)
+			return code == http.StatusOK
 		}, 30*time.Second, 200*time.Millisecond, "logs through the tunnel")
 		assert.Equal(t, strings.Join(podLogLines(lines), "\n")+"\n", body)
 	})
@@ -206,7 +207,7 @@ func TestPodLogsThroughTheTunnel(t *testing.T) {
 	t.Run("follow=true streams the lines as the kubelet writes them", func(t *testing.T) {
 		fctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
-		resp := get(fctx, logURL(ns, "web", "?container=app&follow=true"), reader)
+		resp := open(fctx, logURL(ns, "web", "?container=app&follow=true"), reader)
 		defer resp.Body.Close()
 		require.Equal(t, http.StatusOK, resp.StatusCode)
 		sc := bufio.NewScanner(resp.Body)
@@ -228,28 +229,24 @@ func TestPodLogsThroughTheTunnel(t *testing.T) {
 	})
 
 	t.Run("a user without pods/log rights gets 403", func(t *testing.T) {
-		resp := get(ctx, logURL(ns, "web", ""), stranger)
-		body := readAll(resp)
-		assert.Equal(t, http.StatusForbidden, resp.StatusCode, body)
+		code, body := get(logURL(ns, "web", ""), stranger)
+		assert.Equal(t, http.StatusForbidden, code, body)
 	})
 
 	t.Run("an invalid token gets 401", func(t *testing.T) {
-		resp := get(ctx, logURL(ns, "web", ""), "not-a-token")
-		body := readAll(resp)
-		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, body)
+		code, body := get(logURL(ns, "web", ""), "not-a-token")
+		assert.Equal(t, http.StatusUnauthorized, code, body)
 	})
 
 	t.Run("a pod in a namespace the syncer does not manage is refused", func(t *testing.T) {
-		resp := get(ctx, logURL(other, "web", ""), reader)
-		body := readAll(resp)
-		assert.Equal(t, http.StatusForbidden, resp.StatusCode, body)
+		code, body := get(logURL(other, "web", ""), reader)
+		assert.Equal(t, http.StatusForbidden, code, body)
 		assert.Contains(t, body, "not managed by this syncer")
 	})
 
 	t.Run("a pod the syncer did not sync is refused", func(t *testing.T) {
-		resp := get(ctx, logURL(ns, "intruder", ""), reader)
-		body := readAll(resp)
-		assert.Equal(t, http.StatusForbidden, resp.StatusCode, body)
+		code, body := get(logURL(ns, "intruder", ""), reader)
+		assert.Equal(t, http.StatusForbidden, code, body)
 		assert.Contains(t, body, "was not synced by this syncer")
 	})
 
