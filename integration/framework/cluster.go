@@ -140,6 +140,11 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		"--endpoint-reconciler-type=none",
 		"--allow-privileged=true",
 		"--profiling=false",
+		// Stub kubelets (StartStubKubelet) serve with a cluster-CA certificate on
+		// 127.0.0.1 and accept the admin client certificate.
+		"--kubelet-certificate-authority="+c.pki.caCert,
+		"--kubelet-client-certificate="+c.pki.adminCert, "--kubelet-client-key="+c.pki.adminKey,
+		"--kubelet-preferred-address-types=InternalIP",
 	)
 	if err != nil {
 		return err

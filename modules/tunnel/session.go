@@ -65,15 +65,22 @@ type Session struct {
 // selects the yamux role (the side that dialed the WebSocket). The session
 // pings the peer as configured by ka and closes itself when the peer is gone
 // or ctx ends.
-func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target, ka Keepalive, obs Observer, log logr.Logger) (*Session, error) {
+func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target, ka Keepalive, obs Observer, log logr.Logger, opts ...SessionOption) (*Session, error) {
 	if obs == nil {
 		obs = NopObserver{}
+	}
+	var so sessionOptions
+	for _, o := range opts {
+		o(&so)
 	}
 	ka = ka.withDefaults()
 	// The connection lives on an inner context so that the end of ctx leads
 	// to a graceful close (GoAway, close frame) rather than an abrupt one.
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	nc := &countingConn{Conn: websocket.NetConn(inner, ws, websocket.MessageBinary), target: t, obs: obs}
+	if len(so.cork) > 0 {
+		nc.cork = so.cork
+	}
 	cfg := yamuxConfig(log)
 	var (
 		mux *yamux.Session
@@ -333,11 +340,13 @@ type countingConn struct {
 	net.Conn
 	target Target
 	obs    Observer
+	cork   corker // nil: no cork under the WebSocket
 
 	// Write coalescing: yamux writes a data frame as two writes, the 12-byte
-	// header and then the body. Sending them as one WebSocket message halves
-	// the frames, TLS records and syscalls per data frame. Only yamux's send
-	// loop writes, so no lock is needed.
+	// header and then the body. Sending them as one WebSocket message (or,
+	// with a cork, as two messages in one write) halves the TLS records and
+	// syscalls per data frame. Only yamux's send loop writes, so no lock is
+	// needed.
 	hdr     [yamuxHeaderSize]byte
 	pending bool
 	buf     []byte
@@ -360,6 +369,9 @@ func (c *countingConn) Read(p []byte) (int, error) {
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {
+	if c.cork != nil {
+		return c.writeCorked(p)
+	}
 	if !c.pending && isDataHeader(p) {
 		copy(c.hdr[:], p)
 		c.pending = true
@@ -381,6 +393,26 @@ func (c *countingConn) write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
 	if n > 0 {
 		c.obs.Bytes(c.target, Sent, n)
+	}
+	return n, err
+}
+
+// writeCorked sends every write as its own WebSocket message, holding a data
+// frame's header back under the cork until its body follows: one write on the
+// connection per yamux frame, without copying the body.
+func (c *countingConn) writeCorked(p []byte) (int, error) {
+	header := !c.pending && isDataHeader(p)
+	if !c.pending {
+		c.cork.Cork()
+	}
+	n, err := c.write(p)
+	if header && err == nil {
+		c.pending = true
+		return n, nil
+	}
+	c.pending = false
+	if uerr := c.cork.Uncork(); err == nil && uerr != nil {
+		return 0, uerr
 	}
 	return n, err
 }

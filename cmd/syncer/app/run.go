@@ -356,7 +356,9 @@ func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed
 	default:
 		return nil, errorf(ExitKubeconfig, "--from-kubeconfig: the tunnel needs a bearer token in the upstream kubeconfig")
 	}
-	handler, err := tunnelclient.NewDownstreamHandler(downCfg, managed, log)
+	// Only pods (and objects) this syncer synced are reachable, not whatever else is in its namespaces.
+	owned := identity.NewTarget(opts.FromCluster, opts.SyncTargetName, types.UID(opts.SyncTargetUID)).DownstreamLabels()
+	handler, err := tunnelclient.NewDownstreamHandler(downCfg, managed, log, tunnelclient.RequireLabels(owned))
 	if err != nil {
 		return nil, err
 	}

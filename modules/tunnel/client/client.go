@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -239,7 +240,8 @@ func (c *Client) Run(ctx context.Context) error {
 			attempt++
 			delay := c.opts.Backoff.Delay(attempt, c.rnd)
 			c.obs.ConnectFailed(c.opts.Target, reason)
-			c.log.Info("tunnel connection failed", "reason", string(reason), "attempt", attempt, "retryIn", delay.String(), "err", err.Error())
+			c.log.Info("tunnel connection failed", "reason", string(reason), "attempt", attempt,
+				"retryIn", delay.String(), "backoffBound", c.opts.Backoff.Bound(attempt).String(), "err", err.Error())
 			if !c.wait(ctx, delay) {
 				return nil
 			}
@@ -327,8 +329,11 @@ func (c *Client) connect(ctx context.Context) (*tunnel.Session, error) {
 	if err != nil {
 		return nil, &attemptError{reason: tunnel.ReasonHandshake, err: fmt.Errorf("get token: %w", err)}
 	}
+	var corked attemptCorks
+	httpc := c.attemptClient(&corked)
+	defer httpc.CloseIdleConnections()
 	ws, resp, err := websocket.Dial(hctx, c.url, &websocket.DialOptions{
-		HTTPClient:   c.httpc,
+		HTTPClient:   httpc,
 		HTTPHeader:   http.Header{"Authorization": []string{"Bearer " + token}},
 		Subprotocols: []string{tunnel.Subprotocol},
 	})
@@ -339,11 +344,58 @@ func (c *Client) connect(ctx context.Context) (*tunnel.Session, error) {
 		_ = ws.Close(websocket.StatusProtocolError, "unsupported tunnel protocol")
 		return nil, &attemptError{reason: tunnel.ReasonHandshake, err: fmt.Errorf("server did not agree to subprotocol %s", tunnel.Subprotocol)}
 	}
-	sess, err := tunnel.NewSession(ctx, ws, true, c.opts.Target, c.opts.Keepalive, c.obs, c.log)
+	sess, err := tunnel.NewSession(ctx, ws, true, c.opts.Target, c.opts.Keepalive, c.obs, c.log, tunnel.WithCork(corked.outer.Load(), corked.inner.Load()))
 	if err != nil {
 		return nil, &attemptError{reason: tunnel.ReasonHandshake, err: err}
 	}
 	return sess, nil
+}
+
+// attemptCorks are the corked connections of one attempt: above TLS (outer)
+// and the TCP connection (inner); over plain HTTP only inner.
+type attemptCorks struct {
+	outer, inner atomic.Pointer[tunnel.CorkedConn]
+}
+
+// attemptClient returns the HTTP client of one connection attempt. Its
+// connection is corked (see tunnel.CorkedConn) above and below TLS, so the
+// session can send every message in one TLS record run and one write.
+func (c *Client) attemptClient(corked *attemptCorks) *http.Client {
+	tr := c.httpc.Transport.(*http.Transport).Clone()
+	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cc := tunnel.NewCorkedConn(conn)
+		corked.inner.Store(cc)
+		return cc, nil
+	}
+	tr.DialContext = dial
+	tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := c.opts.TLSConfig.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		cfg.NextProtos = []string{"http/1.1"} // the WebSocket upgrade needs HTTP/1.1
+		tc := tls.Client(raw, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			return nil, err
+		}
+		cc := tunnel.NewCorkedConn(tc)
+		corked.outer.Store(cc)
+		return cc, nil
+	}
+	return &http.Client{Transport: tr, CheckRedirect: c.httpc.CheckRedirect}
 }
 
 // attemptError is a failed attempt with its classified reason.

@@ -1,12 +1,18 @@
 package client
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 
 	"github.com/tmc-syncer/syncer/modules/tunnel"
@@ -15,6 +21,17 @@ import (
 // ManagedNamespace reports whether the syncer manages a downstream namespace.
 type ManagedNamespace func(namespace string) bool
 
+// DownstreamOption configures NewDownstreamHandler.
+type DownstreamOption func(*downstreamHandler)
+
+// RequireLabels serves a request that names an object (a pod's log, exec, …)
+// only when the downstream object carries all of want: the labels the syncer
+// puts on what it synced. A pod that someone else created in a managed
+// namespace is then out of reach of the control plane's users.
+func RequireLabels(want map[string]string) DownstreamOption {
+	return func(h *downstreamHandler) { h.owned = labels.SelectorFromSet(want) }
+}
+
 // NewDownstreamHandler returns the handler that serves control plane requests
 // arriving through the tunnel against the downstream (physical cluster) API
 // with the syncer's own credentials from cfg. It serves only namespaced paths
@@ -22,7 +39,7 @@ type ManagedNamespace func(namespace string) bool
 // resources and the pod subresources log, exec, attach and portforward
 // (HTTP upgrades and streaming responses pass through). The caller's
 // credential headers are dropped.
-func NewDownstreamHandler(cfg *rest.Config, managed ManagedNamespace, log logr.Logger) (http.Handler, error) {
+func NewDownstreamHandler(cfg *rest.Config, managed ManagedNamespace, log logr.Logger, opts ...DownstreamOption) (http.Handler, error) {
 	if managed == nil {
 		return nil, fmt.Errorf("managed namespace predicate is required")
 	}
@@ -37,7 +54,7 @@ func NewDownstreamHandler(cfg *rest.Config, managed ManagedNamespace, log logr.L
 	if err != nil {
 		return nil, fmt.Errorf("downstream URL: %w", err)
 	}
-	return &downstreamHandler{
+	h := &downstreamHandler{
 		managed: managed,
 		log:     log,
 		proxy: &httputil.ReverseProxy{
@@ -52,13 +69,43 @@ func NewDownstreamHandler(cfg *rest.Config, managed ManagedNamespace, log logr.L
 				http.Error(w, "downstream request failed", http.StatusBadGateway)
 			},
 		},
-	}, nil
+	}
+	for _, o := range opts {
+		o(h)
+	}
+	if h.owned != nil && !h.owned.Empty() {
+		if h.meta, err = metadata.NewForConfig(cfg); err != nil {
+			return nil, fmt.Errorf("downstream metadata client: %w", err)
+		}
+	}
+	return h, nil
 }
 
 type downstreamHandler struct {
 	managed ManagedNamespace
 	log     logr.Logger
 	proxy   *httputil.ReverseProxy
+	owned   labels.Selector    // nil: every object in a managed namespace
+	meta    metadata.Interface // reads the labels when owned is set
+}
+
+// checkOwned returns the HTTP status and error refusing req when it names an
+// object that does not carry the syncer's labels.
+func (h *downstreamHandler) checkOwned(ctx context.Context, req tunnel.APIRequest) (int, error) {
+	if h.meta == nil || req.Name == "" {
+		return 0, nil
+	}
+	gvr := schema.GroupVersionResource{Group: req.Group, Version: req.Version, Resource: req.Resource}
+	obj, err := h.meta.Resource(gvr).Namespace(req.Namespace).Get(ctx, req.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return http.StatusNotFound, fmt.Errorf("%s %s/%s not found", req.Resource, req.Namespace, req.Name)
+	case err != nil:
+		return http.StatusBadGateway, fmt.Errorf("read %s %s/%s: %w", req.Resource, req.Namespace, req.Name, err)
+	case !h.owned.Matches(labels.Set(obj.GetLabels())):
+		return http.StatusForbidden, fmt.Errorf("%s %s/%s was not synced by this syncer", req.Resource, req.Namespace, req.Name)
+	}
+	return 0, nil
 }
 
 func (h *downstreamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -73,6 +120,11 @@ func (h *downstreamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if !h.managed(req.Namespace) {
 		http.Error(w, fmt.Sprintf("namespace %q is not managed by this syncer", req.Namespace), http.StatusForbidden)
+		return
+	}
+	if code, err := h.checkOwned(r.Context(), req); err != nil {
+		h.log.Info("refusing tunnelled request", "method", r.Method, "path", r.URL.Path, "err", err.Error())
+		http.Error(w, err.Error(), code)
 		return
 	}
 	h.log.V(2).Info("serving tunnelled request", "method", r.Method, "path", r.URL.Path)

@@ -67,3 +67,43 @@ func TestClientWithoutHandlerRefusesControlPlaneRequests(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode, string(body))
 }
+
+func TestDownstreamHandlerServesOnlyObjectsWithTheSyncerLabels(t *testing.T) {
+	objects := map[string]string{
+		"/api/v1/namespaces/mine/pods/ours":   `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"ours","namespace":"mine","labels":{"owner":"me"}}}`,
+		"/api/v1/namespaces/mine/pods/theirs": `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"theirs","namespace":"mine","labels":{"owner":"you"}}}`,
+	}
+	var logsRead atomic.Int32
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if body, ok := objects[r.URL.Path]; ok {
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, body)
+			return
+		}
+		if r.URL.Path == "/api/v1/namespaces/mine/pods/ours/log" {
+			logsRead.Add(1)
+			_, _ = io.WriteString(w, "hello\n")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		_, _ = io.WriteString(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`)
+	}))
+	defer api.Close()
+	h, err := client.NewDownstreamHandler(&rest.Config{Host: api.URL}, func(ns string) bool { return ns == "mine" }, logr.Discard(),
+		client.RequireLabels(map[string]string{"owner": "me"}))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		path string
+		want int
+	}{
+		{"/api/v1/namespaces/mine/pods/ours/log", http.StatusOK},
+		{"/api/v1/namespaces/mine/pods/theirs/log", http.StatusForbidden},
+		{"/api/v1/namespaces/mine/pods/gone/log", http.StatusNotFound},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), http.MethodGet, tc.path, nil))
+		assert.Equal(t, tc.want, rec.Code, "%s: %s", tc.path, rec.Body.String())
+	}
+	assert.Equal(t, int32(1), logsRead.Load(), "only the syncer's pod's log is read")
+}

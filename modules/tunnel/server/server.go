@@ -180,11 +180,13 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // Serve serves on ln (wrapped in TLS unless Insecure) until ctx ends, then
 // closes every session gracefully and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ln = corkListener{ln}
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
 	}
 	srv := &http.Server{
 		Handler:           s,
+		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          stdlog.New(logWriter{s.log}, "", 0),
 	}
@@ -311,7 +313,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		log.Info("tunnel handshake failed", "err", err.Error())
 		return
 	}
-	tsess, err := tunnel.NewSession(s.baseCtx, ws, false, t, s.opts.Keepalive, s.obs, log)
+	tsess, err := tunnel.NewSession(s.baseCtx, ws, false, t, s.opts.Keepalive, s.obs, log, tunnel.WithCork(corkOf(r.Context())))
 	if err != nil {
 		log.Error(err, "tunnel session")
 		return
