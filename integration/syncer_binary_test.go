@@ -67,9 +67,27 @@ func removeSyncerBinary() {
 }
 
 // syncerProcess is the real syncer binary running against the test bed.
+// lockedBuffer collects a child process's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 type syncerProcess struct {
 	cmd    *exec.Cmd
-	output *bytes.Buffer
+	output *lockedBuffer
 	done   chan struct{}
 	err    error
 }
@@ -77,7 +95,7 @@ type syncerProcess struct {
 func startSyncerBinary(t *testing.T, args ...string) *syncerProcess {
 	t.Helper()
 	bin := syncerBinary(t)
-	p := &syncerProcess{output: &bytes.Buffer{}, done: make(chan struct{})}
+	p := &syncerProcess{output: &lockedBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
