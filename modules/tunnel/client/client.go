@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -173,8 +174,12 @@ func New(opts Options) (*Client, error) {
 		ReadyToTrip: func(counts gobreaker.Counts) bool {
 			return counts.ConsecutiveFailures >= opts.Breaker.FailureThreshold
 		},
+		// A server that is not listening (restarting, not up yet) costs nothing to
+		// retry and the backoff already paces the attempts; opening the breaker on it
+		// would delay the reconnect by OpenTimeout after the server is back. Only
+		// servers that answer and fail (refusals, TLS or handshake errors) count.
 		IsExcluded: func(err error) bool {
-			return errors.Is(err, context.Canceled)
+			return errors.Is(err, context.Canceled) || errors.Is(err, syscall.ECONNREFUSED)
 		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
 			c.log.Info("tunnel circuit breaker changed", "from", from.String(), "to", to.String())

@@ -250,6 +250,26 @@ func TestBreakerClosesAfterASuccessfulProbe(t *testing.T) {
 	assert.Equal(t, "closed", c.BreakerState())
 }
 
+// TestServerNotListeningDoesNotOpenTheBreaker: while the server restarts, refused
+// connections are retried with backoff only, so the client reconnects as soon as the
+// server listens again instead of after the breaker's open timeout.
+func TestServerNotListeningDoesNotOpenTheBreaker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close()) // nothing listens there now
+	c, stats := startClient(t, client.Options{
+		ServerURL: "http://" + addr,
+		Backoff:   client.Backoff{Initial: time.Millisecond, Max: 5 * time.Millisecond},
+		Breaker:   client.Breaker{FailureThreshold: 2, OpenTimeout: time.Hour},
+	})
+	tunneltest.Eventually(t, 5*time.Second, "many refused connections", func() bool {
+		return stats.Snapshot().ConnectFailures[tunnel.ReasonDial] >= 10
+	})
+	assert.Equal(t, "closed", c.BreakerState())
+	assert.Zero(t, stats.Snapshot().ConnectFailures[tunnel.ReasonBreakerOpen])
+}
+
 func TestUntrustedServerCertificateIsRefused(t *testing.T) {
 	pki := tunneltest.NewPKI(t)
 	srv := tunneltest.NewServer(t, pki, tunneltest.EchoServer(t), nil)
