@@ -98,6 +98,22 @@ func (s *supervisedSyncer) stop() {
 	<-s.done
 }
 
+// dumpGoroutines stops supervising and sends SIGQUIT: the Go runtime writes every
+// goroutine's stack to the log (a wedged worker shows there) and exits.
+func (s *supervisedSyncer) dumpGoroutines() {
+	s.cancel()
+	s.mu.Lock()
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.killed = true
+		_ = s.cmd.Process.Signal(syscall.SIGQUIT)
+	}
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+	}
+}
+
 func (s *supervisedSyncer) stats() (starts int, selfExits []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -310,7 +310,7 @@ func history(u *unstructured.Unstructured) string {
 		}
 		fs := ""
 		if m.FieldsV1 != nil {
-			fs = string(m.FieldsV1.Raw)
+			fs = m.FieldsV1.GetRawString()
 		}
 		fmt.Fprintf(&b, " [%s %s %s %s]", m.Manager, m.Operation, at, fs)
 	}

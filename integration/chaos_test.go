@@ -129,7 +129,8 @@ func TestChaosConvergence(t *testing.T) {
 			syncersMu.Lock()
 			defer syncersMu.Unlock()
 			for _, s := range syncers {
-				t.Logf("last lines of %s:\n%s", s.logPath, s.logTail(80))
+				t.Logf("last lines of %s (before its goroutine dump):\n%s", s.logPath, s.logTail(40))
+				s.dumpGoroutines()
 			}
 		}
 	})
