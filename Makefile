@@ -11,6 +11,9 @@ BIN := $(ROOT)/bin
 GOLANGCI_LINT := $(BIN)/golangci-lint
 TEST_FLAGS ?=
 INTEGRATION_TIMEOUT ?= 30m
+SEED ?=
+DURATION ?=
+CHAOS_TIMEOUT ?= 90m
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: build
@@ -36,6 +39,14 @@ test-unit: ## Unit tests of each module alone (GOWORK=off).
 test-integration: testbin ## End-to-end tests on real kube-apiserver + etcd (builds them first).
 	@dir=$$(hack/testbin.sh 2>/dev/null); bed=$$(mktemp -d); \
 	rc=0; (cd integration && TMC_TESTBIN_DIR=$$dir TMC_BED_ROOT=$$bed GOWORK=off go test -count=1 -timeout $(INTEGRATION_TIMEOUT) $(TEST_FLAGS) ./...) || rc=$$?; \
+	if pgrep -f "$$bed/" >/dev/null; then echo "test bed processes left running:"; pgrep -af "$$bed/"; exit 1; fi; \
+	rm -rf "$$bed"; echo "no test bed process left running"; exit $$rc
+
+.PHONY: chaos
+chaos: testbin ## Only the chaos convergence test, for DURATION (default 90s) from SEED (default random): make chaos DURATION=20m SEED=42
+	@dir=$$(hack/testbin.sh 2>/dev/null); bed=$$(mktemp -d); \
+	rc=0; (cd integration && TMC_CHAOS_SEED=$(SEED) TMC_CHAOS_DURATION=$(DURATION) TMC_TESTBIN_DIR=$$dir TMC_BED_ROOT=$$bed GOWORK=off \
+	  go test -count=1 -timeout $(CHAOS_TIMEOUT) -run '^TestChaosConvergence$$' -v $(TEST_FLAGS) .) || rc=$$?; \
 	if pgrep -f "$$bed/" >/dev/null; then echo "test bed processes left running:"; pgrep -af "$$bed/"; exit 1; fi; \
 	rm -rf "$$bed"; echo "no test bed process left running"; exit $$rc
 
