@@ -45,7 +45,7 @@ test-integration: testbin ## End-to-end tests on real kube-apiserver + etcd (bui
 .PHONY: chaos
 chaos: testbin ## Only the chaos convergence test, for DURATION (default 90s) from SEED (default random): make chaos DURATION=20m SEED=42
 	@dir=$$(hack/testbin.sh 2>/dev/null); bed=$$(mktemp -d); \
-	rc=0; (cd integration && TMC_CHAOS_SEED=$(SEED) TMC_CHAOS_DURATION=$(DURATION) TMC_TESTBIN_DIR=$$dir TMC_BED_ROOT=$$bed GOWORK=off \
+	rc=0; (cd integration && TMC_CHAOS=1 TMC_CHAOS_SEED=$(SEED) TMC_CHAOS_DURATION=$(DURATION) TMC_TESTBIN_DIR=$$dir TMC_BED_ROOT=$$bed GOWORK=off \
 	  go test -count=1 -timeout $(CHAOS_TIMEOUT) -run '^TestChaosConvergence$$' -v $(TEST_FLAGS) .) || rc=$$?; \
 	if pgrep -f "$$bed/" >/dev/null; then echo "test bed processes left running:"; pgrep -af "$$bed/"; exit 1; fi; \
 	rm -rf "$$bed"; echo "no test bed process left running"; exit $$rc

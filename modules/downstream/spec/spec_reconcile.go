@@ -27,6 +27,10 @@ import (
 // downstream DELETE event usually comes first.
 const recreateDelay = time.Second
 
+// removeRecheck is when a key whose downstream copy is being deleted is looked at again,
+// should its DELETE event not bring it back first.
+const removeRecheck = 5 * time.Second
+
 // Reconcile implements queue.Controller: it converges the downstream copy of the upstream
 // object named by key.
 func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
@@ -99,7 +103,11 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 		return err
 	}
 	if up != cached {
-		// The patched object; it differs from the cached one only if someone changed it meanwhile.
+		// The patched object; it differs from the cached one only if someone changed it
+		// meanwhile, perhaps so that it is no longer ours to sync.
+		if !c.wanted(up) {
+			return c.remove(ctx, r, key, up)
+		}
 		if desired, err = c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up); err != nil {
 			if transformation.IsSkip(err) {
 				return nil
@@ -258,8 +266,13 @@ func (c *Controller) remove(ctx context.Context, r Resource, key queue.Key, up *
 		}
 	}
 	pending, err := c.deleteDownstream(ctx, r, up, c.indexed(r, key, up))
-	if err != nil || pending {
+	if err != nil {
 		return err
+	}
+	if pending {
+		// The downstream DELETE event brings the key back; the recheck makes sure the
+		// upstream finalizer is released even if that event maps elsewhere or is missed.
+		return queue.RequeueAfter(removeRecheck, nil)
 	}
 	if up == nil || !hasFinalizer(up, c.cfg.Target.SyncerFinalizer()) {
 		return nil
@@ -277,7 +290,10 @@ func (c *Controller) remove(ctx context.Context, r Resource, key queue.Key, up *
 		owner := ownership.Owner{Cluster: key.Cluster, Namespace: key.Namespace, Name: key.Name, UID: string(up.GetUID())}
 		if own := conflict.Classify(live, c.cfg.Target.Key, owner); own == conflict.Ours || own == conflict.Stale {
 			if pending, err := c.deleteDownstream(ctx, r, up, []*unstructured.Unstructured{live}); err != nil || pending {
-				return err
+				if err != nil {
+					return err
+				}
+				return queue.RequeueAfter(removeRecheck, nil)
 			}
 		}
 	}

@@ -479,7 +479,7 @@ func TestRemovePaths(t *testing.T) {
 				}
 				require.NoError(t, f.down.Add(down))
 			}
-			require.NoError(t, f.ctl.Reconcile(context.Background(), key("web")))
+			requireDoneOrRecheck(t, f.ctl.Reconcile(context.Background(), key("web")))
 			assert.Len(t, f.writer.deletes, tt.wantDeletes)
 			if tt.wantDeletes > 0 {
 				assert.Equal(t, tt.wantProp, f.writer.props[0])
@@ -499,7 +499,7 @@ func TestRemoveConfirmsWithTheAPIServerBeforeReleasing(t *testing.T) {
 	up.SetLabels(nil)
 	f = newFixture(t, up)
 	require.NoError(t, f.downAPI.Tracker().Add(down), "not yet in the cache")
-	require.NoError(t, f.ctl.Reconcile(context.Background(), key("web")))
+	requireDoneOrRecheck(t, f.ctl.Reconcile(context.Background(), key("web")))
 	assert.Len(t, f.writer.deletes, 1)
 	assert.True(t, hasFinalizer(f.upstream("web"), f.target.SyncerFinalizer()), "kept until the delete is observed")
 }
@@ -516,7 +516,7 @@ func TestUpstreamMissingFromCacheIsReadFromTheAPIServer(t *testing.T) {
 	// Gone entirely: the downstream copy is deleted.
 	f = newFixture(t)
 	require.NoError(t, f.down.Add(f.downstreamOf(f.cm("gone"))))
-	require.NoError(t, f.ctl.Reconcile(context.Background(), key("gone")))
+	requireDoneOrRecheck(t, f.ctl.Reconcile(context.Background(), key("gone")))
 	assert.Len(t, f.writer.deletes, 1)
 
 	// Unknown resource: ignored.
@@ -605,7 +605,7 @@ func TestCachesWithoutTheUpstreamIndexFindDownstreamByName(t *testing.T) {
 		},
 		UpstreamClient: f.up, DownstreamClient: f.downAPI, Writer: f.writer, Namespaces: f.ns,
 	})
-	require.NoError(t, f.ctl.Reconcile(context.Background(), key("gone")))
+	requireDoneOrRecheck(t, f.ctl.Reconcile(context.Background(), key("gone")))
 	assert.Len(t, f.writer.deletes, 1, "found by the name the transformation gives")
 	require.NoError(t, f.ctl.Reconcile(context.Background(), queue.Key{GVR: schema.GroupVersionResource{Resource: "other"}}))
 
@@ -616,4 +616,17 @@ func TestCachesWithoutTheUpstreamIndexFindDownstreamByName(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, ns, "cluster-scoped")
 	assert.Equal(t, "kcp-root-ca.crt", name)
+}
+
+// requireDoneOrRecheck accepts a finished reconcile or one that asks to look again
+// later without an error (a downstream delete in flight).
+func requireDoneOrRecheck(t *testing.T, err error) {
+	t.Helper()
+	var ra *queue.RequeueAfterError
+	if errors.As(err, &ra) {
+		require.NoError(t, ra.Err)
+		assert.Equal(t, removeRecheck, ra.After)
+		return
+	}
+	require.NoError(t, err)
 }

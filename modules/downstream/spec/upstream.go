@@ -55,11 +55,14 @@ func hasFinalizer(u *unstructured.Unstructured, f string) bool {
 }
 
 // ensureFinalizer adds the syncer finalizer before the first downstream write. It returns
-// the updated object, or nil when the upstream object disappeared meanwhile.
+// the updated object, or nil when the upstream object disappeared meanwhile. After a
+// conflict the fresh object may no longer be ours to sync (moved to another target,
+// marked for deletion): then it adds nothing and returns that object, which the caller
+// must check again.
 func (c *Controller) ensureFinalizer(ctx context.Context, r Resource, up *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	f := c.cfg.Target.SyncerFinalizer()
 	return patchFinalizers(ctx, c.upstreamClient(r, up), up, func(cur *unstructured.Unstructured) ([]string, bool) {
-		if hasFinalizer(cur, f) || cur.GetDeletionTimestamp() != nil {
+		if hasFinalizer(cur, f) || !c.wanted(cur) {
 			return nil, false
 		}
 		return append(slices.Clone(cur.GetFinalizers()), f), true
