@@ -131,6 +131,7 @@ func TestMetadataIsStrippedAndStateLabelReplaced(t *testing.T) {
 	md["annotations"] = map[string]any{
 		kcp.ClusterAnnotation:             "root:org:team-a",
 		kcp.LastAppliedAnnotation:         "{}",
+		DeploymentRevisionAnnotation:      "7",
 		kcp.StatusAnnotation("other"):     "{}",
 		kcp.SpecDiffAnnotation("other"):   "[]",
 		kcp.DeletionAnnotation(testKey):   "2026-01-01T00:00:00Z",

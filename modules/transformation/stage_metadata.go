@@ -18,12 +18,18 @@ const (
 		"ownerReferences finalizers deletionTimestamp deletionGracePeriodSeconds selfLink"
 )
 
+// DeploymentRevisionAnnotation is written by a deployment controller on its own Deployments.
+// An upstream that runs one (a plain kube-apiserver with controllers) has its own revision
+// there; sending it down would fight the physical cluster's controller for the field.
+const DeploymentRevisionAnnotation = "deployment.kubernetes.io/revision"
+
 // isStrippedAnnotation reports the annotations that never go down: the upstream logical
-// cluster, kubectl's record of the upstream object, and kcp's per-target control annotations,
+// cluster, kubectl's record of the upstream object, an upstream deployment controller's
+// revision, and kcp's per-target control annotations,
 // which steer the syncers upstream and mean nothing downstream, whichever target they name.
 func isStrippedAnnotation(k string) bool {
 	switch {
-	case k == kcp.ClusterAnnotation, k == kcp.LastAppliedAnnotation:
+	case k == kcp.ClusterAnnotation, k == kcp.LastAppliedAnnotation, k == DeploymentRevisionAnnotation:
 		return true
 	case strings.HasPrefix(k, kcp.StatusAnnotationPrefix),
 		strings.HasPrefix(k, kcp.SpecDiffAnnotationPrefix),
