@@ -135,8 +135,11 @@ func FuzzSessionPeerFrames(f *testing.F) {
 	f.Fuzz(func(t *testing.T, first, second []byte) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		ws, _, err := websocket.Dial(ctx, strings.Replace(srv.URL, "http", "ws", 1), nil)
+		ws, resp, err := websocket.Dial(ctx, strings.Replace(srv.URL, "http", "ws", 1), nil)
 		require.NoError(t, err)
+		if resp.Body != nil {
+			_ = resp.Body.Close()
+		}
 		for _, msg := range [][]byte{first, second} {
 			if err := ws.Write(ctx, websocket.MessageBinary, msg); err != nil {
 				break

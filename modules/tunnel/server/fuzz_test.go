@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"strings"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -69,7 +68,7 @@ func FuzzServerHandshakeAndProxyRequest(f *testing.F) {
 			default:
 				require.Contains(t, []string{"get", "list", "watch"}, a.Verb, "plain resources: read-only verbs only")
 				require.NotEmpty(t, a.Namespace)
-				require.False(t, strings.Contains(a.Namespace, "/"))
+				require.NotContains(t, a.Namespace, "/")
 			}
 		}
 	})

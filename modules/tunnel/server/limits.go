@@ -74,16 +74,16 @@ func (l *sessionLimits) releaseRequest()   { l.requests.Add(-1) }
 
 // limitBody refuses a declared body over max with 413 and caps an undeclared one (chunked);
 // upgrades are streams, not bodies, and are not capped. It reports whether to go on.
-func limitBody(w http.ResponseWriter, r *http.Request, max int64) bool {
+func limitBody(w http.ResponseWriter, r *http.Request, limit int64) bool {
 	if isUpgrade(r) {
 		return true
 	}
-	if r.ContentLength > max {
-		http.Error(w, fmt.Sprintf("request body of %d bytes is over the tunnel's limit of %d bytes", r.ContentLength, max), http.StatusRequestEntityTooLarge)
+	if r.ContentLength > limit {
+		http.Error(w, fmt.Sprintf("request body of %d bytes is over the tunnel's limit of %d bytes", r.ContentLength, limit), http.StatusRequestEntityTooLarge)
 		return false
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, max)
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
 	return true
 }

@@ -112,7 +112,7 @@ func TestTLSIsAtLeast12WithVerifiedCertificatesByDefault(t *testing.T) {
 		return err
 	}
 	require.NoError(t, dial(&tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS12}), "TLS 1.2 with the CA works")
-	assert.Error(t, dial(&tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}), "TLS 1.1 is refused") //nolint:gosec // the point of the test
+	require.Error(t, dial(&tls.Config{RootCAs: pki.Pool, MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}), "TLS 1.1 is refused") //nolint:gosec // the point of the test
 
 	// The client verifies the server: without the CA (system roots only) it never connects.
 	stats := &tunnel.Stats{}
