@@ -1,7 +1,6 @@
 package conflict
 
 import (
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -20,12 +19,12 @@ func FuzzAnnotations(f *testing.F) {
 		u.SetAnnotations(map[string]string{PolicyAnnotation: policy, IgnoreFieldsAnnotation: ignore})
 		p, err := PolicyFor(u, Abort)
 		if err != nil {
-			require.True(t, strings.Contains(err.Error(), PolicyAnnotation), "error names the annotation: %v", err)
+			require.ErrorContains(t, err, PolicyAnnotation, "error names the annotation")
 		} else {
 			require.Contains(t, []Policy{Abort, Adopt, Overwrite}, p)
 		}
 		if _, err := IgnoreFields(u); err != nil {
-			require.True(t, strings.Contains(err.Error(), IgnoreFieldsAnnotation), "error names the annotation: %v", err)
+			require.ErrorContains(t, err, IgnoreFieldsAnnotation, "error names the annotation")
 		}
 	})
 }
