@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 )
@@ -195,7 +197,31 @@ func ClusterRules(resources []string) []rbacv1.PolicyRule {
 			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"},
 		})
 	}
+	// Events of a synced object's children (a Deployment's Pods) are forwarded to it by
+	// walking ownerReferences, which reads the metadata of the objects in between.
+	for _, r := range sortedKeys(eventIntermediates) {
+		if res, group, _ := strings.Cut(r, "."); slices.Contains(byGroup[group], res) {
+			mid := eventIntermediates[r]
+			rules = append(rules, rbacv1.PolicyRule{APIGroups: []string{mid.Group}, Resources: []string{mid.Resource}, Verbs: []string{"get"}})
+		}
+	}
 	return rules
+}
+
+// eventIntermediates maps a synced resource to the resource between it and its Pods in the
+// ownerReference chain, whose metadata the Event forwarder reads.
+var eventIntermediates = map[string]schema.GroupResource{
+	"deployments.apps": {Group: "apps", Resource: "replicasets"},
+	"cronjobs.batch":   {Group: "batch", Resource: "jobs"},
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // NamespaceRules are what the syncer needs in its own namespace: the leader-election

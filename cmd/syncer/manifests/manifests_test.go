@@ -80,6 +80,8 @@ func TestClusterRulesGrantOnlyWhatIsSynced(t *testing.T) {
 		require.NotNil(t, r, "%s.%s granted", gr[1], gr[0])
 		assert.Contains(t, r.Verbs, "patch")
 	}
+	assert.Equal(t, []string{"get"}, find("apps", "replicasets").Verbs, "a Deployment's ReplicaSets are only read, for Event forwarding")
+	assert.Nil(t, find("batch", "jobs"), "no CronJobs synced, no Jobs read")
 	assert.Nil(t, find("apps", "statefulsets"), "nothing unsynced")
 	assert.Nil(t, find("", "nodes"))
 	assert.Equal(t, []string{"get", "list", "watch"}, find("", "events").Verbs, "events are only read")

@@ -90,3 +90,24 @@ func isNetError(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne)
 }
+
+// IsNotServed reports a 404 for the resource type itself rather than for an object: the
+// physical cluster does not serve the resource (its CRD was removed, or never installed).
+// A write of such an object cannot succeed until the API is back, so it is reported like a
+// permanent error instead of being retried with backoff in silence.
+func IsNotServed(err error) bool {
+	if !apierrors.IsNotFound(err) {
+		return false
+	}
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		if d := se.Status().Details; d != nil {
+			for _, c := range d.Causes {
+				if c.Type == "UnexpectedServerResponse" {
+					return true
+				}
+			}
+		}
+	}
+	return strings.Contains(err.Error(), "the server could not find the requested resource")
+}

@@ -213,6 +213,9 @@ func (c *Controller) live(ctx context.Context, r Resource, ns, name string) (*un
 // immutable ones recreate the object when the upstream object allows it, the rest are
 // reported upstream and retried after minutes.
 func (c *Controller) applyFailed(ctx context.Context, r Resource, key queue.Key, up, live *unstructured.Unstructured, hash string, err error) error {
+	if applier.IsNotServed(err) {
+		return c.permanent(ctx, r, key, up, hash, "not-served", fmt.Errorf("the physical cluster does not serve %s: %w", r.GVR.GroupResource(), err))
+	}
 	class, retryAfter := applier.Classify(err)
 	switch class {
 	case applier.Immutable:

@@ -161,7 +161,7 @@ func New(opts Options) (*Client, error) {
 	c.httpc = &http.Client{
 		Transport: &http.Transport{
 			Proxy:               http.ProxyFromEnvironment,
-			TLSClientConfig:     opts.TLSConfig,
+			TLSClientConfig:     secureTLS(opts.TLSConfig),
 			TLSHandshakeTimeout: 10 * time.Second,
 		},
 		// Never follow redirects: the token must only go to the configured server.

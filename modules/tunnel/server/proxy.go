@@ -37,7 +37,8 @@ func newSessionProxy(sess *Session, log logr.Logger) (*http.Transport, *httputil
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Info("request through tunnel failed", "path", r.URL.Path, "err", err.Error())
-			http.Error(w, "request through the tunnel failed", http.StatusBadGateway)
+			code := proxyErrorStatus(err)
+			http.Error(w, "request through the tunnel failed: "+http.StatusText(code), code)
 		},
 	}
 	return tr, rp
@@ -58,6 +59,9 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 	verb, err := req.Verb(r.Method, r.URL.Query())
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusMethodNotAllowed)
+		return
+	}
+	if !limitBody(w, r, s.opts.Limits.MaxRequestBodyBytes) {
 		return
 	}
 	user, code, err := s.authenticate(r, t.Cluster)
@@ -81,6 +85,11 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 		http.Error(w, fmt.Sprintf("sync target %s is not connected", t), http.StatusServiceUnavailable)
 		return
 	}
+	if !sess.limits.takeRequest() {
+		http.Error(w, fmt.Sprintf("too many requests in flight through the tunnel of %s (limit %d)", t, s.opts.Limits.MaxProxyRequests), http.StatusTooManyRequests)
+		return
+	}
+	defer sess.limits.releaseRequest()
 	downNS, err := s.opts.NamespaceMapper(r.Context(), t, req.Namespace)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("namespace %s has no downstream namespace on %s: %v", req.Namespace, t, err), http.StatusNotFound)

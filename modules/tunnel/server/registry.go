@@ -22,6 +22,7 @@ type Session struct {
 
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
+	limits    *sessionLimits
 }
 
 // SessionInfo describes a live session, for status pages and health checks.

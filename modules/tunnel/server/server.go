@@ -51,6 +51,8 @@ type Options struct {
 	Keepalive tunnel.Keepalive
 	// UpstreamDialTimeout bounds dials to UpstreamAddress. Default 10 s.
 	UpstreamDialTimeout time.Duration
+	// Limits bound each session's streams, requests and request sizes.
+	Limits Limits
 
 	// Addr is the listen address of ListenAndServe, e.g. ":8443".
 	Addr string
@@ -116,6 +118,7 @@ func New(opts Options) (*Server, error) {
 	if opts.UpstreamDialTimeout <= 0 {
 		opts.UpstreamDialTimeout = 10 * time.Second
 	}
+	opts.Limits = opts.Limits.withDefaults()
 	s := &Server{opts: opts, log: opts.Logger, obs: opts.Observer, registry: opts.Registry}
 	if !opts.Insecure {
 		cfg, err := serverTLS(opts)
@@ -132,7 +135,7 @@ func serverTLS(opts Options) (*tls.Config, error) {
 	if opts.TLSConfig != nil {
 		cfg := opts.TLSConfig.Clone()
 		cfg.NextProtos = []string{"http/1.1"}
-		return cfg, nil
+		return atLeastTLS12(cfg), nil
 	}
 	if opts.CertFile == "" || opts.KeyFile == "" {
 		return nil, errors.New("TLS is required: set CertFile and KeyFile (or Insecure for tests)")
@@ -188,6 +191,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           s,
 		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    s.opts.Limits.MaxHeaderBytes,
 		ErrorLog:          stdlog.New(logWriter{s.log}, "", 0),
 	}
 	errc := make(chan error, 1)
@@ -318,7 +322,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		log.Error(err, "tunnel session")
 		return
 	}
-	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now()}
+	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now(), limits: newSessionLimits(s.opts.Limits)}
 	sess.transport, sess.proxy = newSessionProxy(sess, log)
 	if old := s.registry.put(sess); old != nil {
 		log.Info("newer tunnel replaces the older one", "old", old.RemoteAddr)
@@ -333,7 +337,15 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		if err != nil {
 			break
 		}
-		streams.Go(func() { s.pipeUpstream(log, c) })
+		if !sess.limits.takeStream() {
+			log.Info("upstream stream refused: session at its stream limit", "limit", s.opts.Limits.MaxUpstreamStreams)
+			_ = c.Close()
+			continue
+		}
+		streams.Go(func() {
+			defer sess.limits.releaseStream()
+			s.pipeUpstream(log, c)
+		})
 	}
 	<-sess.Done()
 	s.registry.remove(sess)

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/metadata"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/lru"
 
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
@@ -175,6 +176,14 @@ func (r *Resolver) lookup(ctx context.Context, apiVersion, kind, namespace, name
 		}
 	}
 	obj, err := r.get(ctx, m.Resource, namespace, name)
+	if apierrors.IsForbidden(err) {
+		// RBAC withholds this kind (it is not synced, nor between a synced object and its
+		// Pods): nothing of ours can be found through it. Retrying would not help; remember
+		// the answer as long as a found object, so it is asked (and logged) rarely.
+		klog.FromContext(ctx).Info("Event not forwarded: may not read the object it is about", "resource", m.Resource.String(), "object", namespace+"/"+name, "err", err.Error())
+		r.cache.Add(key, cached{obj: nil, fetched: now.Add(r.ttl - r.negativeTTL)})
+		return nil, nil
+	}
 	if apierrors.IsNotFound(err) {
 		obj, err = nil, nil
 	}

@@ -166,6 +166,31 @@ func TestResolveErrors(t *testing.T) {
 	require.Error(t, err)
 }
 
+// TestResolveForbiddenOwnerIsNotSyncedAndNotRetried: without RBAC to read an owner, the
+// Event belongs to nothing we can see; that is an answer (no error, no hot retry), cached
+// like a found object.
+func TestResolveForbiddenOwnerIsNotSyncedAndNotRetried(t *testing.T) {
+	o := chain()
+	forbidden := &objects{byKey: o.byKey}
+	r := NewResolver(testMapper(), func(ctx context.Context, gvr schema.GroupVersionResource, ns, name string) (*metav1.PartialObjectMetadata, error) {
+		if gvr.Resource == "replicasets" {
+			forbidden.calls++
+			return nil, apierrors.NewForbidden(gvr.GroupResource(), name, errors.New("RBAC"))
+		}
+		return o.get(ctx, gvr, ns, name)
+	}, "k1", 100)
+	now := time.Unix(1000, 0)
+	r.now = func() time.Time { return now }
+	pod := corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Namespace: "kcp-ns", Name: "web-1-a"}
+	for range 3 {
+		_, ok, err := r.Resolve(context.Background(), pod)
+		require.NoError(t, err)
+		assert.False(t, ok)
+		now = now.Add(time.Minute)
+	}
+	assert.Equal(t, 1, forbidden.calls, "the forbidden lookup is cached beyond the negative TTL")
+}
+
 func TestResolveToClusterScopedSyncedObject(t *testing.T) {
 	o := &objects{}
 	o.add(schema.GroupVersionResource{Group: "test.tmc.dev", Version: "v1", Resource: "clusters"}, &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{

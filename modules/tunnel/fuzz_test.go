@@ -1,0 +1,155 @@
+package tunnel_test
+
+import (
+	"context"
+	"encoding/binary"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/go-logr/logr"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tmc-syncer/syncer/modules/tunnel"
+)
+
+// FuzzParsePath: whatever path a client sends, ParsePath never panics, and a path it accepts
+// names a valid target whose endpoint path is exactly the prefix of the input.
+func FuzzParsePath(f *testing.F) {
+	for _, s := range []string{
+		"/tunnel/v1/clusters/root:org/synctargets/c1",
+		"/tunnel/v1/clusters/root:org/synctargets/c1/proxy/api/v1/namespaces/x/pods/p/log",
+		"/tunnel/v1/clusters/../synctargets/c1",
+		"/tunnel/v1/clusters/a%2Fb/synctargets/c1",
+		"/tunnel/v1/clusters//synctargets/",
+		"/other",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		target, rest, err := tunnel.ParsePath(p)
+		if err != nil {
+			return
+		}
+		require.NoError(t, target.Validate())
+		require.Equal(t, p, target.Path()+rest, "endpoint path and remainder rebuild the input")
+		require.NotContains(t, target.Cluster, "/")
+		require.NotContains(t, target.Name, "/")
+	})
+}
+
+// FuzzParseAPIPath: an accepted API path is clean, namespaced, rebuilds to itself, carries no
+// subresource but the pod ones, and only read-only methods map to a verb for plain resources.
+func FuzzParseAPIPath(f *testing.F) {
+	for _, s := range [][2]string{
+		{"/api/v1/namespaces/team-a/pods/web/log", "GET"},
+		{"/api/v1/namespaces/team-a/pods/web/exec", "POST"},
+		{"/apis/apps/v1/namespaces/team-a/deployments/web", "GET"},
+		{"/apis/apps/v1/namespaces/team-a/deployments/web/scale", "PUT"},
+		{"/api/v1/namespaces/team-a/configmaps", "DELETE"},
+		{"/api/v1/namespaces/../secrets", "GET"},
+		{"/api/v1/nodes/n1/proxy", "GET"},
+	} {
+		f.Add(s[0], s[1], "watch=true")
+	}
+	f.Fuzz(func(t *testing.T, p, method, rawQuery string) {
+		r, err := tunnel.ParseAPIPath(p)
+		if err != nil {
+			return
+		}
+		require.Equal(t, path.Clean(p), p, "only clean paths")
+		require.Equal(t, p, r.Path(), "the request rebuilds to the input")
+		require.NotEmpty(t, r.Namespace)
+		require.NotEqual(t, "..", r.Namespace)
+		if r.Subresource != "" {
+			require.Equal(t, "pods", r.Resource)
+			require.Empty(t, r.Group)
+			require.Contains(t, []string{"log", "exec", "attach", "portforward"}, r.Subresource)
+		}
+		q, _ := url.ParseQuery(rawQuery)
+		verb, err := r.Verb(method, q)
+		if err != nil {
+			return
+		}
+		if r.Subresource == "" {
+			require.Contains(t, []string{http.MethodGet, http.MethodHead}, method, "plain resources are read-only")
+			require.Contains(t, []string{"get", "list", "watch"}, verb)
+		}
+	})
+}
+
+// yamuxFrame builds a 12-byte yamux header (version 0).
+func yamuxFrame(typ byte, flags uint16, stream, length uint32) []byte {
+	b := make([]byte, 12)
+	b[1] = typ
+	binary.BigEndian.PutUint16(b[2:], flags)
+	binary.BigEndian.PutUint32(b[4:], stream)
+	binary.BigEndian.PutUint32(b[8:], length)
+	return b
+}
+
+// FuzzSessionPeerFrames: a peer that sends arbitrary bytes over the WebSocket (broken yamux
+// headers, unknown types, huge lengths, stray data) never panics the session, and the session
+// ends once the peer goes away.
+func FuzzSessionPeerFrames(f *testing.F) {
+	const (
+		typeData, typeWindow, typePing, typeGoAway = 0, 1, 2, 3
+		flagSYN, flagFIN, flagRST                  = 1, 4, 8
+	)
+	f.Add(append(yamuxFrame(typeWindow, flagSYN, 1, 0), yamuxFrame(typeData, 0, 1, 5)...), []byte("hello"))
+	f.Add(yamuxFrame(typeData, flagSYN, 2, 1<<31), []byte{})
+	f.Add(yamuxFrame(typePing, flagSYN, 0, 42), yamuxFrame(typeGoAway, 0, 0, 1))
+	f.Add(yamuxFrame(typeWindow, flagFIN|flagRST, 7, 0), []byte{0xff, 0xff})
+	f.Add([]byte{1, 0, 0, 0}, []byte("not yamux at all"))
+
+	// ended receives once per connection, when its session has ended (or never began).
+	ended := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() { ended <- struct{}{} }()
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		sess, err := tunnel.NewSession(r.Context(), ws, false, target, tunnel.Keepalive{Interval: time.Second, MaxMissed: 2}, nil, logr.Discard())
+		if err != nil {
+			return
+		}
+		go func() {
+			for {
+				c, err := sess.Accept(tunnel.StreamUpstream)
+				if err != nil {
+					return
+				}
+				_ = c.Close()
+			}
+		}()
+		<-sess.Done()
+	}))
+	f.Cleanup(srv.Close)
+
+	f.Fuzz(func(t *testing.T, first, second []byte) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ws, resp, err := websocket.Dial(ctx, strings.Replace(srv.URL, "http", "ws", 1), nil)
+		require.NoError(t, err)
+		if resp.Body != nil {
+			_ = resp.Body.Close()
+		}
+		for _, msg := range [][]byte{first, second} {
+			if err := ws.Write(ctx, websocket.MessageBinary, msg); err != nil {
+				break
+			}
+		}
+		_ = ws.CloseNow()
+		select {
+		case <-ended:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the session did not end after the peer went away")
+		}
+	})
+}

@@ -1,0 +1,103 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+)
+
+// Limits bound what one tunnel session may hold on the server, so that one syncer (or the
+// users of one SyncTarget) cannot exhaust the server for the others. Zero fields take the
+// defaults.
+type Limits struct {
+	// MaxUpstreamStreams is the most syncer → upstream streams one session may have open at
+	// once; a stream beyond it is closed at once (client-go retries). Default 1024.
+	MaxUpstreamStreams int
+	// MaxProxyRequests is the most control plane → cluster requests in flight through one
+	// session (log follows and exec sessions count while they last); beyond it: 429.
+	// Default 256.
+	MaxProxyRequests int
+	// MaxRequestBodyBytes bounds the body of a forwarded request that is not an upgrade;
+	// beyond it: 413. Default 1 MiB.
+	MaxRequestBodyBytes int64
+	// MaxHeaderBytes bounds the request headers the server reads. Default 64 KiB.
+	MaxHeaderBytes int
+}
+
+// Default limits.
+const (
+	DefaultMaxUpstreamStreams  = 1024
+	DefaultMaxProxyRequests    = 256
+	DefaultMaxRequestBodyBytes = 1 << 20
+	DefaultMaxHeaderBytes      = 64 << 10
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxUpstreamStreams <= 0 {
+		l.MaxUpstreamStreams = DefaultMaxUpstreamStreams
+	}
+	if l.MaxProxyRequests <= 0 {
+		l.MaxProxyRequests = DefaultMaxProxyRequests
+	}
+	if l.MaxRequestBodyBytes <= 0 {
+		l.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	return l
+}
+
+// sessionLimits counts what one session holds.
+type sessionLimits struct {
+	max      Limits
+	streams  atomic.Int64
+	requests atomic.Int64
+}
+
+func newSessionLimits(l Limits) *sessionLimits { return &sessionLimits{max: l.withDefaults()} }
+
+// take increments c unless that would exceed limit.
+func take(c *atomic.Int64, limit int) bool {
+	if c.Add(1) > int64(limit) {
+		c.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (l *sessionLimits) takeStream() bool  { return take(&l.streams, l.max.MaxUpstreamStreams) }
+func (l *sessionLimits) releaseStream()    { l.streams.Add(-1) }
+func (l *sessionLimits) takeRequest() bool { return take(&l.requests, l.max.MaxProxyRequests) }
+func (l *sessionLimits) releaseRequest()   { l.requests.Add(-1) }
+
+// limitBody refuses a declared body over max with 413 and caps an undeclared one (chunked);
+// upgrades are streams, not bodies, and are not capped. It reports whether to go on.
+func limitBody(w http.ResponseWriter, r *http.Request, limit int64) bool {
+	if isUpgrade(r) {
+		return true
+	}
+	if r.ContentLength > limit {
+		http.Error(w, fmt.Sprintf("request body of %d bytes is over the tunnel's limit of %d bytes", r.ContentLength, limit), http.StatusRequestEntityTooLarge)
+		return false
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+	}
+	return true
+}
+
+func isUpgrade(r *http.Request) bool {
+	return headerHasToken(r.Header, "Connection", "upgrade") && r.Header.Get("Upgrade") != ""
+}
+
+// proxyErrorStatus maps a failure inside the reverse proxy to a status: a body cut at the
+// limit is the caller's fault (413), anything else is the tunnel's (502).
+func proxyErrorStatus(err error) int {
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return http.StatusRequestEntityTooLarge
+	}
+	return http.StatusBadGateway
+}
