@@ -260,10 +260,21 @@ func TestUnmanagedNamespaceAndVanishedEventAreIgnored(t *testing.T) {
 func TestUpstreamRejectionIsDroppedAndErrorsRetried(t *testing.T) {
 	tc := newTestController(t, Options{})
 	tc.up.PrependReactor("create", "events", func(clienttesting.Action) (bool, runtime.Object, error) {
-		return true, nil, apierrors.NewForbidden(corev1.Resource("events"), "x", errors.New("namespace terminating"))
+		err := apierrors.NewForbidden(corev1.Resource("events"), "x", errors.New("namespace terminating"))
+		err.ErrStatus.Details.Causes = append(err.ErrStatus.Details.Causes, metav1.StatusCause{Type: corev1.NamespaceTerminatingCause})
+		return true, nil, err
 	})
 	tc.forward(t, coreEvent("a", "Deployment", "web", 1))
 	assert.InDelta(t, 1.0, tc.metric(t, "tmc_syncer_events_dropped_total", map[string]string{"reason": metrics.DropUpstreamRejected}), 0)
+
+	// Any other 403 (an upstream API server whose authorizer has not synced yet) is retried.
+	tc = newTestController(t, Options{})
+	tc.up.PrependReactor("create", "events", func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(corev1.Resource("events"), "x", errors.New("RBAC: not ready"))
+	})
+	forbidden := tc.put(coreEvent("a", "Deployment", "web", 1))
+	require.NoError(t, tc.Reconcile(context.Background(), forbidden))
+	require.ErrorContains(t, tc.send(context.Background(), forbidden), "retrying")
 
 	tc = newTestController(t, Options{})
 	tc.up.PrependReactor("create", "events", func(clienttesting.Action) (bool, runtime.Object, error) {

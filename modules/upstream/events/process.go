@@ -135,6 +135,10 @@ func (c *Controller) send(ctx context.Context, key queue.Key) error {
 	c.mu.Unlock()
 	s, created, err := c.upsert(ctx, ev, known)
 	switch {
+	case apierrors.IsForbidden(err) && !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+		// An upstream API server that has just (re)started answers 403 until its
+		// authorizer has synced: retried with backoff, until the Event ages out (MaxAge).
+		return fmt.Errorf("upstream refused Event %s/%s (retrying): %w", ev.Namespace, ev.Name, err)
 	case apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsNotFound(err) || apierrors.IsBadRequest(err):
 		c.cfg.Metrics.EventDropped(metrics.DropUpstreamRejected)
 		logger.Error(err, "upstream rejected Event, dropped", "upstream", ev.Namespace+"/"+ev.Name)
