@@ -32,6 +32,13 @@ func (c *CorkedConn) Write(p []byte) (int, error) {
 	if !c.corked {
 		return c.Conn.Write(p)
 	}
+	if len(c.buf)+len(p) > maxCorked {
+		// Too big to hold back: send what is held, then p itself, without copying it.
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+		return c.Conn.Write(p)
+	}
 	c.buf = append(c.buf, p...)
 	if len(c.buf) >= maxCorked {
 		if err := c.flushLocked(); err != nil {
@@ -39,6 +46,20 @@ func (c *CorkedConn) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// CloseWrite half-closes the wrapped connection when it can (a TCP connection), so
+// an HTTP server can signal the end of a response before reading the rest of a body.
+func (c *CorkedConn) CloseWrite() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.flushLocked(); err != nil {
+		return err
+	}
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
 }
 
 // Cork holds back the following writes until Uncork.

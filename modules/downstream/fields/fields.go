@@ -190,8 +190,9 @@ func sameQuantity(want, got any) bool {
 	if err != nil {
 		return false
 	}
-	gq, err := resource.ParseQuantity(g)
-	return err == nil && wq.Cmp(gq) == 0
+	// Only the canonical form the server writes: "1.10" and "1.1" in an env value are
+	// different strings, and drift.
+	return g == wq.String()
 }
 
 func isEmpty(v any) bool {

@@ -28,8 +28,9 @@ import (
 const recreateDelay = time.Second
 
 // removeRecheck is when a key whose downstream copy is being deleted is looked at again,
-// should its DELETE event not bring it back first.
-const removeRecheck = 5 * time.Second
+// should its DELETE event not bring it back first (a safety net: objects that take long
+// to go, like PVCs in use, cost one look per key this often).
+const removeRecheck = 30 * time.Second
 
 // Reconcile implements queue.Controller: it converges the downstream copy of the upstream
 // object named by key.

@@ -383,10 +383,7 @@ func (c *Client) attemptClient(corked *attemptCorks) *http.Client {
 		if err != nil {
 			return nil, err
 		}
-		cfg := c.opts.TLSConfig.Clone()
-		if cfg == nil {
-			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
-		}
+		cfg := secureTLS(c.opts.TLSConfig)
 		if cfg.ServerName == "" {
 			cfg.ServerName, _, _ = net.SplitHostPort(addr)
 		}

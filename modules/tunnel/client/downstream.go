@@ -89,8 +89,14 @@ type downstreamHandler struct {
 	meta    metadata.Interface // reads the labels when owned is set
 }
 
+// maxOwnerDepth bounds the controller chain checkOwned follows (Pod → ReplicaSet →
+// Deployment is two steps; CronJob → Job → Pod too).
+const maxOwnerDepth = 3
+
 // checkOwned returns the HTTP status and error refusing req when it names an
-// object that does not carry the syncer's labels.
+// object that does not carry the syncer's labels, itself or through its chain of
+// controllers in the same namespace (the pods a synced Deployment's ReplicaSet
+// creates carry no labels of ours).
 func (h *downstreamHandler) checkOwned(ctx context.Context, req tunnel.APIRequest) (int, error) {
 	if h.meta == nil || req.Name == "" {
 		return 0, nil
@@ -100,12 +106,61 @@ func (h *downstreamHandler) checkOwned(ctx context.Context, req tunnel.APIReques
 	switch {
 	case apierrors.IsNotFound(err):
 		return http.StatusNotFound, fmt.Errorf("%s %s/%s not found", req.Resource, req.Namespace, req.Name)
+	case apierrors.IsForbidden(err):
+		return http.StatusForbidden, fmt.Errorf("read %s %s/%s: %w", req.Resource, req.Namespace, req.Name, err)
 	case err != nil:
 		return http.StatusBadGateway, fmt.Errorf("read %s %s/%s: %w", req.Resource, req.Namespace, req.Name, err)
-	case !h.owned.Matches(labels.Set(obj.GetLabels())):
-		return http.StatusForbidden, fmt.Errorf("%s %s/%s was not synced by this syncer", req.Resource, req.Namespace, req.Name)
 	}
-	return 0, nil
+	for range maxOwnerDepth + 1 {
+		if h.owned.Matches(labels.Set(obj.GetLabels())) {
+			return 0, nil
+		}
+		ref := metav1.GetControllerOf(obj)
+		if ref == nil {
+			break
+		}
+		owner, ok := ownerResource(ref)
+		if !ok {
+			break
+		}
+		if obj, err = h.meta.Resource(owner).Namespace(req.Namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err != nil || obj.GetUID() != ref.UID {
+			break
+		}
+	}
+	return http.StatusForbidden, fmt.Errorf("%s %s/%s was not synced by this syncer", req.Resource, req.Namespace, req.Name)
+}
+
+// ownerResource maps the controllers that own pods (directly or through one another)
+// to their resources; other owners end the chain.
+func ownerResource(ref *metav1.OwnerReference) (schema.GroupVersionResource, bool) {
+	gv, err := schema.ParseGroupVersion(ref.APIVersion)
+	if err != nil {
+		return schema.GroupVersionResource{}, false
+	}
+	resource, ok := map[string]string{
+		"apps/ReplicaSet": "replicasets", "apps/Deployment": "deployments", "apps/StatefulSet": "statefulsets",
+		"apps/DaemonSet": "daemonsets", "batch/Job": "jobs", "batch/CronJob": "cronjobs",
+		"/ReplicationController": "replicationcontrollers",
+	}[gv.Group+"/"+ref.Kind]
+	return gv.WithResource(resource), ok
+}
+
+// scopeToOwned narrows a list or watch (a request naming no object) to the objects
+// carrying the syncer's labels: the selector is ANDed with the caller's.
+func (h *downstreamHandler) scopeToOwned(req tunnel.APIRequest, q url.Values) url.Values {
+	if h.owned == nil || h.owned.Empty() || req.Name != "" {
+		return q
+	}
+	out := url.Values{}
+	for k, v := range q {
+		out[k] = v
+	}
+	sel := h.owned.String()
+	if caller := q.Get("labelSelector"); caller != "" {
+		sel = caller + "," + sel
+	}
+	out.Set("labelSelector", sel)
+	return out
 }
 
 func (h *downstreamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -130,6 +185,6 @@ func (h *downstreamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.log.V(2).Info("serving tunnelled request", "method", r.Method, "path", r.URL.Path)
 	// Rebuild the path from the parsed request so nothing unparsed reaches downstream.
 	r2 := r.Clone(r.Context())
-	r2.URL = &url.URL{Path: req.Path(), RawQuery: r.URL.RawQuery}
+	r2.URL = &url.URL{Path: req.Path(), RawQuery: h.scopeToOwned(req, r.URL.Query()).Encode()}
 	h.proxy.ServeHTTP(w, r2)
 }

@@ -72,15 +72,31 @@ func TestDownstreamHandlerServesOnlyObjectsWithTheSyncerLabels(t *testing.T) {
 	objects := map[string]string{
 		"/api/v1/namespaces/mine/pods/ours":   `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"ours","namespace":"mine","labels":{"owner":"me"}}}`,
 		"/api/v1/namespaces/mine/pods/theirs": `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"theirs","namespace":"mine","labels":{"owner":"you"}}}`,
+		// A pod of a synced Deployment: Pod → ReplicaSet → Deployment (which carries the labels).
+		"/api/v1/namespaces/mine/pods/web-1": `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"web-1","namespace":"mine",` +
+			`"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-rs","uid":"rs-uid","controller":true}]}}`,
+		"/apis/apps/v1/namespaces/mine/replicasets/web-rs": `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"web-rs","namespace":"mine","uid":"rs-uid",` +
+			`"ownerReferences":[{"apiVersion":"apps/v1","kind":"Deployment","name":"web","uid":"dep-uid","controller":true}]}}`,
+		"/apis/apps/v1/namespaces/mine/deployments/web": `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"web","namespace":"mine","uid":"dep-uid","labels":{"owner":"me"}}}`,
+		// A pod whose owner reference names a ReplicaSet that has another UID now.
+		"/api/v1/namespaces/mine/pods/stale-1": `{"kind":"PartialObjectMetadata","apiVersion":"meta.k8s.io/v1","metadata":{"name":"stale-1","namespace":"mine",` +
+			`"ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"web-rs","uid":"old-uid","controller":true}]}}`,
 	}
 	var logsRead atomic.Int32
+	var listSelector atomic.Value
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if body, ok := objects[r.URL.Path]; ok {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = io.WriteString(w, body)
 			return
 		}
-		if r.URL.Path == "/api/v1/namespaces/mine/pods/ours/log" {
+		if r.URL.Path == "/api/v1/namespaces/mine/pods" {
+			listSelector.Store(r.URL.Query().Get("labelSelector"))
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"kind":"PodList","apiVersion":"v1","items":[]}`)
+			return
+		}
+		if r.URL.Path == "/api/v1/namespaces/mine/pods/ours/log" || r.URL.Path == "/api/v1/namespaces/mine/pods/web-1/log" {
 			logsRead.Add(1)
 			_, _ = io.WriteString(w, "hello\n")
 			return
@@ -100,10 +116,14 @@ func TestDownstreamHandlerServesOnlyObjectsWithTheSyncerLabels(t *testing.T) {
 		{"/api/v1/namespaces/mine/pods/ours/log", http.StatusOK},
 		{"/api/v1/namespaces/mine/pods/theirs/log", http.StatusForbidden},
 		{"/api/v1/namespaces/mine/pods/gone/log", http.StatusNotFound},
+		{"/api/v1/namespaces/mine/pods/web-1/log", http.StatusOK},
+		{"/api/v1/namespaces/mine/pods/stale-1/log", http.StatusForbidden},
+		{"/api/v1/namespaces/mine/pods?labelSelector=app%3Dweb", http.StatusOK},
 	} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequestWithContext(context.Background(), http.MethodGet, tc.path, nil))
 		assert.Equal(t, tc.want, rec.Code, "%s: %s", tc.path, rec.Body.String())
 	}
-	assert.Equal(t, int32(1), logsRead.Load(), "only the syncer's pod's log is read")
+	assert.Equal(t, int32(2), logsRead.Load(), "only the logs of the syncer's pods (synced, or created by what it synced) are read")
+	assert.Equal(t, "app=web,owner=me", listSelector.Load(), "a list sees only the syncer's objects")
 }

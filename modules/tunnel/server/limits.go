@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 )
 
@@ -89,7 +90,13 @@ func limitBody(w http.ResponseWriter, r *http.Request, limit int64) bool {
 }
 
 func isUpgrade(r *http.Request) bool {
-	return headerHasToken(r.Header, "Connection", "upgrade") && r.Header.Get("Upgrade") != ""
+	if !headerHasToken(r.Header, "Connection", "upgrade") {
+		return false
+	}
+	// Only the protocols the API server upgrades exec/attach/port-forward to; any
+	// other Upgrade header must not lift the body limit.
+	up := strings.ToLower(r.Header.Get("Upgrade"))
+	return up == "websocket" || strings.HasPrefix(up, "spdy/")
 }
 
 // proxyErrorStatus maps a failure inside the reverse proxy to a status: a body cut at the

@@ -119,7 +119,9 @@ type Controller struct {
 
 	mu      sync.Mutex
 	targets map[string]Target // resolved, waiting in the outbox
-	sent    *lru.Cache        // types.UID → sent
+	// forbidden counts the 403 answers to each Event's upstream write (retryForbidden).
+	forbidden map[string]int
+	sent      *lru.Cache // types.UID → sent
 }
 
 // New returns a Controller; Run starts it.
@@ -148,13 +150,14 @@ func New(cfg Config) (*Controller, error) {
 		cfg.ReportingInstance = "tmc-syncer-" + cfg.SyncTargetName
 	}
 	c := &Controller{
-		cfg:      cfg,
-		opts:     opts,
-		resolver: NewResolver(cfg.Mapper, cfg.Metadata, cfg.SyncTargetKey, 10000),
-		now:      time.Now,
-		gvr:      schema.GroupVersionResource{Version: "v1", Resource: "events"},
-		targets:  map[string]Target{},
-		sent:     lru.New(20000),
+		cfg:       cfg,
+		opts:      opts,
+		resolver:  NewResolver(cfg.Mapper, cfg.Metadata, cfg.SyncTargetKey, 10000),
+		now:       time.Now,
+		gvr:       schema.GroupVersionResource{Version: "v1", Resource: "events"},
+		targets:   map[string]Target{},
+		forbidden: map[string]int{},
+		sent:      lru.New(20000),
 	}
 	if opts.API == APIEventsV1 {
 		c.gvr.Group = "events.k8s.io"

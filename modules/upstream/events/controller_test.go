@@ -274,7 +274,14 @@ func TestUpstreamRejectionIsDroppedAndErrorsRetried(t *testing.T) {
 	})
 	forbidden := tc.put(coreEvent("a", "Deployment", "web", 1))
 	require.NoError(t, tc.Reconcile(context.Background(), forbidden))
-	require.ErrorContains(t, tc.send(context.Background(), forbidden), "retrying")
+	for range maxForbiddenRetries {
+		require.NoError(t, tc.Reconcile(context.Background(), forbidden))
+		require.ErrorContains(t, tc.send(context.Background(), forbidden), "retrying")
+	}
+	require.NoError(t, tc.Reconcile(context.Background(), forbidden))
+	require.NoError(t, tc.send(context.Background(), forbidden), "dropped after maxForbiddenRetries")
+	assert.InDelta(t, 1.0, tc.metric(t, "tmc_syncer_events_dropped_total", map[string]string{"reason": metrics.DropUpstreamRejected}), 0)
+	assert.Empty(t, tc.forbidden)
 
 	tc = newTestController(t, Options{})
 	tc.up.PrependReactor("create", "events", func(clienttesting.Action) (bool, runtime.Object, error) {

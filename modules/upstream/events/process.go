@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -135,17 +136,23 @@ func (c *Controller) send(ctx context.Context, key queue.Key) error {
 	c.mu.Unlock()
 	s, created, err := c.upsert(ctx, ev, known)
 	switch {
-	case apierrors.IsForbidden(err) && !apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause):
+	case c.retryForbidden(k, err):
 		// An upstream API server that has just (re)started answers 403 until its
-		// authorizer has synced: retried with backoff, until the Event ages out (MaxAge).
+		// authorizer has synced: retried a few times (a second apart) before dropping.
 		return fmt.Errorf("upstream refused Event %s/%s (retrying): %w", ev.Namespace, ev.Name, err)
 	case apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsNotFound(err) || apierrors.IsBadRequest(err):
+		c.mu.Lock()
+		delete(c.forbidden, k)
+		c.mu.Unlock()
 		c.cfg.Metrics.EventDropped(metrics.DropUpstreamRejected)
 		logger.Error(err, "upstream rejected Event, dropped", "upstream", ev.Namespace+"/"+ev.Name)
 		return nil
 	case err != nil:
 		return err
 	}
+	c.mu.Lock()
+	delete(c.forbidden, k)
+	c.mu.Unlock()
 	if created {
 		c.cfg.Metrics.EventForwarded()
 	} else {
@@ -241,4 +248,25 @@ func (c *Controller) patchRepeat(ctx context.Context, ev *corev1.Event) error {
 		return fmt.Errorf("update upstream Event %s/%s: %w", ev.Namespace, ev.Name, err)
 	}
 	return nil
+}
+
+// maxForbiddenRetries bounds the retries of an Event upstream refuses with 403.
+const maxForbiddenRetries = 10
+
+// retryForbidden reports whether err is a 403 worth retrying for the Event k: not a
+// terminating namespace or an exceeded quota (those stay refused), and not yet retried
+// maxForbiddenRetries times (then it is dropped like any rejection).
+func (c *Controller) retryForbidden(k string, err error) bool {
+	if !apierrors.IsForbidden(err) || apierrors.HasStatusCause(err, corev1.NamespaceTerminatingCause) ||
+		strings.Contains(err.Error(), "exceeded quota") {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.forbidden[k]++
+	if c.forbidden[k] > maxForbiddenRetries {
+		delete(c.forbidden, k)
+		return false
+	}
+	return true
 }

@@ -21,6 +21,9 @@ import (
 // maxOwnerDepth bounds the ownerReference walk (Pod → ReplicaSet → Deployment is 2).
 const maxOwnerDepth = 8
 
+// forbiddenTTL is how long an owner the syncer may not read counts as not ours.
+const forbiddenTTL = time.Minute
+
 // GetMetadata reads the metadata of one downstream object.
 type GetMetadata func(ctx context.Context, gvr schema.GroupVersionResource, namespace, name string) (*metav1.PartialObjectMetadata, error)
 
@@ -178,10 +181,11 @@ func (r *Resolver) lookup(ctx context.Context, apiVersion, kind, namespace, name
 	obj, err := r.get(ctx, m.Resource, namespace, name)
 	if apierrors.IsForbidden(err) {
 		// RBAC withholds this kind (it is not synced, nor between a synced object and its
-		// Pods): nothing of ours can be found through it. Retrying would not help; remember
-		// the answer as long as a found object, so it is asked (and logged) rarely.
+		// Pods): nothing of ours can be found through it. Remember the answer for a
+		// minute, so it is asked (and logged) rarely, yet a 403 of an API server whose
+		// authorizer was still starting does not hide an owner for long.
 		klog.FromContext(ctx).Info("Event not forwarded: may not read the object it is about", "resource", m.Resource.String(), "object", namespace+"/"+name, "err", err.Error())
-		r.cache.Add(key, cached{obj: nil, fetched: now.Add(r.ttl - r.negativeTTL)})
+		r.cache.Add(key, cached{obj: nil, fetched: now.Add(forbiddenTTL - r.negativeTTL)})
 		return nil, nil
 	}
 	if apierrors.IsNotFound(err) {

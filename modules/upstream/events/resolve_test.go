@@ -168,7 +168,8 @@ func TestResolveErrors(t *testing.T) {
 
 // TestResolveForbiddenOwnerIsNotSyncedAndNotRetried: without RBAC to read an owner, the
 // Event belongs to nothing we can see; that is an answer (no error, no hot retry), cached
-// like a found object.
+// for forbiddenTTL: longer than the negative TTL, short enough that a 403 of a starting
+// API server does not hide an owner for long.
 func TestResolveForbiddenOwnerIsNotSyncedAndNotRetried(t *testing.T) {
 	o := chain()
 	forbidden := &objects{byKey: o.byKey}
@@ -186,9 +187,13 @@ func TestResolveForbiddenOwnerIsNotSyncedAndNotRetried(t *testing.T) {
 		_, ok, err := r.Resolve(context.Background(), pod)
 		require.NoError(t, err)
 		assert.False(t, ok)
-		now = now.Add(time.Minute)
+		now = now.Add(20 * time.Second)
 	}
 	assert.Equal(t, 1, forbidden.calls, "the forbidden lookup is cached beyond the negative TTL")
+	now = now.Add(forbiddenTTL)
+	_, _, err := r.Resolve(context.Background(), pod)
+	require.NoError(t, err)
+	assert.Equal(t, 2, forbidden.calls, "asked again after forbiddenTTL")
 }
 
 func TestResolveToClusterScopedSyncedObject(t *testing.T) {
