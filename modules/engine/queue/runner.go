@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"syscall"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 )
@@ -193,6 +195,17 @@ func (r *Runner) handle(ctx context.Context, key Key, err error, d time.Duration
 			result = ResultError
 			logger.Error(ra.Err, "reconcile failed, retrying later", "after", ra.After)
 		}
+	case isUnreachable(err):
+		// The API server is down (restarting, or the tunnel to it is): every key fails
+		// alike, so growing each key's backoff (and spending the shared retry budget)
+		// would only delay the recovery by minutes. Retry at a steady pace instead.
+		result = ResultError
+		logger.Error(err, "reconcile failed, API server unreachable, retrying", "after", UnreachableRetryDelay)
+		r.queue.Forget(key)
+		if !r.queue.ShuttingDown() {
+			r.stats.pending(key)
+			r.queue.AddAfter(key, UnreachableRetryDelay)
+		}
 	case errors.As(err, &pe):
 		result = ResultPanic
 		logger.Error(err, "recovered panic in reconcile", "stack", string(pe.Stack))
@@ -221,4 +234,15 @@ func (r *Runner) retry(key Key) {
 	}
 	r.stats.pending(key)
 	r.queue.AddRateLimited(key)
+}
+
+// UnreachableRetryDelay is how soon a key is retried when its reconcile failed because
+// an API server could not be reached.
+const UnreachableRetryDelay = 2 * time.Second
+
+// isUnreachable reports an error of an API server that is not there: the connection was
+// refused or reset, or it answered 503 (starting up, or a proxy in front of it).
+func isUnreachable(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		apierrors.IsServiceUnavailable(err)
 }

@@ -3,13 +3,18 @@ package queue
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/cache"
@@ -372,4 +377,31 @@ func TestSyncLatencySpansRetriesUntilTheChangeConverges(t *testing.T) {
 	require.Eventually(t, func() bool { return len(obs.get(key("a"))) == 2 }, 5*time.Second, 5*time.Millisecond,
 		"the next change is measured from its own enqueue")
 	assert.Less(t, obs.get(key("a"))[1], obs.get(key("a"))[0])
+}
+
+// TestUnreachableAPIServerIsRetriedAtASteadyPace: while an API server is down, a key is
+// retried every UnreachableRetryDelay instead of with a growing backoff.
+func TestUnreachableAPIServerIsRetriedAtASteadyPace(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	for _, err := range []error{fmt.Errorf("get x: %w", refused), apierrors.NewServiceUnavailable("starting")} {
+		assert.True(t, isUnreachable(err), "%v", err)
+	}
+	assert.False(t, isUnreachable(errors.New("conflict")))
+	assert.False(t, isUnreachable(nil))
+
+	c := newFake(func(_ context.Context, _ Key, attempt int) error {
+		if attempt == 1 {
+			return fmt.Errorf("get x: %w", refused)
+		}
+		return nil
+	})
+	r := NewRunner(c, Options{})
+	stop := start(t, r)
+	defer stop()
+	r.Enqueue(key("u"))
+	require.Eventually(t, func() bool { return c.count(key("u")) == 2 }, 10*time.Second, 10*time.Millisecond)
+	c.mu.Lock()
+	ts := c.times[key("u")]
+	c.mu.Unlock()
+	assert.GreaterOrEqual(t, ts[1].Sub(ts[0]), UnreachableRetryDelay, "retried after the steady delay, not the 5 ms first backoff")
 }
