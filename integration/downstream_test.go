@@ -31,7 +31,6 @@ import (
 	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
 	"github.com/tmc-syncer/syncer/modules/downstream/spec"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
-	"github.com/tmc-syncer/syncer/modules/engine/engine"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 )
@@ -750,38 +749,7 @@ func TestDownstreamImmutableChangeRecreatesOnlyWhenAllowed(t *testing.T) {
 // and resource set) instead of the Syncer's own informers.
 func (h *syncerHarness) startOnEngine(resources ...string) {
 	h.t.Helper()
-	upClients, err := engine.ClientsFor(h.env.KCP.Config)
-	require.NoError(h.t, err)
-	downClients, err := engine.ClientsFor(h.env.Physical.Config)
-	require.NoError(h.t, err)
-	e, err := engine.New(engine.Config{
-		SyncTargetName: h.target.Name, SyncTargetUID: h.target.UID, FromCluster: h.target.Cluster, Resources: resources,
-	}, upClients, downClients)
-	require.NoError(h.t, err)
-	opts := h.opts
-	opts.Registerer = prometheus.NewRegistry()
-	reg, err := downstream.Register(e, downstream.Clients{Upstream: h.up, Downstream: h.down, UpstreamEvents: h.upKube}, opts)
-	require.NoError(h.t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	h.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(h.t, err, "engine Run")
-		case <-time.After(time.Minute):
-			h.t.Error("engine did not stop within a minute")
-		}
-		reg.Close()
-	})
-	select {
-	case <-e.Ready():
-	case err := <-done:
-		require.NoError(h.t, err, "engine stopped before it was ready")
-	case <-time.After(eventually):
-		h.t.Fatal("engine not ready in time")
-	}
+	h.startOnEngineLogged(resources...)
 }
 
 func TestDownstreamOnEngineSyncsRevertsDeletesAndCleansNamespaces(t *testing.T) {
