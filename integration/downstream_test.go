@@ -549,23 +549,31 @@ func TestDownstreamRestartConvergesAndCleansOrphans(t *testing.T) {
 	h := newSyncer(t, "restart", downstream.Options{})
 	h.start()
 	ns := h.upstreamNamespace("restart")
-	for _, n := range []string{"changed", "terminating", "orphan"} {
+	for _, n := range []string{"changed", "terminating", "orphan", "unassigned"} {
 		h.createUp(configMapsGVR, h.configMap(ns, n, map[string]any{"v": "1"}, nil))
 	}
-	for _, n := range []string{"changed", "terminating", "orphan"} {
+	for _, n := range []string{"changed", "terminating", "orphan", "unassigned"} {
 		h.waitDown(configMapsGVR, ns, n, nil, "synced before the restart")
 		h.waitUp(configMapsGVR, ns, n, hasFinalizerFor(h), "finalizer")
 	}
 	h.stop()
 
 	// While the syncer is down: one object changes, one is deleted (held by our finalizer),
-	// one is deleted for good (an admin removed the finalizer), one is created.
+	// one is deleted for good (an admin removed the finalizer), one is created, one loses
+	// its state label, and one holds our finalizer without the label and without ever having
+	// reached the physical cluster (the finalizer was added, the downstream write failed,
+	// then the object was moved to another target: the chaos test found it stranded).
 	h.patchUp(configMapsGVR, ns, "changed", map[string]any{"data": map[string]any{"v": "2"}})
 	require.NoError(t, h.up.Resource(configMapsGVR).Namespace(ns).Delete(context.Background(), "terminating", metav1.DeleteOptions{}))
 	h.patchUp(configMapsGVR, ns, "orphan", map[string]any{"metadata": map[string]any{"finalizers": nil}})
 	require.NoError(t, h.up.Resource(configMapsGVR).Namespace(ns).Delete(context.Background(), "orphan", metav1.DeleteOptions{}))
 	h.waitUp(configMapsGVR, ns, "orphan", isNotFound, "deleted upstream while the syncer is down")
 	h.createUp(configMapsGVR, h.configMap(ns, "new", map[string]any{"v": "1"}, nil))
+	h.patchUp(configMapsGVR, ns, "unassigned", map[string]any{"metadata": map[string]any{"labels": map[string]any{h.target.StateLabel(): nil}}})
+	stranded := h.configMap(ns, "stranded", map[string]any{"v": "1"}, nil)
+	stranded.SetLabels(map[string]string{"state.workload.kcp.io/elsewhere": "Sync"})
+	stranded.SetFinalizers([]string{h.target.SyncerFinalizer()})
+	h.createUp(configMapsGVR, stranded)
 
 	h.start()
 	h.waitDown(configMapsGVR, ns, "changed", dataEquals("v", "2"), "converged after restart")
@@ -573,6 +581,15 @@ func TestDownstreamRestartConvergesAndCleansOrphans(t *testing.T) {
 	h.waitDownGone(configMapsGVR, ns, "terminating", "deleted after restart")
 	h.waitUp(configMapsGVR, ns, "terminating", isNotFound, "finalizer released after restart")
 	h.waitDownGone(configMapsGVR, ns, "orphan", "orphan cleaned up on start")
+	h.waitDownGone(configMapsGVR, ns, "unassigned", "unassigned while down: deleted downstream")
+	h.waitUp(configMapsGVR, ns, "unassigned", isUpWithoutFinalizerOf(h), "unassigned while down: finalizer released")
+	h.waitUp(configMapsGVR, ns, "stranded", isUpWithoutFinalizerOf(h), "stranded finalizer released by the start-up sweep")
+}
+
+// isUpWithoutFinalizerOf is true once the upstream object exists without h's syncer finalizer.
+func isUpWithoutFinalizerOf(h *syncerHarness) func(*unstructured.Unstructured, error) bool {
+	has := hasFinalizerFor(h)
+	return func(u *unstructured.Unstructured, err error) bool { return err == nil && !has(u, nil) }
 }
 
 func TestDownstreamNamespaceLifecycle(t *testing.T) {
@@ -763,7 +780,13 @@ func TestDownstreamOnEngineSyncsRevertsDeletesAndCleansNamespaces(t *testing.T) 
 			"syncer.tmc.dev/upstream-name": "orphan", "syncer.tmc.dev/upstream-uid": "gone"},
 	}}, metav1.CreateOptions{})
 	require.NoError(t, err)
+	// A stranded upstream object from an earlier run: our finalizer, no longer our state label.
+	stranded := h.configMap(ns, "stranded", map[string]any{"v": "1"}, nil)
+	stranded.SetLabels(nil)
+	stranded.SetFinalizers([]string{h.target.SyncerFinalizer()})
+	h.createUp(configMapsGVR, stranded)
 	h.startOnEngine("configmaps")
+	h.waitUp(configMapsGVR, ns, "stranded", isUpWithoutFinalizerOf(h), "start-up sweep releases the stranded finalizer")
 
 	require.Eventually(t, func() bool {
 		_, err := h.env.Physical.Kube(t).CoreV1().ConfigMaps(orphanNS).Get(context.Background(), "orphan", metav1.GetOptions{})

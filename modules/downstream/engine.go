@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -140,6 +141,7 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 		return nil, fmt.Errorf("downstream: %w", err)
 	}
 	cleaner := &cleanupController{target: target, upstream: clients.Upstream, applier: w.applier, metrics: w.metrics,
+		gvrs: synced, cluster: w.tctx.UpstreamCluster, enqueue: reg.Spec.Enqueue,
 		resources: func() []cleanup.Resource {
 			var out []cleanup.Resource
 			for _, gvr := range synced() {
@@ -158,19 +160,25 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 var cleanupKey = queue.Key{Direction: queue.Down, Name: "start-up-cleanup"}
 
 // cleanupController runs the start-up cleanup once the engine has started its controllers
-// (its informers are synced by then).
+// (its informers are synced by then): orphans downstream, then stranded upstream finalizers.
 type cleanupController struct {
 	target    identity.Target
 	upstream  dynamic.Interface
 	applier   *applier.Applier
 	metrics   *metrics.Metrics
 	resources func() []cleanup.Resource
+	gvrs      func() []schema.GroupVersionResource
+	cluster   func(*unstructured.Unstructured) string
+	enqueue   func(queue.Key)
 }
 
 func (c *cleanupController) Name() string { return "downstream-cleanup" }
 func (c *cleanupController) Workers() int { return 1 }
 func (c *cleanupController) Reconcile(ctx context.Context, _ queue.Key) error {
-	_, err := cleanup.Orphans(ctx, c.target, c.resources(), c.upstream, c.applier, c.metrics)
+	if _, err := cleanup.Orphans(ctx, c.target, c.resources(), c.upstream, c.applier, c.metrics); err != nil {
+		return err
+	}
+	_, err := cleanup.Stranded(ctx, c.target, c.gvrs(), c.upstream, c.cluster, c.enqueue)
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
@@ -36,7 +37,8 @@ func TestRegisterWiresControllersOnTheEngine(t *testing.T) {
 	assert.Equal(t, 1, reg.Cleanup.Len(), "the start-up cleanup is queued")
 	reg.Close()
 
-	cl := &cleanupController{target: e.Target(), upstream: c, resources: func() []cleanup.Resource { return nil }}
+	cl := &cleanupController{target: e.Target(), upstream: c, resources: func() []cleanup.Resource { return nil },
+		gvrs: func() []schema.GroupVersionResource { return nil }}
 	require.NoError(t, cl.Reconcile(context.Background(), cleanupKey))
 	assert.Equal(t, 1, cl.Workers())
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -86,6 +87,7 @@ type Syncer struct {
 	applier     *applier.Applier
 	metrics     *metrics.Metrics
 	broadcaster record.EventBroadcaster
+	cluster     func(*unstructured.Unstructured) string
 	synced      atomic.Bool
 }
 
@@ -115,6 +117,7 @@ func New(clients Clients, target identity.Target, resources []schema.GroupVersio
 		applier:     w.applier,
 		metrics:     w.metrics,
 		broadcaster: w.broadcaster,
+		cluster:     w.tctx.UpstreamCluster,
 	}
 	var specResources []spec.Resource
 	var upIdx, downIdx []namespaces.Indexer
@@ -182,6 +185,11 @@ func (s *Syncer) Run(ctx context.Context) error {
 		logger.Error(err, "start-up cleanup failed", "deleted", n)
 	} else if n > 0 {
 		logger.Info("start-up cleanup deleted orphans", "deleted", n)
+	}
+	// Objects unassigned while the syncer was down may still hold our finalizer; the spec
+	// controller releases it once the runner starts.
+	if n, err := cleanup.Stranded(ctx, s.target, s.resources, s.clients.Upstream, s.cluster, s.spec.Enqueue); err != nil {
+		logger.Error(err, "start-up sweep for stranded finalizers failed", "enqueued", n)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
