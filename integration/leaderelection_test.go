@@ -41,9 +41,9 @@ func TestSyncerReplicasElectOneLeaderAndFailOver(t *testing.T) {
 	applies := func(r *syncerProcess) float64 {
 		for i := range replicas {
 			if replicas[i] == r {
-				body := httpGetBody(t, "http://"+metricsAddrs[i]+"/metrics")
+				body := scrapeMetrics(metricsAddrs[i])
 				require.Contains(t, body, "process_start_time_seconds", "replica %d serves its metrics", i)
-				return metricValue(body, "tmc_syncer_downstream_applies_total")
+				return framework.MetricSum(body, "tmc_syncer_downstream_applies_total")
 			}
 		}
 		return -1

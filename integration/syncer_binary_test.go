@@ -5,13 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -137,38 +134,10 @@ func createSyncTarget(t *testing.T, env *framework.Environment, name string) *un
 	return st
 }
 
-func httpGetBody(t *testing.T, url string) string {
-	t.Helper()
-	resp, err := http.Get(url) //nolint:noctx // a test's one-shot scrape
-	if err != nil {
-		return ""
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-// metricValue returns the value of the first sample whose line starts with prefix
-// and contains every label, or -1.
-func metricValue(scrape, prefix string, labels ...string) float64 {
-	for _, line := range strings.Split(scrape, "\n") {
-		if !strings.HasPrefix(line, prefix) {
-			continue
-		}
-		match := true
-		for _, l := range labels {
-			match = match && strings.Contains(line, l)
-		}
-		if !match {
-			continue
-		}
-		fields := strings.Fields(line)
-		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
-		if err == nil {
-			return v
-		}
-	}
-	return -1
+// scrapeMetrics returns the /metrics text at addr, or "" while it does not answer.
+func scrapeMetrics(addr string) string {
+	body, _ := framework.HTTPGet(context.Background(), "http://"+addr+"/metrics")
+	return body
 }
 
 func grepLines(text, substr string) string {
@@ -235,9 +204,9 @@ func TestSyncerBinarySyncsAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	}
 	var scrape string
 	require.Eventually(t, func() bool {
-		scrape = httpGetBody(t, "http://"+metricsAddr+"/metrics")
-		return metricValue(scrape, "tmc_syncer_informer_objects{", `resource="configmaps"`, `side="downstream"`) == n &&
-			metricValue(scrape, "tmc_syncer_sync_latency_seconds_count{", `controller="downstream-spec"`, `resource="configmaps"`) >= n
+		scrape = scrapeMetrics(metricsAddr)
+		return framework.MetricSum(scrape, "tmc_syncer_informer_objects", `resource="configmaps"`, `side="downstream"`) == n &&
+			framework.MetricSum(scrape, "tmc_syncer_sync_latency_seconds_count", `controller="downstream-spec"`, `resource="configmaps"`) >= n
 	}, 30*time.Second, 200*time.Millisecond, "the scrape shows %d synced ConfigMaps and their sync latencies; got:\n%s", n, grepLines(scrape, "configmaps"))
 
 	signalled := time.Now()

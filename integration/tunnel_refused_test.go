@@ -167,7 +167,7 @@ func TestRefusedSyncerKeepsRetryingWithBackoff(t *testing.T) {
 			log := p.output.String()
 			assert.Contains(t, log, tc.errorText, "the log says why the tunnel is refused")
 			require.Eventually(t, func() bool {
-				return metricValue(httpGetBody(t, "http://"+metricsAddr+"/metrics"), metrics.TunnelConnectFailed, `reason="`+tc.reason+`"`) >= 2
+				return framework.MetricSum(scrapeMetrics(metricsAddr), metrics.TunnelConnectFailed, `reason="`+tc.reason+`"`) >= 2
 			}, 10*time.Second, 100*time.Millisecond, "the failures are counted by reason")
 
 			attempts := failedAttempts(t, log)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"time"
+
+	"github.com/tmc-syncer/syncer/integration/framework"
 )
 
 // idle tops the synced set up to IdleObjects, then measures P10 (API requests per
@@ -26,8 +28,8 @@ func (r *runner) idle(ctx context.Context, pp **syncerProcess, t target, cnt *co
 	settled := func(p *syncerProcess) func() bool {
 		return func() bool {
 			m, err := p.get(ctx, "/metrics")
-			return err == nil && metricSum(m, "tmc_syncer_workqueue_depth") == 0 &&
-				metricSum(m, "tmc_syncer_reconciles_total", `controller="downstream-spec"`) >= float64(total)
+			return err == nil && framework.MetricSum(m, "tmc_syncer_workqueue_depth") == 0 &&
+				framework.MetricSum(m, "tmc_syncer_reconciles_total", `controller="downstream-spec"`) >= float64(total)
 		}
 	}
 	if err := waitFor(ctx, 5*time.Minute, p, "P5: queues empty", settled(p)); err != nil {

@@ -3,9 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tmc-syncer/syncer/integration/framework"
 )
 
 // syncerProcess is the real syncer binary, its output in a log file.
@@ -81,39 +81,7 @@ func tail(path string, n int) string {
 }
 
 func (p *syncerProcess) get(ctx context.Context, path string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.metricsAddr+path, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
-}
-
-// metricSum adds every sample of the metric whose line contains all of match.
-func metricSum(scrape, name string, match ...string) float64 {
-	sum := 0.0
-	for _, line := range strings.Split(scrape, "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		ok := true
-		for _, m := range match {
-			ok = ok && strings.Contains(line, m)
-		}
-		if !ok {
-			continue
-		}
-		f := strings.Fields(line)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-		}
-	}
-	return sum
+	return framework.HTTPGet(ctx, "http://"+p.metricsAddr+path)
 }
 
 // saveProfile writes a pprof profile of the syncer (e.g. "profile?seconds=10", "heap").

@@ -10,9 +10,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -199,7 +197,7 @@ func run(ctx context.Context, syncerBin string, exitAfterTour bool) error {
 
 	step("The tunnel server's status page (http://%s/status; JSON at /status.json)", tunnelAddr)
 	if err := poll(ctx, func(ctx context.Context) (bool, error) {
-		body, err := httpGet(ctx, "http://"+tunnelAddr+"/status.json")
+		body, err := framework.HTTPGet(ctx, "http://"+tunnelAddr+"/status.json")
 		// Wait for the monitor to see the heartbeat: Ready True.
 		if err != nil || !strings.Contains(body, targetName) || !strings.Contains(body, `"ready": "True"`) {
 			return false, nil
@@ -268,20 +266,6 @@ func createApp(ctx context.Context, kube kubernetes.Interface, target identity.T
 	}
 	show("Deployment web, Service web, ConfigMap web-config, Secret web-secret")
 	return nil
-}
-
-func httpGet(ctx context.Context, url string) (string, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return "", err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
 }
 
 func conditions(d *appsv1.Deployment) string {
