@@ -1,7 +1,9 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,8 +16,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/html"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/metadata"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
+	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 	"github.com/tmc-syncer/syncer/modules/tunnel/health"
 	"github.com/tmc-syncer/syncer/modules/tunnel/metrics"
@@ -49,7 +57,20 @@ func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
 	})
 	require.NoError(t, err)
 	errs := statuspage.NewErrorLog(5, nil)
-	page := statuspage.New(statuspage.Options{Targets: m, Sessions: registry, Errors: errs, Threshold: 3 * time.Second})
+	// Synced object counts: configmaps accepted for the connected target, three objects
+	// assigned to it with state Sync, one pending (not counted).
+	_, err = dyn.Resource(workloadv1alpha1.SyncTargetsResource).Patch(context.Background(), connected.GetName(), types.MergePatchType,
+		[]byte(`{"status":{"syncedResources":[{"resource":"configmaps","versions":["v1"],"state":"Accepted"}]}}`), metav1.PatchOptions{}, "status")
+	require.NoError(t, err)
+	ns := env.KCP.CreateNamespace(t, "status-counts")
+	stateLabel := identity.StateLabel(identity.SyncTargetKey(healthCluster, connected.GetName()))
+	for i, state := range []string{"Sync", "Sync", "Sync", ""} {
+		_, err := env.KCP.Kube(t).CoreV1().ConfigMaps(ns).Create(context.Background(), &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+			Name: fmt.Sprintf("cm-%d", i), Labels: map[string]string{stateLabel: state}}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	counter := statuspage.NewUpstreamCounter(metadata.NewForConfigOrDie(env.KCP.Config), m, statuspage.CounterOptions{TTL: 100 * time.Millisecond})
+	page := statuspage.New(statuspage.Options{Targets: m, Sessions: registry, Errors: errs, Counter: counter, Threshold: 3 * time.Second})
 	hc := health.NewHandler()
 	hc.AddReadyz(health.Synced("informers", m.HasSynced))
 	mux := http.NewServeMux()
@@ -81,7 +102,7 @@ func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
 		}
 		up, down := rows[upKey], rows[downKey]
 		return up.Connected && up.Ready == "True" && up.HeartbeatAgeSeconds != nil && up.PingRTTSeconds != nil &&
-			down.Name != "" && !down.Connected && down.Ready == "False"
+			up.SyncedObjects["configmaps"] == 3 && down.Name != "" && !down.Connected && down.Ready == "False"
 	}, 30*time.Second, 200*time.Millisecond, "/status.json never showed %s connected and Ready and %s not Ready", upKey, downKey)
 
 	dom := browsertest.Browse(t, bin, srv.URL()+"/status", "--dump-dom")
@@ -108,6 +129,8 @@ func TestStatusPageListsSyncTargetsInHeadlessChromium(t *testing.T) {
 	assert.Equal(t, "Disconnected", cell(down, "tunnel"))
 	assert.Contains(t, cell(down, "heartbeat"), "never")
 	assert.Contains(t, cell(down, "errors"), "HeartbeatHealthy: no heartbeat yet")
+	assert.Equal(t, "configmaps: 3", cell(up, "objects"))
+	assert.Equal(t, "—", cell(down, "objects"), "no resources accepted, nothing counted")
 
 	shot := filepath.Join(t.TempDir(), "status.png")
 	if dir := os.Getenv("STATUSPAGE_SCREENSHOT_DIR"); dir != "" {

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/klog/v2"
 
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
@@ -95,6 +96,10 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if err != nil {
 		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
 	}
+	meta, err := metadata.NewForConfig(cfg)
+	if err != nil {
+		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+	}
 	clusters := server.SingleCluster(kube)
 	if o.kcp {
 		clusters = server.KCPClusters(cfg)
@@ -118,7 +123,8 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		return err
 	}
 	errs := statuspage.NewErrorLog(5, nil)
-	page := statuspage.New(statuspage.Options{Targets: mon, Sessions: registry, Errors: errs})
+	page := statuspage.New(statuspage.Options{Targets: mon, Sessions: registry, Errors: errs,
+		Counter: statuspage.NewUpstreamCounter(meta, mon, statuspage.CounterOptions{})})
 	checks := health.NewHandler()
 	checks.AddReadyz(health.Synced("synctargets", mon.HasSynced))
 	mux := http.NewServeMux()

@@ -5,6 +5,7 @@
 package statuspage
 
 import (
+	"context"
 	"encoding/json"
 	"html/template"
 	"net/http"
@@ -34,9 +35,9 @@ type Sessions interface {
 }
 
 // Counter returns the synced object counts of a target by resource
-// (e.g. "deployments.apps" → 12). Nil maps show as "—".
+// (e.g. "deployments.apps" → 12). Nil maps show as "—"; *UpstreamCounter implements it.
 type Counter interface {
-	SyncedObjects(t tunnel.Target) map[string]int
+	SyncedObjects(ctx context.Context, t tunnel.Target) map[string]int
 }
 
 // Errors returns the recent errors of a target, newest first; *ErrorLog implements it.
@@ -145,12 +146,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(h.Snapshot())
+		_ = enc.Encode(h.Snapshot(r.Context()))
 	case "/status", "/status/":
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		// Everything is inline: no script, no external resource.
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
-		if err := h.tmpl.Execute(w, h.Snapshot()); err != nil {
+		if err := h.tmpl.Execute(w, h.Snapshot(r.Context())); err != nil {
 			http.Error(w, "render status page: "+err.Error(), http.StatusInternalServerError)
 		}
 	default:
@@ -159,7 +160,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Snapshot builds the page content now.
-func (h *Handler) Snapshot() Page {
+func (h *Handler) Snapshot(ctx context.Context) Page {
 	now := h.opts.Clock.Now()
 	page := Page{GeneratedAt: now.UTC(), ThresholdSeconds: h.opts.Threshold.Seconds(), Targets: []Row{}}
 	sessions := map[tunnel.Target]server.SessionInfo{}
@@ -189,12 +190,12 @@ func (h *Handler) Snapshot() Page {
 				row.LastHeartbeat, row.HeartbeatAgeSeconds = &at, &age
 				row.HeartbeatStale = now.Sub(at) > h.opts.Threshold
 			}
-			page.Targets = append(page.Targets, h.fill(row, t, sessions))
+			page.Targets = append(page.Targets, h.fill(ctx, row, t, sessions))
 		}
 	}
 	for t := range sessions {
 		if !seen[t] {
-			page.Targets = append(page.Targets, h.fill(Row{Cluster: t.Cluster, Name: t.Name, Ready: "Unknown"}, t, sessions))
+			page.Targets = append(page.Targets, h.fill(ctx, Row{Cluster: t.Cluster, Name: t.Name, Ready: "Unknown"}, t, sessions))
 		}
 	}
 	sort.Slice(page.Targets, func(i, j int) bool {
@@ -208,7 +209,7 @@ func (h *Handler) Snapshot() Page {
 }
 
 // fill adds the session, counts and logged errors of t to row.
-func (h *Handler) fill(row Row, t tunnel.Target, sessions map[tunnel.Target]server.SessionInfo) Row {
+func (h *Handler) fill(ctx context.Context, row Row, t tunnel.Target, sessions map[tunnel.Target]server.SessionInfo) Row {
 	if s, ok := sessions[t]; ok {
 		since := s.ConnectedAt.UTC()
 		row.Connected, row.ConnectedSince, row.RemoteAddr, row.OpenStreams = true, &since, s.RemoteAddr, s.Streams
@@ -218,7 +219,7 @@ func (h *Handler) fill(row Row, t tunnel.Target, sessions map[tunnel.Target]serv
 		}
 	}
 	if h.opts.Counter != nil {
-		row.SyncedObjects = h.opts.Counter.SyncedObjects(t)
+		row.SyncedObjects = h.opts.Counter.SyncedObjects(ctx, t)
 	}
 	if h.opts.Errors != nil {
 		row.Errors = append(row.Errors, h.opts.Errors.RecentErrors(t)...)

@@ -1,6 +1,7 @@
 package statuspage
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -38,7 +39,7 @@ func (f fakeSessions) List() []server.SessionInfo { return f }
 
 type fakeCounter map[tunnel.Target]map[string]int
 
-func (f fakeCounter) SyncedObjects(t tunnel.Target) map[string]int { return f[t] }
+func (f fakeCounter) SyncedObjects(_ context.Context, t tunnel.Target) map[string]int { return f[t] }
 
 func st(name string, hb time.Duration, conds ...workloadv1alpha1.Condition) *workloadv1alpha1.SyncTarget {
 	s := &workloadv1alpha1.SyncTarget{ObjectMeta: metav1.ObjectMeta{Name: name, Annotations: map[string]string{"kcp.io/cluster": "root:org"}}}
