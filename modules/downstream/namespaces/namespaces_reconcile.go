@@ -17,6 +17,12 @@ import (
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 )
 
+// InUseRecheck is how often a namespace of ours that is still in use is looked at again
+// (from the caches: no request). Events normally bring its key back when it empties; the
+// recheck makes the deletion level-triggered, so a missed event cannot leave it behind
+// (a 20-minute chaos run once ended with such a namespace).
+const InUseRecheck = 2 * time.Minute
+
 // Reconcile implements queue.Controller: it deletes the downstream namespace key.Name when
 // we created it, nothing upstream is assigned to the target in its upstream namespace,
 // nothing of ours is left in it, and that has been so for the clean delay.
@@ -29,7 +35,7 @@ func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
 	}
 	if c.inUseCached(key.Name, l) {
 		c.forget(key.Name)
-		return nil
+		return queue.RequeueAfter(InUseRecheck, nil)
 	}
 	if wait := c.waitLeft(key.Name); wait > 0 {
 		logger.V(4).Info("downstream namespace unused, waiting before deleting", "after", wait)
@@ -41,7 +47,7 @@ func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
 	}
 	if inUse {
 		c.forget(key.Name)
-		return nil
+		return queue.RequeueAfter(InUseRecheck, nil)
 	}
 	uid := ns.GetUID()
 	prop := metav1.DeletePropagationBackground

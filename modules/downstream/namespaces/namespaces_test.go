@@ -196,7 +196,9 @@ func TestNamespaceInUseIsKept(t *testing.T) {
 			f := newNSFixture(t, ourNamespace(t, "team"))
 			f.ctl.unusedSince[f.name] = f.now.Add(-time.Hour)
 			setup(t, f)
-			require.NoError(t, f.ctl.Reconcile(context.Background(), Key(f.name)))
+			var ra *queue.RequeueAfterError
+			require.ErrorAs(t, f.ctl.Reconcile(context.Background(), Key(f.name)), &ra)
+			assert.Equal(t, InUseRecheck, ra.After, "looked at again even if no event comes")
 			assert.True(t, f.exists(t))
 			assert.NotContains(t, f.ctl.unusedSince, f.name, "the clock restarts once it is unused again")
 		})
