@@ -152,10 +152,9 @@ func grepLines(text, substr string) string {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := framework.FreeAddr()
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func syncerArgs(env *framework.Environment, name string, uid string, extra ...string) []string {

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,7 +24,7 @@ type syncerProcess struct {
 }
 
 func startSyncer(bin, logDir, name string, args ...string) (*syncerProcess, error) {
-	addr, err := freeAddr()
+	addr, err := framework.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -132,13 +131,4 @@ func readProc(pid int) (procStat, error) {
 		s.CPUSecs = (ut + st) / 100 // USER_HZ is 100 on Linux
 	}
 	return s, nil
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

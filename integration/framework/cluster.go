@@ -320,6 +320,16 @@ func (c *Cluster) CreateNamespace(t testing.TB, prefix string) string {
 	return created.Name
 }
 
+// FreeAddr returns a loopback address ("127.0.0.1:port") whose port was free a moment ago,
+// for a process the caller starts next (it may be taken in between on a busy machine).
+func FreeAddr() (string, error) {
+	ports, err := freePorts(1)
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), nil
+}
+
 // freePorts asks the kernel for n distinct free loopback ports.
 func freePorts(n int) ([]int, error) {
 	var ports []int

@@ -10,7 +10,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -99,7 +98,7 @@ func run(ctx context.Context, syncerBin string, exitAfterTour bool) error {
 		return err
 	}
 
-	tunnelAddr, err := freeAddr()
+	tunnelAddr, err := framework.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -278,15 +277,6 @@ func conditions(d *appsv1.Deployment) string {
 
 func poll(ctx context.Context, f func(context.Context) (bool, error)) error {
 	return wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, f)
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // proc is a process of the demo, logging to a file.
