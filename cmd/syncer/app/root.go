@@ -4,11 +4,14 @@ package app
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
+	"k8s.io/klog/v2"
 
 	"github.com/tmc-syncer/syncer/cmd/syncer/options"
 )
@@ -45,6 +48,9 @@ func NewRootCommand(version string, stdout, stderr io.Writer) *cobra.Command {
 			if err := opts.Validate(); err != nil {
 				return withCode(ExitUsage, err)
 			}
+			if err := configureLogging(opts.Verbosity, opts.VModule); err != nil {
+				return withCode(ExitUsage, err)
+			}
 			return runSyncer(cmd.Context(), version, opts, stderr)
 		},
 	}
@@ -66,6 +72,21 @@ func newVersionCommand(version string) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// configureLogging applies klog's -v and --vmodule (kcp's syncer takes klog's flags).
+func configureLogging(verbosity int, vmodule string) error {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	if err := fs.Set("v", strconv.Itoa(verbosity)); err != nil {
+		return fmt.Errorf("-v: %w", err)
+	}
+	if vmodule != "" {
+		if err := fs.Set("vmodule", vmodule); err != nil {
+			return fmt.Errorf("--vmodule: %w", err)
+		}
+	}
+	return nil
 }
 
 // oneLine joins a multi-line error (errors.Join) into one line.

@@ -9,6 +9,9 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,6 +60,18 @@ type Options struct {
 	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics listener.
 	Profiling bool
 
+	// APIImportPollInterval is how often the physical cluster's schemas are
+	// published upstream as APIResourceImports (kcp mode).
+	APIImportPollInterval time.Duration
+	// DNSImage is the image of the per-workspace DNS Deployments (kcp's --dns-image).
+	DNSImage string
+	// FeatureGates are kcp's --feature-gates, key=bool pairs; see KnownFeatureGates.
+	FeatureGates map[string]bool
+	// Verbosity is klog's -v.
+	Verbosity int
+	// VModule is klog's --vmodule.
+	VModule string
+
 	Config string
 	// Namespace is the syncer's own namespace downstream (env NAMESPACE), where the
 	// leader-election Lease lives.
@@ -78,6 +93,8 @@ func New() *Options {
 		RetryPeriod:                   2 * time.Second,
 		Workers:                       4,
 		EventRateLimit:                20,
+		APIImportPollInterval:         time.Minute,
+		FeatureGates:                  map[string]bool{},
 		Namespace:                     os.Getenv("NAMESPACE"),
 	}
 }
@@ -91,7 +108,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ToContext, "to-context", o.ToContext, "context in --to-kubeconfig to use")
 	fs.StringVar(&o.SyncTargetName, "sync-target-name", o.SyncTargetName, "name of the SyncTarget this syncer serves")
 	fs.StringVar(&o.SyncTargetUID, "sync-target-uid", o.SyncTargetUID, "UID of the SyncTarget; the syncer refuses to run when it differs")
-	fs.StringSliceVar(&o.Resources, "resources", o.Resources, "resources to sync, e.g. deployments.apps,services (configmaps, secrets, serviceaccounts are always synced)")
+	fs.StringSliceVarP(&o.Resources, "resources", "r", o.Resources, "resources to sync, e.g. deployments.apps,services (configmaps, secrets, serviceaccounts are always synced)")
 	fs.Float32Var(&o.QPS, "qps", o.QPS, "client QPS per cluster")
 	fs.IntVar(&o.Burst, "burst", o.Burst, "client burst per cluster")
 	fs.DurationVar(&o.DownstreamNamespaceCleanDelay, "downstream-namespace-clean-delay", o.DownstreamNamespaceCleanDelay, "how long an emptied downstream namespace stays before it is deleted")
@@ -108,7 +125,66 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&o.EventRateLimit, "event-rate-limit", o.EventRateLimit, "Events per second forwarded upstream (global token bucket)")
 	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "serve pprof profiles under /debug/pprof/ on --metrics-bind-address")
 	fs.StringVar(&o.Config, "config", o.Config, "YAML file with the same settings, keyed by flag name; flags given on the command line win")
+	fs.DurationVar(&o.APIImportPollInterval, "api-import-poll-interval", o.APIImportPollInterval, "how often the physical cluster's schemas are published upstream as APIResourceImports (under kcp)")
+	fs.StringVar(&o.DNSImage, "dns-image", o.DNSImage, "image of the per-workspace DNS servers (kcp's flag; accepted, see docs/kcp.md)")
+	fs.Var(&featureGates{o.FeatureGates}, "feature-gates", "kcp feature gates, key=bool pairs separated by commas: "+strings.Join(KnownFeatureGates, ", "))
+	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "log verbosity (klog's -v)")
+	fs.StringVar(&o.VModule, "vmodule", o.VModule, "per-file log verbosity, pattern=N pairs separated by commas (klog's --vmodule)")
 }
+
+// KnownFeatureGates are the kcp v0.11 feature gates kcp's syncer Deployment may
+// pass. They are accepted so that kcp's generated install runs unmodified; what
+// each means for this syncer is in docs/kcp.md.
+var KnownFeatureGates = []string{
+	"KCPLocationAPI", "KCPSyncerTunnel",
+	"AdvancedAuditing", "APIResponseCompression", "APIListChunking", "DryRun",
+	"ServerSideApply", "APIPriorityAndFairness", "CustomResourceValidationExpressions",
+	"AllAlpha", "AllBeta",
+}
+
+// featureGates is a pflag.Value of key=bool pairs, as kcp's --feature-gates.
+type featureGates struct{ m map[string]bool }
+
+func (f *featureGates) String() string {
+	if f == nil || len(f.m) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(f.m))
+	for k := range f.m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%t", k, f.m[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f *featureGates) Set(value string) error {
+	for _, pair := range strings.Split(value, ",") {
+		pair = strings.TrimSpace(pair)
+		if pair == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(pair, "=")
+		if !ok {
+			return fmt.Errorf("%q is not key=bool", pair)
+		}
+		k = strings.TrimSpace(k)
+		if !slices.Contains(KnownFeatureGates, k) {
+			return fmt.Errorf("unknown feature gate %q (known: %s)", k, strings.Join(KnownFeatureGates, ", "))
+		}
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("feature gate %s: %q is not a bool", k, v)
+		}
+		f.m[k] = b
+	}
+	return nil
+}
+
+func (f *featureGates) Type() string { return "mapStringBool" }
 
 // ValidationError is bad input, with the setting it concerns.
 type ValidationError struct {
@@ -141,6 +217,12 @@ func (o *Options) Validate() error {
 	}
 	if o.EventRateLimit <= 0 {
 		bad("event-rate-limit", "must be positive, got %v", o.EventRateLimit)
+	}
+	if o.APIImportPollInterval <= 0 {
+		bad("api-import-poll-interval", "must be positive, got %s", o.APIImportPollInterval)
+	}
+	if o.Verbosity < 0 {
+		bad("v", "must not be negative, got %d", o.Verbosity)
 	}
 	if o.DownstreamNamespaceCleanDelay < 0 {
 		bad("downstream-namespace-clean-delay", "must not be negative, got %s", o.DownstreamNamespaceCleanDelay)

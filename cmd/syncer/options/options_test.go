@@ -127,3 +127,58 @@ func TestConfigFileErrors(t *testing.T) {
 		})
 	}
 }
+
+// kcp v0.11's `kubectl kcp workload sync` writes these args into the syncer's
+// Deployment (plus klog's -v from users who add it); every one must parse with
+// kcp's meaning.
+func TestKcpGeneratedDeploymentArgsParse(t *testing.T) {
+	args := []string{
+		"--from-kubeconfig=/kcp/kubeconfig",
+		"--sync-target-name=eu-1",
+		"--sync-target-uid=8a3c2d6e-0000-4000-8000-000000000001",
+		"--from-cluster=2x7q1m0bd0fa2fz6",
+		"--api-import-poll-interval=1m0s",
+		"--downstream-namespace-clean-delay=30s",
+		"--resources=configmaps",
+		"--resources=deployments.apps",
+		"-r", "services",
+		"--qps=20",
+		"--burst=30",
+		"--feature-gates=KCPSyncerTunnel=true,KCPLocationAPI=false",
+		"--dns-image=ghcr.io/kcp-dev/kcp/syncer:v0.11.0",
+		"-v=4",
+	}
+	o := New()
+	fs := pflag.NewFlagSet("syncer", pflag.ContinueOnError)
+	o.AddFlags(fs)
+	require.NoError(t, fs.Parse(args))
+	require.NoError(t, o.Validate())
+	assert.Equal(t, []string{"configmaps", "deployments.apps", "services"}, o.Resources)
+	assert.Equal(t, time.Minute, o.APIImportPollInterval)
+	assert.Equal(t, map[string]bool{"KCPSyncerTunnel": true, "KCPLocationAPI": false}, o.FeatureGates)
+	assert.Equal(t, "ghcr.io/kcp-dev/kcp/syncer:v0.11.0", o.DNSImage)
+	assert.Equal(t, 4, o.Verbosity)
+	assert.Equal(t, "2x7q1m0bd0fa2fz6", o.FromCluster)
+	assert.Equal(t, float32(20), o.QPS)
+	assert.Equal(t, 30, o.Burst)
+}
+
+func TestFeatureGatesRejectWhatKcpRejects(t *testing.T) {
+	tests := []struct {
+		value string
+		want  string
+	}{
+		{"KCPSyncerTunnel", "is not key=bool"},
+		{"NoSuchGate=true", `unknown feature gate "NoSuchGate"`},
+		{"KCPSyncerTunnel=maybe", "is not a bool"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			fs := pflag.NewFlagSet("syncer", pflag.ContinueOnError)
+			New().AddFlags(fs)
+			err := fs.Parse([]string{"--feature-gates=" + tt.value})
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tt.want)
+		})
+	}
+}
