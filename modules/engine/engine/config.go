@@ -46,6 +46,15 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Registry, when set, receives the engine's Prometheus metrics.
 	Registry prometheus.Registerer
+	// SyncTarget, when set, is the client of the SyncTarget's own workspace (under
+	// kcp the upstream ClusterClients reach the syncer virtual workspace, which
+	// serves no SyncTargets); nil means the upstream ClusterClients' Dynamic.
+	SyncTarget dynamic.Interface
+	// KCP says the control plane is kcp: kcp's controllers own
+	// status.syncedResources (computed from the syncer's API imports), so the
+	// engine reads them and never writes them, and --resources only says what to
+	// import: the resource set is Always plus the Accepted entries.
+	KCP bool
 	// MetadataOnly lists the sides whose resource-set informers hold only object
 	// metadata (*metav1.PartialObjectMetadata), for processes whose controllers need
 	// no spec or status from that side. By default both sides hold full objects.

@@ -7,11 +7,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
-	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 )
 
@@ -26,12 +26,28 @@ func (c resourceSetController) Reconcile(ctx context.Context, _ queue.Key) error
 	return c.e.reconcileResourceSet(ctx)
 }
 
-func newSyncTargetInformer(client dynamic.Interface, name string) cache.SharedIndexInformer {
-	return dynamicinformer.NewFilteredDynamicInformer(client, workloadv1alpha1.SyncTargetsResource, metav1.NamespaceAll, 0, cache.Indexers{},
-		func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-		}).Informer()
+// newSyncTargetInformer watches the one SyncTarget. It never uses client-go's
+// WatchList (sendInitialEvents), which kcp v0.11 refuses with 422.
+func newSyncTargetInformer(client dynamic.NamespaceableResourceInterface, name string) cache.SharedIndexInformer {
+	selector := fields.OneTermEqualSelector("metadata.name", name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = selector
+			return client.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = selector
+			return client.Watch(ctx, o)
+		},
+	}
+	return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, noWatchList{}),
+		&unstructured.Unstructured{}, cache.SharedIndexInformerOptions{ObjectDescription: "synctargets"})
 }
+
+// noWatchList tells client-go's reflector to list and watch instead of WatchList.
+type noWatchList struct{}
+
+func (noWatchList) IsWatchListSemanticsUnSupported() bool { return true }
 
 // syncTargetHandler calls enqueue when the SyncTarget appears, goes, or changes
 // in a way that matters to the resource set (not on heartbeats).
