@@ -1,9 +1,11 @@
 package framework
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 )
 
 // KCPVersion is the kcp release the test bed runs: the last one with TMC in tree.
@@ -191,4 +194,41 @@ func (k *KCP) Leaked() []string {
 		return []string{fmt.Sprintf("kcp (pid %d)", k.proc.Pid())}
 	}
 	return nil
+}
+
+// WriteKubeconfig writes an admin kubeconfig for the workspace at path into file.
+func (k *KCP) WriteKubeconfig(file, path string) error {
+	cfg := k.ClusterConfig(path)
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["workspace"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken, ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
+	kc.Contexts["workspace"] = &clientcmdapi.Context{Cluster: "workspace", AuthInfo: "admin"}
+	kc.CurrentContext = "workspace"
+	if err := clientcmd.WriteToFile(*kc, file); err != nil {
+		return fmt.Errorf("write kubeconfig of %s: %w", path, err)
+	}
+	return nil
+}
+
+// Plugin runs kcp's kubectl plugin (kubectl-kcp) with args as an admin of the
+// workspace at path and returns its standard output.
+func (k *KCP) Plugin(ctx context.Context, path string, args ...string) ([]byte, error) {
+	dir, err := os.MkdirTemp(k.Dir, "plugin-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := k.WriteKubeconfig(kubeconfig, path); err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, k.bins.Plugin, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return out, fmt.Errorf("kubectl kcp %s (in %s): %w\n%s", strings.Join(args, " "), path, err, stderr.String())
+	}
+	return out, nil
 }

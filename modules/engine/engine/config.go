@@ -53,7 +53,7 @@ type Config struct {
 	// KCP says the control plane is kcp: kcp's controllers own
 	// status.syncedResources (computed from the syncer's API imports), so the
 	// engine reads them and never writes them, and --resources only says what to
-	// import: the resource set is Always plus the Accepted entries.
+	// import: the resource set is resources.KCPBuiltins plus the Accepted entries.
 	KCP bool
 	// MetadataOnly lists the sides whose resource-set informers hold only object
 	// metadata (*metav1.PartialObjectMetadata), for processes whose controllers need

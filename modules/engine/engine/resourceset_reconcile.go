@@ -41,8 +41,8 @@ func (e *Engine) reconcileResourceSet(ctx context.Context) error {
 
 	configured := e.configured
 	if e.cfg.KCP {
-		// kcp accepts resources from our API imports; only Always is synced without.
-		configured = resources.Always
+		// kcp accepts resources from our API imports; only its builtins are synced without.
+		configured = resources.KCPBuiltins
 	}
 	set, err := resources.Resolve(ctx, e.up.Discovery, e.down.Discovery, configured, st.Status.SyncedResources)
 	if err != nil {
