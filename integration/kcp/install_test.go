@@ -143,4 +143,3 @@ func TestKCPInstallRunsOurImageAndSyncsThroughTheVirtualWorkspace(t *testing.T) 
 		return err == nil && got.Data["k"] == "v"
 	}, time.Minute, 250*time.Millisecond, "the ConfigMap arrives in %s; output:\n%s", downNS, p.Output)
 }
-

@@ -27,8 +27,8 @@ const (
 	// (`command: [/ko-app/syncer]`, ko's layout): a symlink to BinaryPath, so that
 	// kcp's install runs this image unmodified.
 	KCPBinaryPath = "/ko-app/syncer"
-	CAPath     = "/etc/ssl/certs/ca-certificates.crt"
-	User       = "65532:65532"
+	CAPath        = "/etc/ssl/certs/ca-certificates.crt"
+	User          = "65532:65532"
 )
 
 // Options are the inputs of an image.
