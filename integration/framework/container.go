@@ -183,3 +183,9 @@ func ApplyManifests(t testing.TB, c *Cluster, yamlDocs []byte) []*unstructured.U
 		out = append(out, created)
 	}
 }
+
+// HostPort returns the loopback address and port of the cluster's kube-apiserver.
+func (c *Cluster) HostPort(t testing.TB) (string, int32) {
+	t.Helper()
+	return "127.0.0.1", int32(c.apiPort) //nolint:gosec // a TCP port fits
+}

@@ -150,7 +150,12 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 		logger.V(4).Info("same object failed permanently before, not sending it again yet", "after", wait)
 		return queue.RequeueAfter(wait, nil)
 	}
-	outcome, _, err := c.cfg.Writer.Apply(ctx, applier.Request{GVR: r.GVR, Desired: desired, Live: live, Force: decision.Force, Preserve: preserve})
+	req := applier.Request{GVR: r.GVR, Desired: desired, Live: live, Force: decision.Force, Preserve: preserve}
+	if conflict.ManagedBy(live, conflict.KCPSyncerFieldManager) {
+		// Taking over from kcp's syncer: its fields become ours, in one more write.
+		req.ReleaseManagers = []string{conflict.KCPSyncerFieldManager}
+	}
+	outcome, _, err := c.cfg.Writer.Apply(ctx, req)
 	if err != nil {
 		return c.applyFailed(ctx, r, key, up, live, hash, err)
 	}
@@ -160,6 +165,8 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 	case outcome == applier.Reverted:
 		c.cfg.Metrics.DriftReverted(r.GVR.Resource)
 		logger.Info("reverted downstream drift", "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
+	case own == conflict.Inherited:
+		logger.Info("took over downstream object synced by kcp's syncer", "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	case own == conflict.Foreign:
 		logger.Info("took over foreign downstream object", "policy", policy, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	case outcome != applier.Unchanged:
@@ -214,6 +221,10 @@ func (c *Controller) live(ctx context.Context, r Resource, ns, name string) (*un
 // immutable ones recreate the object when the upstream object allows it, the rest are
 // reported upstream and retried after minutes.
 func (c *Controller) applyFailed(ctx context.Context, r Resource, key queue.Key, up, live *unstructured.Unstructured, hash string, err error) error {
+	var release *applier.ReleaseError
+	if errors.As(err, &release) {
+		return queue.RequeueAfter(time.Second, err)
+	}
 	if applier.IsNotServed(err) {
 		return c.permanent(ctx, r, key, up, hash, "not-served", fmt.Errorf("the physical cluster does not serve %s: %w", r.GVR.GroupResource(), err))
 	}
@@ -292,7 +303,7 @@ func (c *Controller) remove(ctx context.Context, r Resource, key queue.Key, up *
 	}
 	if live != nil {
 		owner := ownership.Owner{Cluster: key.Cluster, Namespace: key.Namespace, Name: key.Name, UID: string(up.GetUID())}
-		if own := conflict.Classify(live, c.cfg.Target.Key, owner); own == conflict.Ours || own == conflict.Stale {
+		if own := conflict.Classify(live, c.cfg.Target.Key, owner); own.Mine() {
 			if pending, err := c.deleteDownstream(ctx, r, up, []*unstructured.Unstructured{live}); err != nil || pending {
 				if err != nil {
 					return err
