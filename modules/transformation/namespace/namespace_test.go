@@ -138,7 +138,7 @@ func TestLocatorFromAnnotations(t *testing.T) {
 		},
 		{
 			// kcp v0.11.0 shared/namespace_test.go "happy case".
-			name: "kcp's happy case",
+			name:        "kcp's happy case",
 			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":{"cluster":"test-workspace","name":"test-name","uid":"test-uid"},"cluster":"test-workspace","namespace":"test-namespace"}`},
 			want: Locator{SyncTarget: SyncTarget{Cluster: "test-workspace", Name: "test-name", UID: "test-uid"},
 				Cluster: "test-workspace", Namespace: "test-namespace"},
@@ -146,17 +146,17 @@ func TestLocatorFromAnnotations(t *testing.T) {
 		},
 		{
 			// kcp v0.11.0 shared/namespace_test.go "format up to v0.6.0": path is the cluster.
-			name: "legacy syncTarget.path",
+			name:        "legacy syncTarget.path",
 			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":{"path":"test-workspace","name":"test-name","uid":"test-uid"},"cluster":"test-workspace","namespace":"test-namespace"}`},
 			want: Locator{SyncTarget: SyncTarget{Cluster: "test-workspace", Name: "test-name", UID: "test-uid"},
 				Cluster: "test-workspace", Namespace: "test-namespace"},
 			wantOK: true,
 		},
 		{
-			name: "cluster wins over a stale path",
+			name:        "cluster wins over a stale path",
 			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":{"cluster":"root:new","path":"root:old","name":"n","uid":"u"},"cluster":"c","namespace":"ns"}`},
-			want:   Locator{SyncTarget: SyncTarget{Cluster: "root:new", Name: "n", UID: "u"}, Cluster: "c", Namespace: "ns"},
-			wantOK: true,
+			want:        Locator{SyncTarget: SyncTarget{Cluster: "root:new", Name: "n", UID: "u"}, Cluster: "c", Namespace: "ns"},
+			wantOK:      true,
 		},
 		{name: "kcp's garbage case", annotations: map[string]string{kcp.NamespaceLocatorAnnotation: "garbage"}, wantOK: true, wantErr: true},
 		{name: "not JSON", annotations: map[string]string{kcp.NamespaceLocatorAnnotation: "{"}, wantOK: true, wantErr: true},
