@@ -135,13 +135,16 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	g.Go(func() error {
 		checkCtx, cancel := context.WithTimeout(gctx, time.Minute)
 		defer cancel()
-		if err := checkSyncTarget(checkCtx, upCfg, opts.SyncTargetName, opts.SyncTargetUID); err != nil {
+		stCluster, err := checkSyncTarget(checkCtx, upCfg, opts.SyncTargetName, opts.SyncTargetUID, opts.FromCluster)
+		if err != nil {
 			return err
 		}
 		if err := checkResources(upKube.Discovery(), opts.Resources); err != nil {
 			return err
 		}
-		sync := func(ctx context.Context) error { return runSync(ctx, opts, upCfg, downCfg, upKube, reg, state, log) }
+		sync := func(ctx context.Context) error {
+			return runSync(ctx, opts, stCluster, upCfg, downCfg, upKube, reg, state, log)
+		}
 		if opts.LeaderElect {
 			return runLeaderElected(gctx, opts, downCfg, sync, log)
 		}
@@ -181,7 +184,8 @@ func waitDrained(ctx context.Context, wait func() error, grace time.Duration) er
 }
 
 // runSync runs the engine and the downstream and upstream syncers until ctx ends.
-func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Config, upKube kubernetes.Interface, reg prometheus.Registerer, p *syncState, log logr.Logger) error {
+// stCluster is the SyncTarget's own logical cluster (see checkSyncTarget).
+func runSync(ctx context.Context, opts *options.Options, stCluster string, upCfg, downCfg *rest.Config, upKube kubernetes.Interface, reg prometheus.Registerer, p *syncState, log logr.Logger) error {
 	up, err := engine.ClientsFor(upCfg)
 	if err != nil {
 		return err
@@ -195,11 +199,12 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 		return err
 	}
 	eng, err := engine.New(engine.Config{
-		SyncTargetName: opts.SyncTargetName,
-		SyncTargetUID:  types.UID(opts.SyncTargetUID),
-		FromCluster:    opts.FromCluster,
-		Resources:      opts.Resources,
-		Registry:       reg,
+		SyncTargetName:    opts.SyncTargetName,
+		SyncTargetUID:     types.UID(opts.SyncTargetUID),
+		FromCluster:       opts.FromCluster,
+		SyncTargetCluster: stCluster,
+		Resources:         opts.Resources,
+		Registry:          reg,
 	}, up, down)
 	if err != nil {
 		return errorf(ExitUsage, "%w", err)
@@ -462,25 +467,26 @@ func loadConfig(flag, path, context string) (*rest.Config, error) {
 
 // checkSyncTarget makes sure the SyncTarget exists and, when uid is set, is the one
 // the syncer was deployed for: a SyncTarget re-created under the same name must not
-// inherit the old one's physical cluster.
-func checkSyncTarget(ctx context.Context, cfg *rest.Config, name, uid string) error {
+// inherit the old one's physical cluster. It returns the SyncTarget's own logical cluster
+// (its kcp.io/cluster annotation, else --from-cluster), which makes the syncTargetKey as in kcp.
+func checkSyncTarget(ctx context.Context, cfg *rest.Config, name, uid, fromCluster string) (string, error) {
 	client, err := dynamic.NewForConfig(cfg)
 	if err != nil {
-		return errorf(ExitKubeconfig, "--from-kubeconfig: %w", err)
+		return "", errorf(ExitKubeconfig, "--from-kubeconfig: %w", err)
 	}
 	st, err := client.Resource(workloadv1alpha1.SyncTargetsResource).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return errorf(ExitSyncTarget, "SyncTarget %q not found upstream (%s)", name, cfg.Host)
+		return "", errorf(ExitSyncTarget, "SyncTarget %q not found upstream (%s)", name, cfg.Host)
 	case err != nil && isUnreachable(err):
-		return errorf(ExitUnreachable, "upstream %s unreachable: %w", cfg.Host, err)
+		return "", errorf(ExitUnreachable, "upstream %s unreachable: %w", cfg.Host, err)
 	case err != nil:
-		return errorf(ExitSyncTarget, "get SyncTarget %q: %w", name, err)
+		return "", errorf(ExitSyncTarget, "get SyncTarget %q: %w", name, err)
 	}
 	if uid != "" && string(st.GetUID()) != uid {
-		return errorf(ExitSyncTarget, "SyncTarget %q has UID %s, but --sync-target-uid is %s", name, st.GetUID(), uid)
+		return "", errorf(ExitSyncTarget, "SyncTarget %q has UID %s, but --sync-target-uid is %s", name, st.GetUID(), uid)
 	}
-	return nil
+	return identity.TargetOf(st, fromCluster).Cluster, nil
 }
 
 // checkResources refuses --resources entries the control plane does not serve at
