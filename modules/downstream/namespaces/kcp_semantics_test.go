@@ -64,7 +64,7 @@ func TestEnsurePortsKcpsNamespaceCases(t *testing.T) {
 				map[string]string{identity.NamespaceLocatorAnnotation: kcpLocator}),
 		},
 		{
-			name: "existing namespace with a different locator: collision",
+			name:     "existing namespace with a different locator: collision",
 			existing: []*unstructured.Unstructured{downstreamNS(kcpNamespace, ours, map[string]string{identity.NamespaceLocatorAnnotation: `{"syncTarget":{"cluster":"root:org:ws","name":"us-west1","uid":"syncTargetUID"},"cluster":"root:org:ws","namespace":"ANOTHERNAMESPACE"}`})},
 			wantName: kcpNamespace, wantErr: namespace.ErrCollision,
 		},
