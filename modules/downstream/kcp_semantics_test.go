@@ -34,7 +34,7 @@ func TestObjectsGoToTheNamespaceAnOlderKcpCreated(t *testing.T) {
 	legacy := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Namespace",
 		"metadata": map[string]any{"name": "kcp-01c0zzvlqsi7n",
-			"labels": map[string]any{identity.DownstreamClusterLabel: target.Key},
+			"labels":      map[string]any{identity.DownstreamClusterLabel: target.Key},
 			"annotations": map[string]any{identity.NamespaceLocatorAnnotation: `{"syncTarget":{"path":"root:org:ws","name":"us-west1","uid":"syncTargetUID"},"cluster":"root:org:ws","namespace":"test"}`}},
 	}}
 	upClient := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds(), up)
