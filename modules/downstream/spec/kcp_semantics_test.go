@@ -285,3 +285,36 @@ func TestDownstreamCopyOfAGoneSecretIsFoundUnderEitherName(t *testing.T) {
 		})
 	}
 }
+
+// TestDeletionWhileTheDownstreamCopyExists ports kcp v0.11.0's "SpecSyncer upstream resource
+// has been removed, expect deletion downstream" and "SpecSyncer deletion: object exist
+// downstream": the downstream copy is deleted and nothing is written upstream yet (the
+// release waits until the copy is gone).
+func TestDeletionWhileTheDownstreamCopyExists(t *testing.T) {
+	tests := []struct {
+		name     string
+		upstream func(f *fixture) *unstructured.Unstructured // nil: removed upstream
+	}{
+		{name: "upstream resource removed"},
+		{name: "per-target deletion annotation", upstream: func(f *fixture) *unstructured.Unstructured {
+			return f.cm("web", withFinalizer(f), withAnnotation(f.target.DeletionAnnotation(), "2026-12-07T12:00:00Z"))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t)
+			down := f.downstreamOf(f.cm("web"))
+			if tt.upstream != nil {
+				f = newFixture(t, tt.upstream(f))
+			} else {
+				f = newFixture(t)
+			}
+			require.NoError(t, f.down.Add(down))
+			requireDoneOrRecheck(t, f.ctl.Reconcile(context.Background(), key("web")))
+			require.Len(t, f.writer.deletes, 1)
+			assert.Contains(t, f.writer.deletes[0], "/web@down-uid")
+			assert.Empty(t, f.upstreamWrites(), "nothing released while the copy exists")
+			assert.Empty(t, f.writer.applies)
+		})
+	}
+}
