@@ -298,6 +298,12 @@ func TestDownstreamCreateUpdateDeleteWithFinalizer(t *testing.T) {
 	require.NoError(t, err, "downstream namespace created")
 	assert.Equal(t, h.target.Key, ds.Labels[identity.DownstreamClusterLabel])
 	assert.Contains(t, ds.Annotations[identity.NamespaceLocatorAnnotation], `"namespace":"`+ns+`"`)
+	tenant, err := namespace.TenantID(namespace.Locator{
+		SyncTarget: namespace.SyncTarget{Cluster: h.target.Cluster, Name: h.target.Name, UID: string(h.target.UID)},
+		Cluster:    upstreamCluster,
+	})
+	require.NoError(t, err)
+	assert.Equal(t, tenant, ds.Labels[identity.TenantIDLabel], "kcp's tenant ID")
 
 	h.patchUp(configMapsGVR, ns, "web", map[string]any{"data": map[string]any{"color": "green"}})
 	h.waitDown(configMapsGVR, ns, "web", dataEquals("color", "green"), "updated from upstream")
