@@ -54,11 +54,11 @@ func TestLocatorOfReadsLegacyPathAsCluster(t *testing.T) {
 		wantFound  bool
 		wantErr    string
 	}{
-		{name: "no annotation"},
-		{name: "garbage", annotation: ptr("garbage"), wantFound: true, wantErr: "invalid character"},
-		{name: "happy case", wantFound: true, want: want,
+		{name: "absent"},
+		{name: "not JSON", annotation: ptr("garbage"), wantFound: true, wantErr: "invalid character"},
+		{name: "current locator", wantFound: true, want: want,
 			annotation: ptr(`{"syncTarget":{"cluster":"test-workspace","name":"test-name","uid":"test-uid"},"cluster":"test-workspace","namespace":"test-namespace"}`)},
-		{name: "format up to v0.6.0", wantFound: true, want: want,
+		{name: "kcp ≤ v0.6 locator with syncTarget.path", wantFound: true, want: want,
 			annotation: ptr(`{"syncTarget":{"path":"test-workspace","name":"test-name","uid":"test-uid"},"cluster":"test-workspace","namespace":"test-namespace"}`)},
 	}
 	for _, tt := range tests {

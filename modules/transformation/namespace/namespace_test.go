@@ -137,15 +137,15 @@ func TestLocatorFromAnnotations(t *testing.T) {
 			want:        kcpVectors[1].locator, wantOK: true,
 		},
 		{
-			// kcp v0.11.0 shared/namespace_test.go "happy case".
-			name:        "kcp's happy case",
+			// kcp v0.11.0 shared/namespace_test.go, current format.
+			name:        "current locator of kcp's test",
 			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":{"cluster":"test-workspace","name":"test-name","uid":"test-uid"},"cluster":"test-workspace","namespace":"test-namespace"}`},
 			want: Locator{SyncTarget: SyncTarget{Cluster: "test-workspace", Name: "test-name", UID: "test-uid"},
 				Cluster: "test-workspace", Namespace: "test-namespace"},
 			wantOK: true,
 		},
 		{
-			// kcp v0.11.0 shared/namespace_test.go "format up to v0.6.0": path is the cluster.
+			// kcp v0.11.0 shared/namespace_test.go, kcp ≤ v0.6 format: path is the cluster.
 			name:        "legacy syncTarget.path",
 			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":{"path":"test-workspace","name":"test-name","uid":"test-uid"},"cluster":"test-workspace","namespace":"test-namespace"}`},
 			want: Locator{SyncTarget: SyncTarget{Cluster: "test-workspace", Name: "test-name", UID: "test-uid"},
@@ -158,7 +158,7 @@ func TestLocatorFromAnnotations(t *testing.T) {
 			want:        Locator{SyncTarget: SyncTarget{Cluster: "root:new", Name: "n", UID: "u"}, Cluster: "c", Namespace: "ns"},
 			wantOK:      true,
 		},
-		{name: "kcp's garbage case", annotations: map[string]string{kcp.NamespaceLocatorAnnotation: "garbage"}, wantOK: true, wantErr: true},
+		{name: "not JSON at all", annotations: map[string]string{kcp.NamespaceLocatorAnnotation: "garbage"}, wantOK: true, wantErr: true},
 		{name: "not JSON", annotations: map[string]string{kcp.NamespaceLocatorAnnotation: "{"}, wantOK: true, wantErr: true},
 		{name: "wrong shape", annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":1}`}, wantOK: true, wantErr: true},
 	}
