@@ -204,13 +204,14 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		return err
 	}
 	eng, err := engine.New(engine.Config{
-		SyncTargetName: opts.SyncTargetName,
-		SyncTargetUID:  types.UID(opts.SyncTargetUID),
-		FromCluster:    upCfgs.Cluster,
-		Resources:      opts.Resources,
-		Registry:       reg,
-		SyncTarget:     stClient,
-		KCP:            upCfgs.KCP,
+		SyncTargetName:    opts.SyncTargetName,
+		SyncTargetUID:     types.UID(opts.SyncTargetUID),
+		FromCluster:       opts.FromCluster,
+		SyncTargetCluster: upCfgs.Cluster,
+		Resources:         opts.Resources,
+		Registry:          reg,
+		SyncTarget:        stClient,
+		KCP:               upCfgs.KCP,
 	}, up, down)
 	if err != nil {
 		return errorf(ExitUsage, "%w", err)
@@ -222,7 +223,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 			ConflictPolicy:      conflict.Policy(opts.ConflictPolicy),
 			NamespaceCleanDelay: opts.DownstreamNamespaceCleanDelay,
 			Workers:             opts.Workers,
-			FromCluster:         upCfgs.Cluster,
+			FromCluster:         opts.FromCluster,
 			Registerer:          reg,
 		})
 	if err != nil {
@@ -265,7 +266,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		log.Info("resources resolved", "resources", fmt.Sprint(gvrs))
 		us, err := upstream.New(upstream.Config{
 			Target:      eng.Target(),
-			FromCluster: upCfgs.Cluster,
+			FromCluster: opts.FromCluster,
 			Resources:   gvrs,
 			Upstream:    upstream.Clients{Dynamic: up.Dynamic, Kube: upKube},
 			Downstream:  upstream.Clients{Dynamic: down.Dynamic, Kube: downKube, Metadata: down.Metadata},

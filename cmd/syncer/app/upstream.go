@@ -74,10 +74,7 @@ func resolveUpstream(ctx context.Context, cfg *rest.Config, fromCluster, name, u
 	if uid != "" && string(st.GetUID()) != uid {
 		return upstreamConfigs{}, errorf(ExitSyncTarget, "SyncTarget %q has UID %s, but --sync-target-uid is %s", name, st.GetUID(), uid)
 	}
-	out := upstreamConfigs{SyncTarget: stCfg, Workloads: stCfg, Cluster: fromCluster}
-	if c := st.GetAnnotations()[identity.LogicalClusterAnnotation]; c != "" {
-		out.Cluster = c
-	}
+	out := upstreamConfigs{SyncTarget: stCfg, Workloads: stCfg, Cluster: identity.TargetOf(st, fromCluster).Cluster}
 	if !hasClusterPath(stCfg.Host) {
 		return out, nil
 	}

@@ -31,6 +31,11 @@ type Config struct {
 	// FromCluster is the logical cluster of the SyncTarget (kcp's --from-cluster); it
 	// is also the logical cluster of upstream objects without a kcp.io/cluster annotation.
 	FromCluster string
+	// SyncTargetCluster is the SyncTarget's own logical cluster, its kcp.io/cluster
+	// annotation (see identity.TargetOf): kcp derives the syncTargetKey and the namespace
+	// locators from it. Empty means FromCluster. Run refuses to start when the SyncTarget
+	// names another cluster than the one the key was made from.
+	SyncTargetCluster string
 	// Resources are kcp-style --resources values, e.g. "deployments.apps,services".
 	Resources []string
 

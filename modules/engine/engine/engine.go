@@ -61,7 +61,11 @@ func New(cfg Config, upstream, downstream ClusterClients) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine config: %w", err)
 	}
-	target := identity.NewTarget(cfg.FromCluster, cfg.SyncTargetName, cfg.SyncTargetUID)
+	stCluster := cfg.SyncTargetCluster
+	if stCluster == "" {
+		stCluster = cfg.FromCluster
+	}
+	target := identity.NewTarget(stCluster, cfg.SyncTargetName, cfg.SyncTargetUID)
 	e := &Engine{
 		cfg:        cfg,
 		target:     target,
@@ -225,6 +229,10 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	if err := e.target.VerifyUID(st); err != nil {
 		return err
+	}
+	if own := identity.TargetOf(st, e.cfg.FromCluster); own.Key != e.target.Key {
+		return fmt.Errorf("sync target %s lives in logical cluster %q (its %s annotation), so its key is %s, not %s: set Config.SyncTargetCluster",
+			e.target, own.Cluster, identity.LogicalClusterAnnotation, own.Key, e.target.Key)
 	}
 
 	infCtx, stopInformers := context.WithCancel(ctx)

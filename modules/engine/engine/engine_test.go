@@ -312,3 +312,45 @@ func TestMetadataOnlySideRunsMetadataInformers(t *testing.T) {
 		return false
 	}, 5*time.Second, 5*time.Millisecond, "events of metadata-only informers reach the controller")
 }
+
+func TestTheSyncTargetKeyComesFromTheSyncTargetsOwnCluster(t *testing.T) {
+	annotated := func(cluster string) *unstructured.Unstructured {
+		st := syncTarget("")
+		if cluster != "" {
+			st.SetAnnotations(map[string]string{identity.LogicalClusterAnnotation: cluster})
+		}
+		return st
+	}
+	tests := []struct {
+		name              string
+		stCluster         string // the SyncTarget's kcp.io/cluster annotation
+		syncTargetCluster string // Config.SyncTargetCluster
+		wantKey           string
+		wantErr           string
+	}{
+		{name: "no annotation: --from-cluster", wantKey: identity.SyncTargetKey(cluster, stName)},
+		{name: "annotation passed on", stCluster: "root:org:ws", syncTargetCluster: "root:org:ws",
+			wantKey: identity.SyncTargetKey("root:org:ws", stName)},
+		{name: "annotation equal to --from-cluster", stCluster: cluster, wantKey: identity.SyncTargetKey(cluster, stName)},
+		{name: "annotation not passed on", stCluster: "root:org:ws", wantKey: identity.SyncTargetKey(cluster, stName),
+			wantErr: `lives in logical cluster "root:org:ws"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, annotated(tt.stCluster))
+			cfg := config()
+			cfg.SyncTargetCluster = tt.syncTargetCluster
+			e, err := New(cfg, f.up, f.down)
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantKey, e.Target().Key)
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			err = e.Run(ctx)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+		})
+	}
+}
