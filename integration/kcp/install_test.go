@@ -44,7 +44,8 @@ func installWithKcpsPlugin(t *testing.T, env *framework.KCPEnvironment, name str
 	}
 	out, err := env.KCP.Plugin(ctx, loc.Path, args...)
 	require.NoError(t, err)
-	objs := framework.ApplyManifests(t, env.Physical, out)
+	objs, err := framework.ApplyManifests(ctx, env.Physical, out)
+	require.NoError(t, err)
 
 	st := syncTarget{location: loc, name: name}
 	for _, o := range objs {
