@@ -242,8 +242,8 @@ func (i *Importer) wanted(st *workloadv1alpha1.SyncTarget) []schema.GroupResourc
 }
 
 // importAll writes the imports of the wanted resources and deletes stale ones. It
-// returns an error when the physical cluster could not be read at all or when an
-// import could not be written; per-resource failures are in res.Failed.
+// returns an error when the physical cluster could not be read at all, or naming each
+// resource whose import could not be made current (also in res.Failed).
 func (i *Importer) importAll(ctx context.Context, st *workloadv1alpha1.SyncTarget, res *Result) error {
 	wanted := i.wanted(st)
 	pr, err := i.puller.pull(ctx, wanted)
@@ -251,8 +251,10 @@ func (i *Importer) importAll(ctx context.Context, st *workloadv1alpha1.SyncTarge
 		return err
 	}
 	res.NotServed = pr.notServed
-	for gr, e := range pr.failed {
-		res.Failed[gr] = e
+	var writeErrs []error
+	for _, gr := range sortedGRs(pr.failed) {
+		res.Failed[gr] = pr.failed[gr]
+		writeErrs = append(writeErrs, fmt.Errorf("%s: %w", gr, pr.failed[gr]))
 	}
 	client := i.opts.Upstream.Resource(APIResourceImportsResource)
 	list, err := client.List(ctx, metav1.ListOptions{})
@@ -266,14 +268,8 @@ func (i *Importer) importAll(ctx context.Context, st *workloadv1alpha1.SyncTarge
 			existing[gvr] = append(existing[gvr], u)
 		}
 	}
-	var writeErrs []error
 	keep := map[schema.GroupVersionResource]bool{}
-	grs := make([]schema.GroupResource, 0, len(pr.pulled))
-	for gr := range pr.pulled {
-		grs = append(grs, gr)
-	}
-	sort.Slice(grs, func(a, b int) bool { return grs[a].String() < grs[b].String() })
-	for _, gr := range grs {
+	for _, gr := range sortedGRs(pr.pulled) {
 		p := pr.pulled[gr]
 		keep[p.gvr] = true
 		name, created, err := i.write(ctx, client, st, p, existing[p.gvr])
@@ -318,6 +314,15 @@ func (i *Importer) importAll(ctx context.Context, st *workloadv1alpha1.SyncTarge
 	}
 	slices.Sort(res.Deleted)
 	return errors.Join(writeErrs...)
+}
+
+func sortedGRs[V any](m map[schema.GroupResource]V) []schema.GroupResource {
+	out := make([]schema.GroupResource, 0, len(m))
+	for gr := range m {
+		out = append(out, gr)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].String() < out[b].String() })
+	return out
 }
 
 // write creates the import of p, or updates the existing one when its spec differs.

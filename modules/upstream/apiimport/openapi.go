@@ -115,7 +115,7 @@ func Convert(doc *Document, def string, baseline *Baseline) (map[string]any, err
 	if _, ok := doc.defs[def]; !ok {
 		return nil, fmt.Errorf("no OpenAPI v3 schema %s", def)
 	}
-	c := &converter{doc: doc, baseline: baseline, visiting: map[string]bool{}}
+	c := &converter{doc: doc, baseline: baseline, visiting: map[string]bool{}, budget: maxNodes}
 	out, err := c.ref(def, "", 0)
 	if err != nil {
 		return nil, err
@@ -128,13 +128,18 @@ func Convert(doc *Document, def string, baseline *Baseline) (map[string]any, err
 	return out, nil
 }
 
-// maxDepth bounds nesting; real Kubernetes schemas stay far below it.
-const maxDepth = 64
+// maxDepth bounds nesting and maxNodes the size of a converted schema (shared
+// definitions are expanded at every use); a v1.37 Pod needs depth 15 and 8,000 nodes.
+const (
+	maxDepth = 64
+	maxNodes = 200_000
+)
 
 type converter struct {
 	doc      *Document
 	baseline *Baseline
 	visiting map[string]bool
+	budget   int
 }
 
 // refOf returns the definition a schema points to: "$ref", or an "allOf" holding one
@@ -180,6 +185,9 @@ func (c *converter) ref(name, desc string, depth int) (map[string]any, error) {
 func (c *converter) schema(owner string, s map[string]any, desc string, depth int) (map[string]any, error) {
 	if depth > maxDepth {
 		return nil, fmt.Errorf("OpenAPI v3 schema %s nests deeper than %d", owner, maxDepth)
+	}
+	if c.budget--; c.budget < 0 {
+		return nil, fmt.Errorf("OpenAPI v3 schema %s expands to more than %d schemas", owner, maxNodes)
 	}
 	if desc == "" {
 		desc, _ = s["description"].(string)
