@@ -345,9 +345,9 @@ func TestResourceTheClusterDoesNotServeIsNotAFailure(t *testing.T) {
 
 func TestAPIImporterReadyIsFalseWithErrorWhenNothingCanBeRead(t *testing.T) {
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(b *bed)
-		want  string
+		want   string
 	}{
 		{"OpenAPI unreachable", func(b *bed) { b.openapi.err = errors.New("connection refused") }, "connection refused"},
 		{"discovery unreachable", func(b *bed) {
