@@ -346,7 +346,7 @@ func TestResourceTheClusterDoesNotServeIsNotAFailure(t *testing.T) {
 func TestAPIImporterReadyIsFalseWithErrorWhenNothingCanBeRead(t *testing.T) {
 	tests := []struct {
 		name   string
-		break_ func(b *bed)
+		breakIt func(b *bed)
 		want   string
 	}{
 		{"OpenAPI unreachable", func(b *bed) { b.openapi.err = errors.New("connection refused") }, "connection refused"},
@@ -359,7 +359,7 @@ func TestAPIImporterReadyIsFalseWithErrorWhenNothingCanBeRead(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := newBed(t, []schema.GroupResource{deploymentsGR}, syncTarget())
-			tt.break_(b)
+			tt.breakIt(b)
 			_, err := b.imp.Sync(context.Background())
 			require.Error(t, err)
 			c := b.target(t).Status.Conditions.Get(workloadv1alpha1.APIImporterReady)
@@ -535,4 +535,17 @@ func TestNewRejectsIncompleteOptions(t *testing.T) {
 	assert.Equal(t, DefaultPollInterval, imp.opts.PollInterval)
 	assert.Same(t, KCPv011, imp.opts.Baseline)
 	assert.Equal(t, DefaultVerbs, imp.opts.Verbs)
+}
+
+func TestCRDsThatMayNotBeReadFallBackToOpenAPI(t *testing.T) {
+	b := newBed(t, []schema.GroupResource{deploymentsGR, widgetsGR}, syncTarget())
+	b.down.PrependReactor("get", "customresourcedefinitions", func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(crdsResource.GroupResource(), "", errors.New("RBAC"))
+	})
+	res, err := b.imp.Sync(context.Background())
+	require.Error(t, err, "the fixtures publish no example.com document")
+	assert.Equal(t, []string{"deployments.cluster-1.v1.apps"}, res.Created, "built-ins do not need CRD access")
+	require.Contains(t, res.Failed, widgetsGR)
+	assert.Contains(t, res.Failed[widgetsGR].Error(), "no OpenAPI v3 document for apis/example.com/v1")
+	assert.Equal(t, workloadv1alpha1.ConditionSeverityWarning, b.target(t).Status.Conditions.Get(workloadv1alpha1.APIImporterReady).Severity)
 }
