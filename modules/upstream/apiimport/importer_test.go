@@ -231,9 +231,8 @@ func TestSyncCreatesImportsNamedAndFilledAsKCPsSyncer(t *testing.T) {
 		c := st.Status.Conditions.Get(ct)
 		require.NotNil(t, c, ct)
 		assert.Equal(t, corev1.ConditionTrue, c.Status, ct)
-		assert.Equal(t, b.now, c.LastTransitionTime.Time.UTC(), ct)
+		assert.Equal(t, b.now, c.LastTransitionTime.UTC(), ct)
 	}
-	assert.Equal(t, workloadv1alpha1.SyncTargetStatus{}.SyncedResources == nil, true)
 	assert.Len(t, st.Status.SyncedResources, 2, "syncedResources are kcp's to write")
 	assert.Equal(t, workloadv1alpha1.ResourceSchemaIncompatibleState, st.Status.SyncedResources[0].State)
 }
@@ -345,9 +344,9 @@ func TestResourceTheClusterDoesNotServeIsNotAFailure(t *testing.T) {
 
 func TestAPIImporterReadyIsFalseWithErrorWhenNothingCanBeRead(t *testing.T) {
 	tests := []struct {
-		name   string
+		name    string
 		breakIt func(b *bed)
-		want   string
+		want    string
 	}{
 		{"OpenAPI unreachable", func(b *bed) { b.openapi.err = errors.New("connection refused") }, "connection refused"},
 		{"discovery unreachable", func(b *bed) {

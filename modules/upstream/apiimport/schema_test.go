@@ -249,7 +249,7 @@ func TestKCPv011BaselineDropsOnlyAtomicMarkersKubernetes124Lacked(t *testing.T) 
 			assert.Equal(t, withoutListTypes(raw), withoutListTypes(norm))
 
 			rawLists, normLists := lists(raw), lists(norm)
-			require.Equal(t, len(rawLists), len(normLists))
+			require.Len(t, normLists, len(rawLists))
 			var atomic, dropped []string
 			for path, lt := range normLists {
 				if lt == "atomic" {
@@ -298,9 +298,9 @@ func TestConvertRejectsWhatItCannotRepresent(t *testing.T) {
 		})
 	}
 	_, err := ParseOpenAPIV3([]byte(`{"components":{"schemas":{"a.A":null}}}`))
-	assert.Error(t, err)
+	require.Error(t, err)
 	_, err = ParseOpenAPIV3([]byte(`[`))
-	assert.Error(t, err)
+	require.Error(t, err)
 	doc, err := ParseOpenAPIV3([]byte(`{}`))
 	require.NoError(t, err)
 	_, err = Convert(doc, "a.A", nil)
