@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -101,6 +102,7 @@ type Options struct {
 // the SyncTarget's SyncerAuthorized and APIImporterReady conditions.
 type Importer struct {
 	opts   Options
+	mu     sync.Mutex // one pass at a time (Sync may be called next to Run)
 	puller *puller
 }
 
@@ -151,7 +153,10 @@ func (i *Importer) Run(ctx context.Context) error {
 			return nil
 		case <-timer.C:
 		}
-		_, err := i.Sync(ctx)
+		res, err := i.Sync(ctx)
+		if len(res.Created)+len(res.Updated)+len(res.Deleted) > 0 {
+			logger.Info("APIResourceImports written", "created", res.Created, "updated", res.Updated, "deleted", res.Deleted)
+		}
 		var mismatch *identity.UIDMismatchError
 		switch {
 		case errors.As(err, &mismatch):
@@ -194,6 +199,8 @@ type Result struct {
 // Sync runs one pass: read the SyncTarget, import the schemas of its resources,
 // delete imports of resources no longer synced, check access, write the conditions.
 func (i *Importer) Sync(ctx context.Context) (Result, error) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
 	res := Result{Failed: map[schema.GroupResource]error{}}
 	st, err := i.syncTarget(ctx)
 	if err != nil {
