@@ -48,6 +48,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/tunnel/heartbeat"
 	tunnelmetrics "github.com/tmc-syncer/syncer/modules/tunnel/metrics"
 	"github.com/tmc-syncer/syncer/modules/upstream"
+	"github.com/tmc-syncer/syncer/modules/upstream/apiimport"
 	"github.com/tmc-syncer/syncer/modules/upstream/events"
 )
 
@@ -254,6 +255,13 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })
+	if upCfgs.KCP {
+		imp, err := newAPIImporter(gctx, opts, eng.Target(), stClient, downCfg, downKube)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return imp.Run(gctx) })
+	}
 	g.Go(func() error { p.watchProgress(gctx, 5*time.Second); return nil })
 	g.Go(func() error {
 		// The first heartbeat waits (up to firstHeartbeatWait) for the caches, so it
@@ -293,6 +301,38 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		return us.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// newAPIImporter publishes the physical cluster's schemas of --resources as kcp
+// APIResourceImports in the SyncTarget's workspace, from which kcp's controllers
+// compute status.syncedResources; it also sets SyncerAuthorized (with kcp's "*"
+// access check: kcp's plugin grants "*") and APIImporterReady.
+func newAPIImporter(ctx context.Context, opts *options.Options, target identity.Target, stClient dynamic.Interface, downCfg *rest.Config, downKube kubernetes.Interface) (*apiimport.Importer, error) {
+	grs, err := resources.Parse(opts.Resources)
+	if err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(downCfg)
+	if err != nil {
+		return nil, err
+	}
+	downDyn, err := dynamic.NewForConfig(downCfg)
+	if err != nil {
+		return nil, err
+	}
+	return apiimport.New(apiimport.Options{
+		Target:    target,
+		Resources: grs,
+		Upstream:  stClient,
+		Downstream: apiimport.Downstream{
+			Discovery: disc,
+			OpenAPI:   disc.OpenAPIV3WithContext(ctx),
+			Dynamic:   downDyn,
+			Kube:      downKube,
+		},
+		PollInterval: opts.APIImportPollInterval,
+		Verbs:        []string{"*"},
+	})
 }
 
 // runLeaderElected runs sync only while this replica holds the Lease in the
