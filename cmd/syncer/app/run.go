@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -276,31 +277,65 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		case <-gctx.Done():
 			return nil
 		}
-		gvrs := eng.Resources().Accepted().GVRs()
-		log.Info("resources resolved", "resources", fmt.Sprint(gvrs))
-		us, err := upstream.New(upstream.Config{
-			Target:      eng.Target(),
-			FromCluster: opts.FromCluster,
-			Resources:   gvrs,
-			Upstream:    upstream.Clients{Dynamic: up.Dynamic, Kube: upKube},
-			Downstream:  upstream.Clients{Dynamic: down.Dynamic, Kube: downKube, Metadata: down.Metadata},
-			Informers:   eng.Informers(),
-			Registry:    reg,
-			Options: upstream.Options{
-				StatusWorkers: opts.Workers,
-				Events:        events.Options{Limits: events.Limits{QPS: opts.EventRateLimit}},
-				// kcp's syncer virtual workspace serves no Events, and the syncer's
-				// ServiceAccount may write nothing else in the user's workspace.
-				DisableEvents: upCfgs.KCP,
-			},
-		})
-		if err != nil {
-			return err
+		// The upstream syncers follow the resource set: under kcp it grows as kcp
+		// accepts our API imports; on a plain hub as CRDs appear. A changed set
+		// restarts them on the new one (the informers are the engine's and stay).
+		for {
+			gvrs := eng.Resources().Accepted().GVRs()
+			log.Info("resources resolved", "resources", fmt.Sprint(gvrs))
+			us, err := upstream.New(upstream.Config{
+				Target:      eng.Target(),
+				FromCluster: opts.FromCluster,
+				Resources:   gvrs,
+				Upstream:    upstream.Clients{Dynamic: up.Dynamic, Kube: upKube},
+				Downstream:  upstream.Clients{Dynamic: down.Dynamic, Kube: downKube, Metadata: down.Metadata},
+				Informers:   eng.Informers(),
+				Registry:    reg,
+				Options: upstream.Options{
+					StatusWorkers: opts.Workers,
+					Events:        events.Options{Limits: events.Limits{QPS: opts.EventRateLimit}},
+					// kcp's syncer virtual workspace serves no Events, and the syncer's
+					// ServiceAccount may write nothing else in the user's workspace.
+					DisableEvents: upCfgs.KCP,
+				},
+			})
+			if err != nil {
+				return err
+			}
+			p.setUpstream(us)
+			runCtx, stop := context.WithCancel(gctx)
+			done := make(chan error, 1)
+			go func() { done <- us.Run(runCtx) }()
+			changed := waitForChange(runCtx, resourceSetPoll, gvrs, func() []schema.GroupVersionResource { return eng.Resources().Accepted().GVRs() })
+			stop()
+			if err := <-done; err != nil {
+				return err
+			}
+			if !changed {
+				return nil
+			}
 		}
-		p.setUpstream(us)
-		return us.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// resourceSetPoll is how often the upstream syncers look for a changed resource set.
+const resourceSetPoll = 2 * time.Second
+
+// waitForChange polls current until it differs from was (true) or ctx ends (false).
+func waitForChange(ctx context.Context, every time.Duration, was []schema.GroupVersionResource, current func() []schema.GroupVersionResource) bool {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			if !slices.Equal(was, current()) {
+				return true
+			}
+		}
+	}
 }
 
 // newAPIImporter publishes the physical cluster's schemas of --resources as kcp
