@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -20,8 +19,6 @@ import (
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 )
-
-var placementsResource = schema.GroupVersionResource{Group: "scheduling.kcp.io", Version: "v1alpha1", Resource: "placements"}
 
 // runKCP is the tour on a real kcp (DEMO_UPSTREAM=kcp): kcp's plugin installs the
 // syncer, which syncs a user workspace's objects through kcp's virtual workspace.
@@ -109,18 +106,8 @@ func runKCP(ctx context.Context, bin string, exitAfterTour bool) error {
 	defer syncer.stop()
 	show("log: %s", syncer.log)
 
-	step("Placing %s's namespaces on the location (a Placement, as `kubectl kcp bind compute` makes)", team.Path)
-	placement := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "scheduling.kcp.io/v1alpha1", "kind": "Placement",
-		"metadata": map[string]any{"name": "demo"},
-		"spec": map[string]any{
-			"locationSelectors": []any{map[string]any{}},
-			"locationResource":  map[string]any{"group": "workload.kcp.io", "resource": "synctargets", "version": "v1alpha1"},
-			"namespaceSelector": map[string]any{},
-			"locationWorkspace": loc.Path,
-		},
-	}}
-	if _, err := dynamic.NewForConfigOrDie(team.Config).Resource(placementsResource).Create(ctx, placement, metav1.CreateOptions{}); err != nil {
+	step("kubectl kcp bind compute %s (kcp's plugin, in %s): it schedules once kcp accepts the compute export's resources from our API imports", loc.Path, team.Path)
+	if _, err := env.KCP.Plugin(ctx, team.Path, "bind", "compute", loc.Path); err != nil {
 		return err
 	}
 
