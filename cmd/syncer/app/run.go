@@ -220,13 +220,13 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 	}
 	// The downstream controllers run on the engine's informers and follow its
 	// resource set; they must be registered before the engine runs.
-	var upEvents kubernetes.Interface = upKube
-	if upCfgs.KCP {
+	dsClients := downstream.Clients{Upstream: up.Dynamic, Downstream: down.Dynamic}
+	if !upCfgs.KCP {
 		// kcp's syncer virtual workspace serves no Events (and the syncer may write
 		// nothing else in the user's workspace): sync errors stay in the annotation.
-		upEvents = nil
+		dsClients.UpstreamEvents = upKube
 	}
-	ds, err := downstream.Register(eng, downstream.Clients{Upstream: up.Dynamic, Downstream: down.Dynamic, UpstreamEvents: upEvents},
+	ds, err := downstream.Register(eng, dsClients,
 		downstream.Options{
 			ConflictPolicy:      conflict.Policy(opts.ConflictPolicy),
 			NamespaceCleanDelay: opts.DownstreamNamespaceCleanDelay,
