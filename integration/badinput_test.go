@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,25 +67,7 @@ func (r *logRecorder) waitLine(t *testing.T, parts ...string) {
 // startLogged is start with the syncer's logs recorded.
 func (h *syncerHarness) startLogged(resources ...schema.GroupVersionResource) *logRecorder {
 	h.t.Helper()
-	opts := h.opts
-	opts.Registerer = prometheus.NewRegistry()
-	s, err := downstream.New(downstream.Clients{Upstream: h.up, Downstream: h.down, UpstreamEvents: h.upKube}, h.target, resources, opts)
-	require.NoError(h.t, err)
-	h.syncer = s
-	logs := &logRecorder{}
-	ctx, cancel := context.WithCancel(logs.context(context.Background()))
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	h.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(h.t, err, "syncer Run")
-		case <-time.After(time.Minute):
-			h.t.Error("syncer did not stop within a minute")
-		}
-	})
-	require.Eventually(h.t, s.HasSynced, eventually, tick, "syncer caches sync")
+	logs, _ := h.startOnEngineLogged(resourceNames(resources)...)
 	return logs
 }
 
@@ -285,28 +268,43 @@ func (h *syncerHarness) startOnEngineLogged(resources ...string) (*logRecorder, 
 	opts.Registerer = prometheus.NewRegistry()
 	reg, err := downstream.Register(e, downstream.Clients{Upstream: h.up, Downstream: h.down, UpstreamEvents: h.upKube}, opts)
 	require.NoError(h.t, err)
+	h.reg = reg
 	logs := &logRecorder{}
 	ctx, cancel := context.WithCancel(logs.context(context.Background()))
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	h.t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			require.NoError(h.t, err, "engine Run")
-		case <-time.After(time.Minute):
-			h.t.Error("engine did not stop within a minute")
+	// done delivers Run's result to the stop below; early to a test, and only when
+	// the engine stopped before it was told to.
+	done, early := make(chan error, 1), make(chan error, 1)
+	var stopping atomic.Bool
+	go func() {
+		err := e.Run(ctx)
+		if !stopping.Load() {
+			early <- err
 		}
-		reg.Close()
-	})
+		done <- err
+	}()
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			stopping.Store(true)
+			cancel()
+			select {
+			case err := <-done:
+				require.NoError(h.t, err, "engine Run")
+			case <-time.After(time.Minute):
+				h.t.Error("engine did not stop within a minute")
+			}
+			reg.Close()
+		})
+	}
+	h.t.Cleanup(h.stop)
 	select {
 	case <-e.Ready():
-	case err := <-done:
+	case err := <-early:
 		require.NoError(h.t, err, "engine stopped before it was ready")
 	case <-time.After(eventually):
 		h.t.Fatal("engine not ready in time")
 	}
-	return logs, done
+	return logs, early
 }
 
 // TestBadInputSyncTargetDeletedWhileSyncing: the SyncTarget goes away under a running

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -59,7 +58,7 @@ type syncerHarness struct {
 	// downRequests counts downstream requests by "METHOD path".
 	downRequests *requestCounter
 	stop         func()
-	syncer       *downstream.Syncer
+	reg          *downstream.Registration
 }
 
 type requestCounter struct {
@@ -123,34 +122,21 @@ func newSyncer(t *testing.T, name string, opts downstream.Options) *syncerHarnes
 	}
 }
 
-// start runs the syncer until stopSyncer or the end of the test.
+// start runs downstream sync on an engine (the syncer's one wiring path) for resources
+// (ConfigMaps when none are given; configmaps, secrets and serviceaccounts always) until
+// h.stop or the end of the test.
 func (h *syncerHarness) start(resources ...schema.GroupVersionResource) {
 	h.t.Helper()
-	if len(resources) == 0 {
-		resources = []schema.GroupVersionResource{configMapsGVR}
+	h.startLogged(resources...)
+}
+
+// resourceNames renders GVRs as --resources values ("deployments.apps").
+func resourceNames(gvrs []schema.GroupVersionResource) []string {
+	var out []string
+	for _, gvr := range gvrs {
+		out = append(out, gvr.GroupResource().String())
 	}
-	opts := h.opts
-	opts.Registerer = prometheus.NewRegistry()
-	s, err := downstream.New(downstream.Clients{Upstream: h.up, Downstream: h.down, UpstreamEvents: h.upKube}, h.target, resources, opts)
-	require.NoError(h.t, err)
-	h.syncer = s
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	var once sync.Once
-	h.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				require.NoError(h.t, err, "syncer Run")
-			case <-time.After(time.Minute):
-				h.t.Error("syncer did not stop within a minute")
-			}
-		})
-	}
-	h.t.Cleanup(h.stop)
-	require.Eventually(h.t, s.HasSynced, eventually, tick, "syncer caches sync")
+	return out
 }
 
 // upstreamNamespace creates an upstream namespace and removes its downstream namespace at
@@ -726,7 +712,7 @@ func TestDownstreamBenchmark1000ConfigMaps(t *testing.T) {
 	start = time.Now()
 	h.start()
 	require.Eventually(t, func() bool {
-		for _, st := range h.syncer.Stats() {
+		for _, st := range h.reg.Spec.Stats() {
 			if st.GVR == configMapsGVR && st.ReconcilesOK >= n && st.Pending == 0 {
 				return true
 			}
@@ -782,8 +768,7 @@ func TestDownstreamImmutableChangeRecreatesOnlyWhenAllowed(t *testing.T) {
 	}, "immutable error reported in the annotation")
 }
 
-// startOnEngine runs downstream sync registered on an engine.Engine (the engine's informers
-// and resource set) instead of the Syncer's own informers.
+// startOnEngine is start with --resources values.
 func (h *syncerHarness) startOnEngine(resources ...string) {
 	h.t.Helper()
 	h.startOnEngineLogged(resources...)

@@ -46,8 +46,8 @@ func (r *Registration) Close() {
 
 // Register wires downstream sync onto e, reading objects through the engine's informers
 // for whatever resource set the engine resolves: the spec controller, the namespace
-// controller and a one-shot start-up cleanup controller. Call it before e.Run; Options.Queue
-// and Options.ResyncPeriod are the engine's to set and are ignored here.
+// controller and a one-shot start-up cleanup controller. Call it before e.Run; queues and
+// informers are the engine's (engine.Config sets their retries and resync).
 func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, error) {
 	if clients.Upstream == nil || clients.Downstream == nil {
 		return nil, errors.New("downstream: upstream and downstream clients are required")

@@ -3,6 +3,10 @@ package downstream
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -16,6 +20,9 @@ import (
 
 	"github.com/tmc-syncer/syncer/modules/downstream/cleanup"
 	"github.com/tmc-syncer/syncer/modules/engine/engine"
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
+	"github.com/tmc-syncer/syncer/modules/transformation/ownership"
 )
 
 func TestRegisterWiresControllersOnTheEngine(t *testing.T) {
@@ -69,4 +76,63 @@ func TestByNamespaceAndLazyStore(t *testing.T) {
 	w := &wiring{}
 	assert.Nil(t, w.namespaceOfUpstream(&metav1.ObjectMeta{Name: "cluster-scoped"}))
 	assert.Nil(t, namespaceOfDownstream(&metav1.ObjectMeta{Name: "cluster-scoped"}))
+}
+
+func TestRegisterRefusesBadOptions(t *testing.T) {
+	c := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	newEngine := func() *engine.Engine {
+		e, err := engine.New(engine.Config{SyncTargetName: "east", SyncTargetUID: "uid", FromCluster: "root"},
+			engine.ClusterClients{Dynamic: c}, engine.ClusterClients{Dynamic: c})
+		require.NoError(t, err)
+		return e
+	}
+	clients := Clients{Upstream: c, Downstream: c}
+	tests := map[string]Options{
+		"bad policy":      {ConflictPolicy: "Steal"},
+		"bad propagation": {DeletionPropagation: "Later"},
+	}
+	for name, opts := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := Register(newEngine(), clients, opts)
+			require.Error(t, err)
+		})
+	}
+	reg := prometheus.NewRegistry()
+	require.NoError(t, reg.Register(prometheus.NewGauge(prometheus.GaugeOpts{Name: "tmc_syncer_downstream_applies_total", Help: "x"})))
+	_, err := Register(newEngine(), clients, Options{Registerer: reg})
+	require.Error(t, err, "metrics name clash")
+}
+
+// On the engine path (the only one), an assigned object syncs down with our
+// finalizer upstream, and a downstream orphan whose upstream object is gone is
+// deleted by the start-up cleanup.
+func TestEnginePathSyncsAndCleansOrphans(t *testing.T) {
+	target := identity.NewTarget("root", "east", "st-uid")
+	up := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "web", "namespace": "team", "uid": "up-web",
+			"labels": map[string]any{target.StateLabel(): "Sync"}},
+		"data": map[string]any{"k": "v"},
+	}}
+	orphan := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "orphan", "namespace": "kcp-old", "uid": "d-orphan",
+			"labels":      map[string]any{identity.DownstreamClusterLabel: target.Key},
+			"annotations": map[string]any{ownership.NameAnnotation: "orphan", ownership.NamespaceAnnotation: "team", ownership.ClusterAnnotation: "root", ownership.UIDAnnotation: "up-orphan"}},
+	}}
+	f := startFakeEngine(t, target, []runtime.Object{up}, []runtime.Object{orphan}, Options{})
+	nsName, err := namespace.DownstreamName(namespace.Locator{SyncTarget: namespace.SyncTarget{Cluster: "root", Name: "east", UID: "st-uid"}, Cluster: "root", Namespace: "team"})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := f.down.Resource(cmGVR).Namespace(nsName).Get(context.Background(), "web", metav1.GetOptions{})
+		return err == nil
+	}, 10*time.Second, 10*time.Millisecond, "the ConfigMap is synced down")
+	require.Eventually(t, func() bool {
+		_, err := f.down.Resource(cmGVR).Namespace("kcp-old").Get(context.Background(), "orphan", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, 10*time.Second, 10*time.Millisecond, "the orphan is cleaned up on start")
+	got, err := f.up.Resource(cmGVR).Namespace("team").Get(context.Background(), "web", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Contains(t, got.GetFinalizers(), target.SyncerFinalizer())
+	assert.NotEmpty(t, f.reg.Spec.Stats())
 }

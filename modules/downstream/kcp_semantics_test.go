@@ -5,15 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	dynamicfake "k8s.io/client-go/dynamic/fake"
 
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 )
@@ -37,30 +34,16 @@ func TestObjectsGoToTheNamespaceAnOlderKcpCreated(t *testing.T) {
 			"labels":      map[string]any{identity.DownstreamClusterLabel: target.Key},
 			"annotations": map[string]any{identity.NamespaceLocatorAnnotation: `{"syncTarget":{"path":"root:org:ws","name":"us-west1","uid":"syncTargetUID"},"cluster":"root:org:ws","namespace":"test"}`}},
 	}}
-	upClient := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds(), up)
-	downClient := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds(), legacy)
-	applyReactor(t, downClient)
-
-	s, err := New(Clients{Upstream: upClient, Downstream: downClient}, target, []schema.GroupVersionResource{cmGVR},
-		Options{Registerer: prometheus.NewRegistry(), NamespaceCleanDelay: time.Hour})
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
+	f := startFakeEngine(t, target, []runtime.Object{up}, []runtime.Object{legacy}, Options{})
+	downClient := f.down
 
 	require.Eventually(t, func() bool {
 		_, err := downClient.Resource(cmGVR).Namespace("kcp-01c0zzvlqsi7n").Get(context.Background(), "foo", metav1.GetOptions{})
 		return err == nil
 	}, 10*time.Second, 10*time.Millisecond, "the ConfigMap goes to the existing namespace")
-	_, err = downClient.Resource(namespacesGVR).Get(context.Background(), "kcp-33jbiactwhg0", metav1.GetOptions{})
+	_, err := downClient.Resource(namespacesGVR).Get(context.Background(), "kcp-33jbiactwhg0", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "no namespace under today's name")
 	ns, err := downClient.Resource(namespacesGVR).Get(context.Background(), "kcp-01c0zzvlqsi7n", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, "9Fn3Q4y5UDPmCOrYCujwdgCbD9SwOcKdcefYE7", ns.GetLabels()[identity.TenantIDLabel], "kcp's tenant label added")
-
-	cancel()
-	require.NoError(t, <-done)
 }
-
-var namespacesGVR = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
