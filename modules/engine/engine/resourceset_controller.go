@@ -7,11 +7,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 )
 
@@ -26,11 +28,22 @@ func (c resourceSetController) Reconcile(ctx context.Context, _ queue.Key) error
 	return c.e.reconcileResourceSet(ctx)
 }
 
+// newSyncTargetInformer watches the one SyncTarget, in its own workspace (keys are plain
+// names), without WatchList, which kcp v0.11 answers with 422.
 func newSyncTargetInformer(client dynamic.Interface, name string) cache.SharedIndexInformer {
-	return dynamicinformer.NewFilteredDynamicInformer(client, workloadv1alpha1.SyncTargetsResource, metav1.NamespaceAll, 0, cache.Indexers{},
-		func(o *metav1.ListOptions) {
-			o.FieldSelector = fields.OneTermEqualSelector("metadata.name", name).String()
-		}).Informer()
+	byName := fields.OneTermEqualSelector("metadata.name", name).String()
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = byName
+			return client.Resource(workloadv1alpha1.SyncTargetsResource).List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = byName
+			return client.Resource(workloadv1alpha1.SyncTargetsResource).Watch(ctx, o)
+		},
+	}
+	return cache.NewSharedIndexInformerWithOptions(informers.WithoutWatchList(lw), &unstructured.Unstructured{},
+		cache.SharedIndexInformerOptions{ObjectDescription: workloadv1alpha1.SyncTargetsResource.String()})
 }
 
 // syncTargetHandler calls enqueue when the SyncTarget appears, goes, or changes
