@@ -105,7 +105,7 @@ func New(clients Clients, target identity.Target, resources []schema.GroupVersio
 	if err != nil {
 		return nil, err
 	}
-	inf, err := newInformers(clients.Upstream, clients.Downstream, target, resources, opts.ResyncPeriod)
+	inf, err := newInformers(clients.Upstream, clients.Downstream, target, w.opts.FromCluster, resources, opts.ResyncPeriod)
 	if err != nil {
 		return nil, fmt.Errorf("downstream syncer: informers: %w", err)
 	}
@@ -168,8 +168,12 @@ func (s *Syncer) Run(ctx context.Context) error {
 		s.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: s.clients.UpstreamEvents.CoreV1().Events("")})
 		defer s.broadcaster.Shutdown()
 	}
-	s.informers.start(ctx.Done())
-	defer s.informers.shutdown()
+	ictx, stopInformers := context.WithCancel(ctx)
+	s.informers.start(ictx)
+	defer func() {
+		stopInformers()
+		s.informers.shutdown()
+	}()
 	if !cache.WaitForCacheSync(ctx.Done(), s.informers.hasSynced()...) {
 		return fmt.Errorf("downstream syncer: caches did not sync: %w", context.Cause(ctx))
 	}

@@ -16,6 +16,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/transformation/ownership"
 )
 
@@ -40,8 +41,9 @@ type Resource struct {
 	GVR schema.GroupVersionResource
 	// Downstream caches our labelled downstream objects.
 	Downstream Lister
-	// Upstream caches upstream objects assigned to the target, keyed "namespace/name";
-	// an object found there with the same UID needs no request. May be nil.
+	// Upstream caches upstream objects assigned to the target, keyed
+	// informers.StoreKey(cluster, namespace, name); an object found there with the same
+	// UID needs no request. May be nil.
 	Upstream Store
 }
 
@@ -94,7 +96,7 @@ func cached(s Store, owner ownership.Owner) bool {
 	if s == nil {
 		return false
 	}
-	item, ok, err := s.GetByKey(join(owner.Namespace, owner.Name))
+	item, ok, err := s.GetByKey(informers.StoreKey(owner.Cluster, owner.Namespace, owner.Name))
 	if err != nil || !ok {
 		return false
 	}
