@@ -346,7 +346,7 @@ func TestClusterInformerLifecycle(t *testing.T) {
 		"SetWatchErrorHandler":      inf.SetWatchErrorHandler(nil),
 		"SetWatchErrorHandlerWithC": inf.SetWatchErrorHandlerWithContext(nil),
 	} {
-		assert.Error(t, err, "%s after start", name)
+		require.Error(t, err, "%s after start", name)
 	}
 	inf.Run(ctx.Done()) // a second run returns at once
 
@@ -355,8 +355,8 @@ func TestClusterInformerLifecycle(t *testing.T) {
 	<-done
 	assert.True(t, inf.IsStopped())
 	_, err = inf.AddEventHandlerWithResyncPeriod(&events{}, time.Minute)
-	assert.Error(t, err, "no handler on a stopped informer")
-	assert.Error(t, inf.RemoveEventHandler(nil))
+	require.Error(t, err, "no handler on a stopped informer")
+	require.Error(t, inf.RemoveEventHandler(nil))
 	assert.Zero(t, watchErrors.Load())
 }
 
