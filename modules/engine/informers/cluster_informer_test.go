@@ -402,3 +402,16 @@ func TestStoreKey(t *testing.T) {
 	_, err := StoreKeyFunc("root")(42)
 	assert.Error(t, err)
 }
+
+func TestResyncRedeliversUnchangedObjects(t *testing.T) {
+	lw := newFakeLW(t, cm("a", "ns", "cm", "1"))
+	inf := NewClusterInformer(WithoutWatchList(lw.listWatch()), &unstructured.Unstructured{}, ClusterInformerOptions{
+		FromCluster: "root", ResyncPeriod: 20 * time.Millisecond, Description: "configmaps",
+	})
+	h := &events{}
+	_, err := inf.AddEventHandler(h)
+	require.NoError(t, err)
+	run(t, inf)
+	require.Eventually(t, func() bool { return len(h.list()) >= 2 }, timeout, time.Millisecond, "a resync reaches the handler")
+	assert.Equal(t, []string{"initial a|ns/cm@1", "update a|ns/cm@1"}, h.list()[:2])
+}
