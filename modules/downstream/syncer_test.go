@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -124,5 +125,66 @@ func TestRunSyncsCleansOrphansAndStops(t *testing.T) {
 		require.NoError(t, err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// TestRunSyncsTheSameConfigMapOfTwoWorkspacesApart runs New's informers and controllers on
+// an upstream that lists ns/cm in logical clusters A and B (as kcp's syncer virtual
+// workspace does): both reach the physical cluster, each in its own namespace.
+func TestRunSyncsTheSameConfigMapOfTwoWorkspacesApart(t *testing.T) {
+	target := identity.NewTarget("root", "east", "st-uid")
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion("v1")
+	list.SetKind("ConfigMapList")
+	for _, c := range []string{"root:a", "root:b"} {
+		list.Items = append(list.Items, unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "ConfigMap",
+			"metadata": map[string]any{"name": "cm", "namespace": "team", "uid": "up-" + c,
+				"labels":      map[string]any{target.StateLabel(): "Sync"},
+				"annotations": map[string]any{identity.LogicalClusterAnnotation: c},
+				"finalizers":  []any{target.SyncerFinalizer()}},
+			"data": map[string]any{"from": c},
+		}})
+	}
+	upClient := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	// The fake's tracker keys by namespace/name and cannot hold both: answer lists here.
+	upClient.PrependReactor("list", "configmaps", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		out := list.DeepCopy()
+		out.Items = nil
+		for _, it := range list.Items {
+			if a.(clienttesting.ListAction).GetListRestrictions().Labels.Matches(labels.Set(it.GetLabels())) {
+				out.Items = append(out.Items, it)
+			}
+		}
+		return true, out, nil
+	})
+	downClient := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	applyReactor(t, downClient)
+
+	s, err := New(Clients{Upstream: upClient, Downstream: downClient}, target,
+		[]schema.GroupVersionResource{cmGVR}, Options{Registerer: prometheus.NewRegistry(), NamespaceCleanDelay: time.Hour})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+
+	for _, c := range []string{"root:a", "root:b"} {
+		ns, err := namespace.DownstreamName(namespace.Locator{SyncTarget: namespace.SyncTarget{Cluster: "root", Name: "east", UID: "st-uid"}, Cluster: c, Namespace: "team"})
+		require.NoError(t, err)
+		var got *unstructured.Unstructured
+		require.Eventually(t, func() bool {
+			got, err = downClient.Resource(cmGVR).Namespace(ns).Get(context.Background(), "cm", metav1.GetOptions{})
+			return err == nil
+		}, 10*time.Second, 10*time.Millisecond, "the ConfigMap of %s is synced into %s", c, ns)
+		assert.Equal(t, map[string]any{"from": c}, got.Object["data"])
+		owner, ok := ownership.FromAnnotations(got.GetAnnotations())
+		require.True(t, ok)
+		assert.Equal(t, c, owner.Cluster)
+		_, err = downClient.Resource(namespaces.Resource).Get(context.Background(), ns, metav1.GetOptions{})
+		require.NoError(t, err, "namespace %s was created", ns)
 	}
 }
