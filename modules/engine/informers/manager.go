@@ -282,7 +282,8 @@ func (m *Manager) Informer(id ID) (cache.SharedIndexInformer, bool) {
 	return e.informer, true
 }
 
-// Lister returns a lister over the running informer id.
+// Lister returns a lister over the running informer id. Upstream, List spans every
+// logical cluster and Get reads FromCluster; use Get for any other cluster.
 func (m *Manager) Lister(id ID) (cache.GenericLister, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
