@@ -9,6 +9,8 @@ RUN cd cmd/syncer && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.ve
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /syncer /usr/local/bin/syncer
+# kcp's generated syncer Deployment runs /ko-app/syncer (ko's layout).
+COPY --from=build /syncer /ko-app/syncer
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/syncer"]

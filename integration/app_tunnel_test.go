@@ -38,7 +38,7 @@ func TestSyncerBinarySyncsAnAppThroughTheTunnel(t *testing.T) {
 		"--health-bind-address=", "--metrics-bind-address=",
 		"--tunnel-url=http://"+ts.addr)
 	require.Eventually(t, func() bool { return ts.connected("root", "app-tunnelled") }, 60*time.Second, 50*time.Millisecond,
-		"the syncer connects to the tunnel server; output:\n%s", p.output)
+		"the syncer connects to the tunnel server; output:\n%s", p.Output)
 
 	ns := env.KCP.CreateNamespace(t, "app")
 	downNS, err := namespace.DownstreamName(namespace.Locator{
@@ -80,7 +80,7 @@ func TestSyncerBinarySyncsAnAppThroughTheTunnel(t *testing.T) {
 		_, err4 := down.AppsV1().Deployments(downNS).Get(ctx, "web", metav1.GetOptions{})
 		return err1 == nil && err2 == nil && err3 == nil && err4 == nil &&
 			cm.Data["greeting"] == "hello" && string(sec.Data["token"]) == "s3cr3t" && svc.Spec.Ports[0].Port == 80
-	}, 60*time.Second, 100*time.Millisecond, "the app arrives in the physical cluster; output:\n%s", p.output)
+	}, 60*time.Second, 100*time.Millisecond, "the app arrives in the physical cluster; output:\n%s", p.Output)
 
 	var explain string
 	if !assert.Eventually(t, func() bool {
@@ -98,7 +98,7 @@ func TestSyncerBinarySyncsAnAppThroughTheTunnel(t *testing.T) {
 		return d.Status.Replicas == 2 && hasStatusManager(u, "tmc-syncer") && statusField(u, "replicas") == 2 &&
 			progressingMessage(u) == downstreamProgressing(d.Status.Conditions)
 	}, 60*time.Second, 100*time.Millisecond, "the downstream Deployment status comes back upstream through the tunnel") {
-		t.Fatalf("%s\noutput:\n%s", explain, p.output)
+		t.Fatalf("%s\noutput:\n%s", explain, p.Output)
 	}
 }
 

@@ -184,7 +184,7 @@ func createForeignObjects(t *testing.T, env *framework.Environment, target ident
 	var out []foreignObject
 	for _, ns := range nss {
 		loc := transformContext(target).Locator(&unstructured.Unstructured{Object: map[string]any{"metadata": map[string]any{"namespace": ns}}})
-		nsObj, err := namespace.DownstreamNamespace(loc, target.Key, "")
+		nsObj, err := namespace.DownstreamNamespace(loc, target.Key)
 		require.NoError(t, err)
 		nsObj.SetLabels(map[string]string{"owner": "someone-else"})
 		_, err = down.Resource(namespacesResource).Create(ctx, nsObj, metav1.CreateOptions{})

@@ -298,6 +298,12 @@ func TestDownstreamCreateUpdateDeleteWithFinalizer(t *testing.T) {
 	require.NoError(t, err, "downstream namespace created")
 	assert.Equal(t, h.target.Key, ds.Labels[identity.DownstreamClusterLabel])
 	assert.Contains(t, ds.Annotations[identity.NamespaceLocatorAnnotation], `"namespace":"`+ns+`"`)
+	tenant, err := namespace.TenantID(namespace.Locator{
+		SyncTarget: namespace.SyncTarget{Cluster: h.target.Cluster, Name: h.target.Name, UID: string(h.target.UID)},
+		Cluster:    upstreamCluster,
+	})
+	require.NoError(t, err)
+	assert.Equal(t, tenant, ds.Labels[identity.TenantIDLabel], "kcp's tenant ID")
 
 	h.patchUp(configMapsGVR, ns, "web", map[string]any{"data": map[string]any{"color": "green"}})
 	h.waitDown(configMapsGVR, ns, "web", dataEquals("color", "green"), "updated from upstream")
@@ -350,6 +356,17 @@ func TestDownstreamUnassignAndPerTargetDeletion(t *testing.T) {
 			return err == nil && !hasFinalizerFor(h)(u, err) && u.GetDeletionTimestamp() == nil
 		}, "still there, syncer finalizer released")
 	}
+	// As kcp's syncer does, the release of a per-target deletion also drops the state label
+	// and the deletion annotation (in the same write as the finalizer); a pending label is
+	// the scheduler's and stays.
+	released, err := h.up.Resource(configMapsGVR).Namespace(ns).Get(context.Background(), "annotated", metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.NotContains(t, released.GetLabels(), h.target.StateLabel(), "state label removed on release")
+	assert.NotContains(t, released.GetAnnotations(), h.target.DeletionAnnotation(), "deletion annotation removed on release")
+	pending, err := h.up.Resource(configMapsGVR).Namespace(ns).Get(context.Background(), "relabel", metav1.GetOptions{})
+	require.NoError(t, err)
+	state, ok := pending.GetLabels()[h.target.StateLabel()]
+	assert.True(t, ok && state == "", "pending state label kept")
 }
 
 func TestDownstreamSoftFinalizersDelayDeletion(t *testing.T) {
@@ -369,6 +386,9 @@ func TestDownstreamSoftFinalizersDelayDeletion(t *testing.T) {
 		_, err := h.getDown(configMapsGVR, ns, "held")
 		return err != nil
 	}, 2*time.Second, 100*time.Millisecond, "downstream delete waits while soft finalizers remain")
+	// Soft finalizers hold only the delete: the spec keeps syncing meanwhile (kcp's semantics).
+	h.patchUp(configMapsGVR, ns, "held", map[string]any{"data": map[string]any{"a": "2"}})
+	h.waitDown(configMapsGVR, ns, "held", dataEquals("a", "2"), "updated while held by soft finalizers")
 
 	h.patchUp(configMapsGVR, ns, "held", map[string]any{"metadata": map[string]any{"annotations": map[string]any{
 		h.target.SoftFinalizersAnnotation(): nil}}})

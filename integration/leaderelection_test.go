@@ -34,11 +34,11 @@ func TestSyncerReplicasElectOneLeaderAndFailOver(t *testing.T) {
 		"--leader-elect-lease-duration="+leaseDuration.String(), "--leader-elect-renew-deadline=3s",
 		"--leader-elect-retry-period="+retryPeriod.String())
 	metricsAddrs := []string{freeAddr(t), freeAddr(t)}
-	replicas := []*syncerProcess{
+	replicas := []*framework.SyncerProcess{
 		startSyncerBinary(t, append(args, "--metrics-bind-address="+metricsAddrs[0])...),
 		startSyncerBinary(t, append(args, "--metrics-bind-address="+metricsAddrs[1])...),
 	}
-	applies := func(r *syncerProcess) float64 {
+	applies := func(r *framework.SyncerProcess) float64 {
 		for i := range replicas {
 			if replicas[i] == r {
 				body := scrapeMetrics(metricsAddrs[i])
@@ -57,10 +57,10 @@ func TestSyncerReplicasElectOneLeaderAndFailOver(t *testing.T) {
 		}
 		return *leases.Items[0].Spec.HolderIdentity
 	}
-	leader := func() *syncerProcess {
+	leader := func() *framework.SyncerProcess {
 		h := holder()
 		for _, r := range replicas {
-			if h != "" && strings.HasSuffix(h, "_"+strconv.Itoa(r.cmd.Process.Pid)) {
+			if h != "" && strings.HasSuffix(h, "_"+strconv.Itoa(r.Cmd.Process.Pid)) {
 				return r
 			}
 		}
@@ -93,7 +93,7 @@ func TestSyncerReplicasElectOneLeaderAndFailOver(t *testing.T) {
 		}, 60*time.Second, 100*time.Millisecond, "%s syncs", name)
 	}
 	syncs("before-failover")
-	var standby *syncerProcess
+	var standby *framework.SyncerProcess
 	for _, r := range replicas {
 		if r != first {
 			standby = r
@@ -105,7 +105,7 @@ func TestSyncerReplicasElectOneLeaderAndFailOver(t *testing.T) {
 	require.Contains(t, []float64{-1, 0}, applies(standby), "the standby applies nothing while it is not the leader")
 
 	killed := time.Now()
-	require.NoError(t, first.cmd.Process.Kill())
+	require.NoError(t, first.Cmd.Process.Kill())
 	require.Eventually(t, func() bool { return leader() == standby }, 30*time.Second, 50*time.Millisecond,
 		"the other replica takes over the lease")
 	lease, err := env.Physical.Kube(t).CoordinationV1().Leases(syncerNS).List(ctx, metav1.ListOptions{})

@@ -9,6 +9,6 @@ import (
 
 func TestMain(m *testing.M) {
 	code := framework.Main(m)
-	removeSyncerBinary()
+	framework.RemoveSyncerBinary()
 	os.Exit(code)
 }

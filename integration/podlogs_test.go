@@ -69,7 +69,7 @@ func upstreamUserToken(t *testing.T, env *framework.Environment, saNS, name stri
 // tunnelServerProcess is `syncer tunnel-server` serving HTTPS with a certificate of
 // the KCP cluster's CA.
 type tunnelServerProcess struct {
-	*syncerProcess
+	*framework.SyncerProcess
 	url    string
 	caFile string
 }
@@ -82,7 +82,7 @@ func startTunnelServerBinary(t *testing.T, env *framework.Environment) *tunnelSe
 	addr := freeAddr(t)
 	p := startSyncerBinary(t, "tunnel-server", "--bind-address="+addr, "--kubeconfig="+env.KCP.Kubeconfig,
 		"--tls-cert-file="+cert, "--tls-private-key-file="+key)
-	ts := &tunnelServerProcess{syncerProcess: p, url: "https://" + addr, caFile: env.KCP.CAFile()}
+	ts := &tunnelServerProcess{SyncerProcess: p, url: "https://" + addr, caFile: env.KCP.CAFile()}
 	hc := ts.httpClient(t)
 	require.Eventually(t, func() bool {
 		resp, err := hc.Get(ts.url + "/readyz") //nolint:noctx // readiness poll
@@ -91,7 +91,7 @@ func startTunnelServerBinary(t *testing.T, env *framework.Environment) *tunnelSe
 		}
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, 60*time.Second, 100*time.Millisecond, "tunnel-server becomes ready; output:\n%s", p.output)
+	}, 60*time.Second, 100*time.Millisecond, "tunnel-server becomes ready; output:\n%s", p.Output)
 	return ts
 }
 
@@ -162,10 +162,10 @@ func TestPodLogsThroughTheTunnel(t *testing.T) {
 	require.Eventually(t, func() bool {
 		_, err := env.Physical.Kube(t).CoreV1().Pods(downNS).Get(ctx, "web", metav1.GetOptions{})
 		return err == nil
-	}, 60*time.Second, 100*time.Millisecond, "the Pod is synced to the physical cluster; output:\n%s", p.output)
+	}, 60*time.Second, 100*time.Millisecond, "the Pod is synced to the physical cluster; output:\n%s", p.Output)
 	require.Eventually(t, func() bool {
 		return ts.srvConnected(t, "root", stName)
-	}, 60*time.Second, 100*time.Millisecond, "the syncer's tunnel is up; syncer output:\n%s\ntunnel-server output:\n%s", p.output, ts.output)
+	}, 60*time.Second, 100*time.Millisecond, "the syncer's tunnel is up; syncer output:\n%s\ntunnel-server output:\n%s", p.Output, ts.Output)
 	// A Pod in the synced namespace that the syncer did not create.
 	_, err = env.Physical.Kube(t).CoreV1().Pods(downNS).Create(ctx, pod("intruder", nil), metav1.CreateOptions{})
 	require.NoError(t, err)
@@ -257,7 +257,7 @@ func TestPodLogsThroughTheTunnel(t *testing.T) {
 		assert.True(t, strings.HasPrefix(r, "/containerLogs/"+downNS+"/web/app"), "only the synced pod's logs reach the kubelet: %s", r)
 	}
 	if os.Getenv("TMC_TEST_VERBOSE") != "" {
-		t.Logf("syncer output:\n%s\ntunnel-server output:\n%s", p.output, ts.output)
+		t.Logf("syncer output:\n%s\ntunnel-server output:\n%s", p.Output, ts.Output)
 	}
 }
 

@@ -1,16 +1,10 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,99 +22,14 @@ import (
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 )
 
-// syncerBuild holds the syncer binary, built once per test process from cmd/syncer.
-var syncerBuild struct {
-	once sync.Once
-	dir  string
-	path string
-	err  error
-}
-
 func syncerBinary(t *testing.T) string {
 	t.Helper()
-	env := framework.Shared(t)
-	syncerBuild.once.Do(func() {
-		syncerBuild.dir, syncerBuild.err = os.MkdirTemp("", "tmc-syncer-bin-")
-		if syncerBuild.err != nil {
-			return
-		}
-		syncerBuild.path = filepath.Join(syncerBuild.dir, "syncer")
-		cmd := exec.Command("go", "build", "-o", syncerBuild.path, ".")
-		cmd.Dir = filepath.Join(env.Root, "cmd", "syncer")
-		cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
-		if b, err := cmd.CombinedOutput(); err != nil {
-			syncerBuild.err = fmt.Errorf("build syncer: %w\n%s", err, b)
-		}
-	})
-	require.NoError(t, syncerBuild.err)
-	return syncerBuild.path
+	return framework.SyncerBinary(t, framework.Shared(t).Root)
 }
 
-// removeSyncerBinary deletes the binary built for the tests, if any.
-func removeSyncerBinary() {
-	if syncerBuild.dir != "" {
-		_ = os.RemoveAll(syncerBuild.dir)
-	}
-}
-
-// syncerProcess is the real syncer binary running against the test bed.
-// lockedBuffer collects a child process's output while tests read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-type syncerProcess struct {
-	cmd    *exec.Cmd
-	output *lockedBuffer
-	done   chan struct{}
-	err    error
-}
-
-func startSyncerBinary(t *testing.T, args ...string) *syncerProcess {
+func startSyncerBinary(t *testing.T, args ...string) *framework.SyncerProcess {
 	t.Helper()
-	bin := syncerBinary(t)
-	p := &syncerProcess{output: &lockedBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.output, p.output
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(t, p.cmd.Start())
-	go func() { p.err = p.cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("syncer output:\n%s", p.output.String())
-		}
-	})
-	return p
-}
-
-func (p *syncerProcess) exitCode(t *testing.T, within time.Duration) int {
-	t.Helper()
-	select {
-	case <-p.done:
-	case <-time.After(within):
-		t.Fatalf("syncer did not exit within %s; output:\n%s", within, p.output.String())
-	}
-	var ee *exec.ExitError
-	if errors.As(p.err, &ee) {
-		return ee.ExitCode()
-	}
-	require.NoError(t, p.err)
-	return 0
+	return framework.StartSyncer(t, syncerBinary(t), nil, args...)
 }
 
 func createSyncTarget(t *testing.T, env *framework.Environment, name string) *unstructured.Unstructured {
@@ -191,7 +100,7 @@ func TestSyncerBinarySyncsAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	require.Eventually(t, func() bool {
 		cm, err := env.Physical.Kube(t).CoreV1().ConfigMaps(downNS).Get(ctx, "app-config", metav1.GetOptions{})
 		return err == nil && cm.Data["greeting"] == "hello"
-	}, 60*time.Second, 100*time.Millisecond, "the ConfigMap reaches %s downstream; syncer output:\n%s", downNS, p.output)
+	}, 60*time.Second, 100*time.Millisecond, "the ConfigMap reaches %s downstream; syncer output:\n%s", downNS, p.Output)
 
 	// After N objects, the scrape shows N synced and their sync latencies.
 	const n = 5
@@ -209,9 +118,9 @@ func TestSyncerBinarySyncsAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	}, 30*time.Second, 200*time.Millisecond, "the scrape shows %d synced ConfigMaps and their sync latencies; got:\n%s", n, grepLines(scrape, "configmaps"))
 
 	signalled := time.Now()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
 	// The syncer gives its components 20 s to drain; a few more for a loaded machine.
-	assert.Equal(t, 0, p.exitCode(t, 25*time.Second), "SIGTERM drains and exits 0 within the drain bound; output:\n%s", p.output)
+	assert.Equal(t, 0, p.ExitCode(t, 25*time.Second), "SIGTERM drains and exits 0 within the drain bound; output:\n%s", p.Output)
 	t.Logf("exited %s after SIGTERM", time.Since(signalled).Round(time.Millisecond))
 }
 
@@ -239,10 +148,10 @@ func TestSyncerBinaryBadInputExitCodes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := startSyncerBinary(t, tt.args...)
-			code := p.exitCode(t, 60*time.Second)
-			assert.Equal(t, tt.code, code, p.output.String())
-			assert.Contains(t, p.output.String(), tt.want)
-			assert.NotContains(t, p.output.String(), "goroutine ", "no stack trace")
+			code := p.ExitCode(t, 60*time.Second)
+			assert.Equal(t, tt.code, code, p.Output.String())
+			assert.Contains(t, p.Output.String(), tt.want)
+			assert.NotContains(t, p.Output.String(), "goroutine ", "no stack trace")
 		})
 	}
 	_, err = env.KCP.Dynamic(t).Resource(workloadv1alpha1.SyncTargetsResource).Get(context.Background(), "badinput", metav1.GetOptions{})

@@ -157,14 +157,12 @@ func TestRefusedSyncerKeepsRetryingWithBackoff(t *testing.T) {
 				"--health-bind-address=", "--metrics-bind-address="+metricsAddr,
 				"--tunnel-url="+serverURL, "--tunnel-ca-file="+env.KCP.CAFile())
 
-			require.Eventually(t, func() bool { return len(accepts.accepted()) >= 3 && len(failedAttempts(t, p.output.String())) >= 3 },
-				30*time.Second, 50*time.Millisecond, "the syncer tries at least 3 times; output:\n%s", p.output)
-			select {
-			case <-p.done:
-				t.Fatalf("the refused syncer exited: %v; output:\n%s", p.err, p.output)
-			default:
+			require.Eventually(t, func() bool { return len(accepts.accepted()) >= 3 && len(failedAttempts(t, p.Output.String())) >= 3 },
+				30*time.Second, 50*time.Millisecond, "the syncer tries at least 3 times; output:\n%s", p.Output)
+			if done, err := p.Exited(); done {
+				t.Fatalf("the refused syncer exited: %v; output:\n%s", err, p.Output)
 			}
-			log := p.output.String()
+			log := p.Output.String()
 			assert.Contains(t, log, tc.errorText, "the log says why the tunnel is refused")
 			require.Eventually(t, func() bool {
 				return framework.MetricSum(scrapeMetrics(metricsAddr), metrics.TunnelConnectFailed, `reason="`+tc.reason+`"`) >= 2

@@ -121,10 +121,10 @@ func TestTunnelCarriesAllUpstreamTrafficAndSurvivesServerRestart(t *testing.T) {
 	}
 
 	require.Eventually(t, func() bool { return ts.connected("root", "tunnelled") }, 60*time.Second, 50*time.Millisecond,
-		"the syncer connects to the tunnel server; output:\n%s", p.output)
+		"the syncer connects to the tunnel server; output:\n%s", p.Output)
 	create("first")
 	require.Eventually(t, func() bool { return arrived("first") }, 60*time.Second, 100*time.Millisecond,
-		"an object syncs with upstream traffic through the tunnel; output:\n%s", p.output)
+		"an object syncs with upstream traffic through the tunnel; output:\n%s", p.Output)
 
 	ts.stop()
 	var names []string
@@ -138,12 +138,12 @@ func TestTunnelCarriesAllUpstreamTrafficAndSurvivesServerRestart(t *testing.T) {
 	restarted := time.Now()
 	ts = startTunnelServer(t, env, ts.addr)
 	require.Eventually(t, func() bool { return ts.connected("root", "tunnelled") }, 40*time.Second, 20*time.Millisecond,
-		"the syncer reconnects; output:\n%s", p.output)
+		"the syncer reconnects; output:\n%s", p.Output)
 	reconnect := time.Since(restarted)
 	require.Eventually(t, func() bool { return arrived(names...) }, 60*time.Second, 100*time.Millisecond,
-		"all 20 objects created during the outage arrive; output:\n%s", p.output)
+		"all 20 objects created during the outage arrive; output:\n%s", p.Output)
 	t.Logf("reconnected %s after the tunnel server came back; all 20 objects arrived %s after it", reconnect.Round(time.Millisecond), time.Since(restarted).Round(time.Millisecond))
 	if os.Getenv("TMC_TEST_VERBOSE") != "" {
-		t.Logf("syncer output:\n%s", p.output)
+		t.Logf("syncer output:\n%s", p.Output)
 	}
 }

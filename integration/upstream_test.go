@@ -178,7 +178,7 @@ func (b *upstreamBed) upstreamObject(gvr schema.GroupVersionResource, ns string,
 func (b *upstreamBed) syncDown(gvr schema.GroupVersionResource, up *unstructured.Unstructured) *unstructured.Unstructured {
 	b.t.Helper()
 	ctx := context.Background()
-	ns, err := namespace.DownstreamNamespace(b.tctx.Locator(up), b.target.Key, "")
+	ns, err := namespace.DownstreamNamespace(b.tctx.Locator(up), b.target.Key)
 	require.NoError(b.t, err)
 	nsClient := b.down.dyn.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"})
 	if _, err := nsClient.Create(ctx, ns, metav1.CreateOptions{}); err == nil {

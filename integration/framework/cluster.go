@@ -105,7 +105,7 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.waitFor(ctx, c.etcd, 30*time.Second, func(ctx context.Context) error {
+	return waitForProcess(ctx, c.etcd, 30*time.Second, func(ctx context.Context) error {
 		conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", strings.TrimPrefix(client, "http://"))
 		if err != nil {
 			return err
@@ -156,7 +156,7 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("client for kube-apiserver: %w", err)
 	}
-	return c.waitFor(ctx, c.apiserver, 60*time.Second, func(ctx context.Context) error {
+	return waitForProcess(ctx, c.apiserver, 60*time.Second, func(ctx context.Context) error {
 		_, err := kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
 		return err
 	})
@@ -198,15 +198,15 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 		return fmt.Errorf("client for kube-apiserver: %w", err)
 	}
 	// The serviceaccount controller creating "default" proves the manager is up.
-	return c.waitFor(ctx, c.kcm, 60*time.Second, func(ctx context.Context) error {
+	return waitForProcess(ctx, c.kcm, 60*time.Second, func(ctx context.Context) error {
 		_, err := kube.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err
 	})
 }
 
-// waitFor polls check until it succeeds, p exits (an error with its log tail), or
+// waitForProcess polls check until it succeeds, p exits (an error with its log tail), or
 // the timeout passes.
-func (c *Cluster) waitFor(ctx context.Context, p *process, timeout time.Duration, check func(context.Context) error) error {
+func waitForProcess(ctx context.Context, p *process, timeout time.Duration, check func(context.Context) error) error {
 	var last error
 	var exited error
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {

@@ -150,16 +150,27 @@ func Shared(t testing.TB) *Environment {
 // binaries finds the server binaries: in $TMC_TESTBIN_DIR when set, otherwise by
 // running hack/testbin.sh, which builds what is missing and prints the directory.
 func binaries(ctx context.Context, root string) (Binaries, error) {
-	dir := os.Getenv("TMC_TESTBIN_DIR")
-	if dir == "" {
-		cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack", "testbin.sh"))
-		cmd.Stderr = os.Stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return Binaries{}, fmt.Errorf("hack/testbin.sh: %w", err)
-		}
-		dir = strings.TrimSpace(string(out))
+	dir, err := testbinDir(ctx, root)
+	if err != nil {
+		return Binaries{}, err
 	}
+	return binariesIn(dir)
+}
+
+func testbinDir(ctx context.Context, root string) (string, error) {
+	if dir := os.Getenv("TMC_TESTBIN_DIR"); dir != "" {
+		return dir, nil
+	}
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "hack", "testbin.sh"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/testbin.sh: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func binariesIn(dir string) (Binaries, error) {
 	b := Binaries{
 		Etcd:                  filepath.Join(dir, "etcd"),
 		KubeAPIServer:         filepath.Join(dir, "kube-apiserver"),

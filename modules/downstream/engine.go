@@ -85,19 +85,20 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 		}
 		return out
 	}
-	nsStore := lazyStore(func() (cache.Store, bool) {
+	nsStore := lazyStore(func() (cache.Indexer, bool) {
 		for _, id := range []informers.ID{
 			{Side: informers.Downstream, GVR: informers.NamespacesGVR, MetadataOnly: true},
 			{Side: informers.Downstream, GVR: informers.NamespacesGVR},
 		} {
 			if inf, ok := m.Informer(id); ok {
-				return inf.GetStore(), true
+				return inf.GetIndexer(), true
 			}
 		}
 		return nil, false
 	})
+	w.useNamespaces(nsStore)
 
-	specCtl := spec.NewController(w.specConfig(nil, lookup, nsStore))
+	specCtl := spec.NewController(w.specConfig(nil, lookup))
 	nsCtl := namespaces.NewController(w.namespacesConfig(nsStore, nil, func() ([]schema.GroupVersionResource, []namespaces.Indexer, []namespaces.Indexer) {
 		gvrs := synced()
 		var up, down []namespaces.Indexer
@@ -182,8 +183,8 @@ func (c *cleanupController) Reconcile(ctx context.Context, _ queue.Key) error {
 	return err
 }
 
-// lazyStore resolves a cache.Store on each read, for informers the engine starts in Run.
-type lazyStore func() (cache.Store, bool)
+// lazyStore resolves a cache.Indexer on each read, for informers the engine starts in Run.
+type lazyStore func() (cache.Indexer, bool)
 
 func (l lazyStore) GetByKey(key string) (any, bool, error) {
 	s, ok := l()
@@ -191,6 +192,15 @@ func (l lazyStore) GetByKey(key string) (any, bool, error) {
 		return nil, false, nil
 	}
 	return s.GetByKey(key)
+}
+
+// ByIndex answers the engine's indexes (the downstream namespaces' ByLocator).
+func (l lazyStore) ByIndex(indexName, value string) ([]any, error) {
+	s, ok := l()
+	if !ok {
+		return nil, nil
+	}
+	return s.ByIndex(indexName, value)
 }
 
 // byNamespace answers cache.NamespaceIndex queries on indexers that lack that index by
@@ -222,6 +232,15 @@ type wiring struct {
 	metrics     *metrics.Metrics
 	broadcaster record.EventBroadcaster
 	recorder    spec.EventRecorder
+	ensurer     *namespaces.Ensurer
+}
+
+// useNamespaces wires the downstream namespace cache: the Ensurer creates namespaces and,
+// as the transformation's namespace.Lookup, places objects in an existing namespace whose
+// name an older kcp derived from a legacy locator.
+func (w *wiring) useNamespaces(nsStore namespaces.Store) {
+	w.ensurer = namespaces.NewEnsurer(w.clients.Downstream, nsStore, w.target.Key)
+	w.tctx.Namespaces = w.ensurer
 }
 
 func newWiring(clients Clients, target identity.Target, opts Options) (*wiring, error) {
@@ -263,11 +282,12 @@ func newWiring(clients Clients, target identity.Target, opts Options) (*wiring, 
 	return w, nil
 }
 
-func (w *wiring) specConfig(resources []spec.Resource, lookup func(schema.GroupVersionResource) (spec.Resource, bool), nsStore namespaces.Store) spec.Config {
+// specConfig configures the spec controller; call useNamespaces first.
+func (w *wiring) specConfig(resources []spec.Resource, lookup func(schema.GroupVersionResource) (spec.Resource, bool)) spec.Config {
 	return spec.Config{
 		Target: w.target, Transform: w.tctx, Pipeline: w.pipeline, Resources: resources, Lookup: lookup,
 		UpstreamClient: w.clients.Upstream, DownstreamClient: w.clients.Downstream, Writer: w.applier,
-		Namespaces: namespaces.NewEnsurer(w.clients.Downstream, nsStore, w.target.Key, w.opts.TenantID),
+		Namespaces: w.ensurer,
 		Recorder:   w.recorder, Policy: w.policy, DeletionPropagation: w.opts.DeletionPropagation,
 		PermanentRetryDelay: w.opts.PermanentRetryDelay, Workers: w.opts.Workers, Metrics: w.metrics,
 	}
@@ -294,7 +314,7 @@ func (w *wiring) namespaceOfUpstream(obj metav1.Object) []queue.Key {
 		SyncTarget: namespace.SyncTarget{Cluster: w.target.Cluster, Name: w.target.Name, UID: string(w.target.UID)},
 		Cluster:    identity.LogicalCluster(obj, w.opts.FromCluster), Namespace: obj.GetNamespace(),
 	}
-	name, err := namespace.DownstreamName(l)
+	name, err := namespace.Resolve(l, w.tctx.Namespaces)
 	if err != nil {
 		return nil
 	}

@@ -57,11 +57,11 @@ func TestByNamespaceAndLazyStore(t *testing.T) {
 	_, err = byNamespace{idx}.ByIndex("other", "a")
 	require.Error(t, err, "only the namespace index is emulated")
 
-	missing := lazyStore(func() (cache.Store, bool) { return nil, false })
+	missing := lazyStore(func() (cache.Indexer, bool) { return nil, false })
 	_, ok, err := missing.GetByKey("a/x")
 	require.NoError(t, err)
 	assert.False(t, ok)
-	present := lazyStore(func() (cache.Store, bool) { return idx, true })
+	present := lazyStore(func() (cache.Indexer, bool) { return idx, true })
 	_, ok, err = present.GetByKey("b/x-b2")
 	require.NoError(t, err)
 	assert.True(t, ok)

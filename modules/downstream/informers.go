@@ -53,6 +53,9 @@ func newInformers(up, down dynamic.Interface, target identity.Target, fromCluste
 		inf.downstream[gvr] = d
 	}
 	inf.namespaces = inf.down.ForResource(namespaces.Resource).Informer()
+	if err := inf.namespaces.AddIndexers(cache.Indexers{namespaces.ByLocatorIndex: namespaces.IndexByLocator}); err != nil {
+		return nil, err
+	}
 	return inf, nil
 }
 

@@ -66,8 +66,6 @@ type Options struct {
 	PermanentRetryDelay time.Duration
 	// ResyncPeriod of the informers; zero disables resyncs.
 	ResyncPeriod time.Duration
-	// TenantID labels created downstream namespaces with kcp.io/tenant-id when set.
-	TenantID string
 	// Registerer receives the tmc_syncer_downstream_* collectors; nil registers none.
 	Registerer prometheus.Registerer
 	// Pipeline adds transformation options (stages) to the default pipeline.
@@ -127,7 +125,8 @@ func New(clients Clients, target identity.Target, resources []schema.GroupVersio
 		downIdx = append(downIdx, inf.downstream[gvr].GetIndexer())
 	}
 	nsStore := inf.namespaces.GetIndexer()
-	specCtl := spec.NewController(w.specConfig(specResources, nil, nsStore))
+	w.useNamespaces(nsStore)
+	specCtl := spec.NewController(w.specConfig(specResources, nil))
 	nsCtl := namespaces.NewController(w.namespacesConfig(nsStore,
 		&namespaces.Config{Upstream: upIdx, Downstream: downIdx, Resources: resources}, nil))
 	s.spec = queue.NewRunner(specCtl, opts.Queue)

@@ -27,7 +27,7 @@ func ExamplePipeline_ToDownstream() {
 	upstream.SetAnnotations(map[string]string{kcp.ClusterAnnotation: "root:org:ws"})
 	upstream.SetLabels(map[string]string{kcp.StateLabel(ctx.SyncTargetKey): kcp.StateSync})
 
-	ns, err := namespace.DownstreamNamespace(ctx.Locator(upstream), ctx.SyncTargetKey, "")
+	ns, err := namespace.DownstreamNamespace(ctx.Locator(upstream), ctx.SyncTargetKey)
 	if err != nil {
 		panic(err)
 	}

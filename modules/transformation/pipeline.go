@@ -25,6 +25,10 @@ type Context struct {
 	// LogicalCluster is used when an upstream object has no kcp.io/cluster annotation, as on
 	// a plain kube-apiserver (the syncer's --from-cluster).
 	LogicalCluster string
+	// Namespaces, when set, finds existing downstream namespaces by locator, so that objects
+	// go to a namespace an older kcp created under another name (see namespace.Resolve);
+	// nil places every object in namespace.DownstreamName of its locator.
+	Namespaces namespace.Lookup
 }
 
 func (c Context) validate() error {
@@ -94,6 +98,13 @@ func (c Context) UpstreamCluster(upstream *unstructured.Unstructured) string {
 // namespace.
 func (c Context) Locator(upstream *unstructured.Unstructured) namespace.Locator {
 	return c.locator(c.UpstreamCluster(upstream), upstream.GetNamespace())
+}
+
+// DownstreamNamespace returns the downstream namespace ToDownstream puts a namespaced upstream
+// object in: the existing namespace c.Namespaces finds for its locator, else the one named
+// after the locator.
+func (c Context) DownstreamNamespace(upstream *unstructured.Unstructured) (string, error) {
+	return namespace.Resolve(c.Locator(upstream), c.Namespaces)
 }
 
 func (c Context) locator(cluster, ns string) namespace.Locator {

@@ -87,7 +87,7 @@ func mapNamespace(req *Request, obj *unstructured.Unstructured) error {
 		return err
 	}
 	if l.Namespace != "" {
-		name, err := namespace.DownstreamName(l)
+		name, err := namespace.Resolve(l, req.Namespaces)
 		if err != nil {
 			return err
 		}
@@ -106,13 +106,15 @@ func mapNamespace(req *Request, obj *unstructured.Unstructured) error {
 	return nil
 }
 
-// renameObject gives the root CA ConfigMap and default token Secrets their downstream names.
+// renameObject gives the root CA ConfigMap and the default ServiceAccount's token Secrets
+// their downstream names; whether a Secret is such a token is read from the upstream object.
 func renameObject(req *Request, obj *unstructured.Unstructured) error {
 	md, err := metadata(obj.Object)
 	if err != nil {
 		return err
 	}
-	renameField(md, "name", func(name string) string { return rename.DownstreamName(req.GroupKind, name) })
+	annotations := req.Upstream.GetAnnotations()
+	renameField(md, "name", func(name string) string { return rename.DownstreamName(req.GroupKind, name, annotations) })
 	return nil
 }
 

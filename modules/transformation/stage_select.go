@@ -7,6 +7,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/tmc-syncer/syncer/modules/transformation/kcp"
+	"github.com/tmc-syncer/syncer/modules/transformation/rename"
 )
 
 // stateOf returns the upstream state label of this sync target and whether it is set.
@@ -23,6 +24,11 @@ func (p *Pipeline) selectDown(req *Request, obj *unstructured.Unstructured) erro
 	if req.GroupKind == (schema.GroupKind{Kind: "Namespace"}) {
 		// Downstream namespaces are derived from locators (package namespace), never copied.
 		return Skip("namespaces are mapped by locator, not synced")
+	}
+	if req.GroupKind == (schema.GroupKind{Kind: "ServiceAccount"}) && obj.GetName() == rename.DefaultServiceAccount {
+		// Every physical namespace has its own, made by its ServiceAccount controller; kcp's
+		// syncer leaves it alone too.
+		return Skip("the default ServiceAccount of a namespace is the physical cluster's own")
 	}
 	if err := checkState(req); err != nil {
 		return err

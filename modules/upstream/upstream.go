@@ -115,6 +115,7 @@ func New(cfg Config) (*Syncer, error) {
 		Context: transformation.Context{
 			SyncTargetKey: cfg.Target.Key, SyncTargetName: cfg.Target.Name, SyncTargetUID: string(cfg.Target.UID),
 			SyncTargetCluster: cfg.Target.Cluster, LogicalCluster: cfg.FromCluster,
+			Namespaces: namespaceLookup{inf},
 		},
 		Workers: cfg.Options.StatusWorkers,
 		Queue:   cfg.Options.Queue,

@@ -133,15 +133,20 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	g.Go(func() error { return serve(gctx, healthLn, checks) })
 
 	g.Go(func() error {
-		checkCtx, cancel := context.WithTimeout(gctx, time.Minute)
+		checkCtx, cancel := context.WithTimeout(gctx, time.Minute+virtualWorkspaceWait)
 		defer cancel()
-		if err := checkSyncTarget(checkCtx, upCfg, opts.SyncTargetName, opts.SyncTargetUID); err != nil {
+		up, err := resolveUpstream(checkCtx, upCfg, opts.FromCluster, opts.SyncTargetName, opts.SyncTargetUID)
+		if err != nil {
 			return err
 		}
-		if err := checkResources(upKube.Discovery(), opts.Resources); err != nil {
+		if up.KCP {
+			log.Info("control plane is kcp: syncing through its syncer virtual workspace", "syncTargetWorkspace", up.SyncTarget.Host, "virtualWorkspace", up.Workloads.Host)
+		} else if err := checkResources(upKube.Discovery(), opts.Resources); err != nil {
+			// Under kcp the virtual workspace serves what kcp accepted from our API
+			// imports; on a plain hub a typo must not look like a pending resource.
 			return err
 		}
-		sync := func(ctx context.Context) error { return runSync(ctx, opts, upCfg, downCfg, upKube, reg, state, log) }
+		sync := func(ctx context.Context) error { return runSync(ctx, opts, up, downCfg, upKube, reg, state, log) }
 		if opts.LeaderElect {
 			return runLeaderElected(gctx, opts, downCfg, sync, log)
 		}
@@ -181,8 +186,12 @@ func waitDrained(ctx context.Context, wait func() error, grace time.Duration) er
 }
 
 // runSync runs the engine and the downstream and upstream syncers until ctx ends.
-func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Config, upKube kubernetes.Interface, reg prometheus.Registerer, p *syncState, log logr.Logger) error {
-	up, err := engine.ClientsFor(upCfg)
+func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs, downCfg *rest.Config, upKube kubernetes.Interface, reg prometheus.Registerer, p *syncState, log logr.Logger) error {
+	up, err := engine.ClientsFor(upCfgs.Workloads)
+	if err != nil {
+		return err
+	}
+	stClient, err := dynamic.NewForConfig(upCfgs.SyncTarget)
 	if err != nil {
 		return err
 	}
@@ -195,11 +204,14 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 		return err
 	}
 	eng, err := engine.New(engine.Config{
-		SyncTargetName: opts.SyncTargetName,
-		SyncTargetUID:  types.UID(opts.SyncTargetUID),
-		FromCluster:    opts.FromCluster,
-		Resources:      opts.Resources,
-		Registry:       reg,
+		SyncTargetName:    opts.SyncTargetName,
+		SyncTargetUID:     types.UID(opts.SyncTargetUID),
+		FromCluster:       opts.FromCluster,
+		SyncTargetCluster: upCfgs.Cluster,
+		Resources:         opts.Resources,
+		Registry:          reg,
+		SyncTarget:        stClient,
+		KCP:               upCfgs.KCP,
 	}, up, down)
 	if err != nil {
 		return errorf(ExitUsage, "%w", err)
@@ -224,7 +236,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 		return err
 	}
 	hb, err := heartbeat.New(heartbeat.Options{
-		Client:   up.Dynamic.Resource(workloadv1alpha1.SyncTargetsResource),
+		Client:   stClient.Resource(workloadv1alpha1.SyncTargetsResource),
 		Name:     opts.SyncTargetName,
 		UID:      types.UID(opts.SyncTargetUID),
 		Ready:    p.ready,
@@ -263,6 +275,9 @@ func runSync(ctx context.Context, opts *options.Options, upCfg, downCfg *rest.Co
 			Options: upstream.Options{
 				StatusWorkers: opts.Workers,
 				Events:        events.Options{Limits: events.Limits{QPS: opts.EventRateLimit}},
+				// kcp's syncer virtual workspace serves no Events, and the syncer's
+				// ServiceAccount may write nothing else in the user's workspace.
+				DisableEvents: upCfgs.KCP,
 			},
 		})
 		if err != nil {
@@ -458,29 +473,6 @@ func loadConfig(flag, path, context string) (*rest.Config, error) {
 		return nil, errorf(ExitKubeconfig, "--%s %s: %w", flag, path, err)
 	}
 	return cfg, nil
-}
-
-// checkSyncTarget makes sure the SyncTarget exists and, when uid is set, is the one
-// the syncer was deployed for: a SyncTarget re-created under the same name must not
-// inherit the old one's physical cluster.
-func checkSyncTarget(ctx context.Context, cfg *rest.Config, name, uid string) error {
-	client, err := dynamic.NewForConfig(cfg)
-	if err != nil {
-		return errorf(ExitKubeconfig, "--from-kubeconfig: %w", err)
-	}
-	st, err := client.Resource(workloadv1alpha1.SyncTargetsResource).Get(ctx, name, metav1.GetOptions{})
-	switch {
-	case apierrors.IsNotFound(err):
-		return errorf(ExitSyncTarget, "SyncTarget %q not found upstream (%s)", name, cfg.Host)
-	case err != nil && isUnreachable(err):
-		return errorf(ExitUnreachable, "upstream %s unreachable: %w", cfg.Host, err)
-	case err != nil:
-		return errorf(ExitSyncTarget, "get SyncTarget %q: %w", name, err)
-	}
-	if uid != "" && string(st.GetUID()) != uid {
-		return errorf(ExitSyncTarget, "SyncTarget %q has UID %s, but --sync-target-uid is %s", name, st.GetUID(), uid)
-	}
-	return nil
 }
 
 // checkResources refuses --resources entries the control plane does not serve at

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,6 +56,11 @@ type Request struct {
 	// Preserve lists dotted paths set on create only: once the object exists, their live
 	// values are kept, so a local controller (an HPA) owns them.
 	Preserve []string
+	// ReleaseManagers are field managers whose managed fields the apply takes over
+	// (kcp's syncer when taking over its objects): their managedFields entries are
+	// removed right after the apply, so fields only they held are no longer kept
+	// alive by them and later applies prune as if the object had always been ours.
+	ReleaseManagers []string
 }
 
 // Applier applies and deletes downstream objects.
@@ -165,7 +172,11 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Outcome, *unstructure
 		return "", nil, err
 	}
 	if outcome == Unchanged {
-		return Unchanged, req.Live, nil
+		if len(req.ReleaseManagers) == 0 {
+			return Unchanged, req.Live, nil
+		}
+		res, err := a.release(ctx, req.GVR, req.Live, req.ReleaseManagers)
+		return Unchanged, res, err
 	}
 	body, err := json.Marshal(obj.Object)
 	if err != nil {
@@ -177,8 +188,47 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Outcome, *unstructure
 	if err != nil {
 		return "", nil, fmt.Errorf("apply %s %s: %w", req.GVR.Resource, ref(obj), err)
 	}
+	if len(req.ReleaseManagers) > 0 {
+		if res, err = a.release(ctx, req.GVR, res, req.ReleaseManagers); err != nil {
+			return "", nil, err
+		}
+	}
 	return outcome, res, nil
 }
+
+// release removes the managedFields entries of managers from obj with a JSON patch
+// that first tests the resourceVersion it read them at; nothing is written when obj
+// has no such entry. A failure is retried by the next reconcile, which still finds
+// the entries.
+func (a *Applier) release(ctx context.Context, gvr schema.GroupVersionResource, obj *unstructured.Unstructured, managers []string) (*unstructured.Unstructured, error) {
+	entries := obj.GetManagedFields()
+	ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": obj.GetResourceVersion()}}
+	for i := len(entries) - 1; i >= 0; i-- {
+		if slices.Contains(managers, entries[i].Manager) {
+			ops = append(ops, map[string]any{"op": "remove", "path": fmt.Sprintf("/metadata/managedFields/%d", i)})
+		}
+	}
+	if len(ops) == 1 {
+		return obj, nil
+	}
+	patch, err := json.Marshal(ops)
+	if err != nil {
+		return nil, fmt.Errorf("release managed fields of %s: encode: %w", ref(obj), err)
+	}
+	res, err := a.client.Resource(gvr).Namespace(obj.GetNamespace()).Patch(ctx, obj.GetName(), types.JSONPatchType, patch,
+		metav1.PatchOptions{FieldManager: a.fieldManager})
+	if err != nil {
+		return nil, &ReleaseError{Err: fmt.Errorf("release managed fields of %s %s (%s): %w", gvr.Resource, ref(obj), strings.Join(managers, ", "), err)}
+	}
+	return res, nil
+}
+
+// ReleaseError is a failed hand-over of managed fields after a successful apply
+// (typically the object changed in between): retry soon, it is never permanent.
+type ReleaseError struct{ Err error }
+
+func (e *ReleaseError) Error() string { return e.Err.Error() }
+func (e *ReleaseError) Unwrap() error { return e.Err }
 
 // Delete deletes namespace/name if it still has uid. It returns nil when the object is
 // already gone or has been replaced by another object (the UID precondition failed).

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/klog/v2"
 
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/transformation/ownership"
@@ -107,7 +108,8 @@ func cached(s Store, owner ownership.Owner) bool {
 // upstreamGone reports whether the upstream object owner names no longer exists: not found,
 // or found with another UID (deleted and recreated).
 func upstreamGone(ctx context.Context, upstream dynamic.Interface, gvr schema.GroupVersionResource, owner ownership.Owner) (bool, error) {
-	u, err := upstream.Resource(gvr).Namespace(owner.Namespace).Get(ctx, owner.Name, metav1.GetOptions{})
+	// Under kcp the read goes to the owner's logical cluster.
+	u, err := upstream.Resource(gvr).Namespace(owner.Namespace).Get(clients.WithCluster(ctx, owner.Cluster), owner.Name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
 		return true, nil

@@ -79,9 +79,20 @@ const (
 	// Stale means ours for an earlier upstream object of the same name (it was deleted and
 	// recreated): still ours to converge.
 	Stale Ownership = "stale"
+	// Inherited means synced for this same sync target by kcp's own syncer: our
+	// cluster label and none of our ownership annotations (kcp's syncer decides
+	// ownership by that label alone). It is ours to take over, fields included.
+	Inherited Ownership = "inherited"
 	// Foreign means someone else's: created by another client or another sync target.
 	Foreign Ownership = "foreign"
 )
+
+// Mine reports whether the syncer converges (and may delete) an object of this ownership.
+func (o Ownership) Mine() bool { return o == Ours || o == Stale || o == Inherited }
+
+// KCPSyncerFieldManager is the field manager of kcp's own syncer; its managed fields
+// are handed over to ours when the syncer takes over an Inherited object.
+const KCPSyncerFieldManager = "syncer"
 
 // Classify tells whose live is, for the sync target key and the upstream owner the desired
 // object records.
@@ -93,6 +104,9 @@ func Classify(live *unstructured.Unstructured, key string, want ownership.Owner)
 		return Foreign
 	}
 	got, ok := ownership.FromAnnotations(live.GetAnnotations())
+	if !ok && !hasAnyOwnershipAnnotation(live.GetAnnotations()) {
+		return Inherited
+	}
 	if !ok || got.Cluster != want.Cluster || got.Namespace != want.Namespace || got.Name != want.Name {
 		return Foreign
 	}
@@ -115,7 +129,7 @@ type Decision struct {
 // Decide returns what to do when applying desired over live under policy.
 func Decide(policy Policy, own Ownership, desired, live *unstructured.Unstructured) Decision {
 	switch own {
-	case Absent, Ours, Stale:
+	case Absent, Ours, Stale, Inherited:
 		// Ours: force, so a field another manager took is reverted (drift).
 		return Decision{Write: true, Force: true}
 	}
@@ -131,6 +145,28 @@ func Decide(policy Policy, own Ownership, desired, live *unstructured.Unstructur
 	default:
 		return Decision{Conflict: fmt.Sprintf("%s exists downstream and is not ours (%s); policy Abort leaves it alone", name, owner(live))}
 	}
+}
+
+// ManagedBy reports whether live has a managedFields entry of manager.
+func ManagedBy(live *unstructured.Unstructured, manager string) bool {
+	if live == nil {
+		return false
+	}
+	for _, e := range live.GetManagedFields() {
+		if e.Manager == manager {
+			return true
+		}
+	}
+	return false
+}
+
+func hasAnyOwnershipAnnotation(annotations map[string]string) bool {
+	for _, k := range ownership.Keys() {
+		if _, ok := annotations[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func describe(u *unstructured.Unstructured) string {

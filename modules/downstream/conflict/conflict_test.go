@@ -5,6 +5,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
@@ -38,13 +39,14 @@ func TestClassify(t *testing.T) {
 		live *unstructured.Unstructured
 		want Ownership
 	}{
-		"absent":                {nil, Absent},
-		"ours":                  {obj(ours, &upOwner, "a"), Ours},
-		"earlier upstream UID":  {obj(ours, &other, "a"), Stale},
-		"no label":              {obj(nil, &upOwner, "a"), Foreign},
-		"other target's label":  {obj(map[string]string{identity.DownstreamClusterLabel: "k2"}, &upOwner, "a"), Foreign},
-		"no ownership":          {obj(ours, nil, "a"), Foreign},
-		"another upstream name": {obj(ours, &renamed, "a"), Foreign},
+		"absent":               {nil, Absent},
+		"ours":                 {obj(ours, &upOwner, "a"), Ours},
+		"earlier upstream UID": {obj(ours, &other, "a"), Stale},
+		"no label":             {obj(nil, &upOwner, "a"), Foreign},
+		"other target's label": {obj(map[string]string{identity.DownstreamClusterLabel: "k2"}, &upOwner, "a"), Foreign},
+		// kcp's syncer labels what it syncs and writes none of our annotations.
+		"our label, no ownership annotations (kcp's syncer)": {obj(ours, nil, "a"), Inherited},
+		"another upstream name":                              {obj(ours, &renamed, "a"), Foreign},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -67,6 +69,7 @@ func TestDecide(t *testing.T) {
 		"absent writes":           {Abort, Absent, nil, true, ""},
 		"ours writes":             {Abort, Ours, desired, true, ""},
 		"stale writes":            {Abort, Stale, desired, true, ""},
+		"inherited writes":        {Abort, Inherited, desired, true, ""},
 		"abort foreign":           {Abort, Foreign, diff, false, "sync target k2"},
 		"abort unlabelled":        {Abort, Foreign, same, false, "not synced by any sync target"},
 		"adopt same content":      {Adopt, Foreign, same, true, ""},
@@ -120,4 +123,18 @@ func TestIgnoreFields(t *testing.T) {
 	u.SetAnnotations(map[string]string{IgnoreFieldsAnnotation: "[bad"})
 	_, err = IgnoreFields(u)
 	require.ErrorContains(t, err, IgnoreFieldsAnnotation)
+}
+
+func TestOwnershipMine(t *testing.T) {
+	for own, want := range map[Ownership]bool{Absent: false, Ours: true, Stale: true, Inherited: true, Foreign: false} {
+		assert.Equal(t, want, own.Mine(), own)
+	}
+}
+
+func TestManagedBy(t *testing.T) {
+	live := obj(nil, nil, "a")
+	live.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "tmc-syncer"}, {Manager: KCPSyncerFieldManager}})
+	assert.True(t, ManagedBy(live, KCPSyncerFieldManager))
+	assert.False(t, ManagedBy(live, "kubectl"))
+	assert.False(t, ManagedBy(nil, KCPSyncerFieldManager))
 }

@@ -2,6 +2,7 @@ package namespaces
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -9,8 +10,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
+	"github.com/tmc-syncer/syncer/modules/transformation/kcp"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 )
 
@@ -22,19 +26,39 @@ type Store interface {
 	GetByKey(key string) (item any, exists bool, err error)
 }
 
-// Ensurer creates downstream namespaces on first use.
-type Ensurer struct {
-	client   dynamic.ResourceInterface
-	cache    Store
-	key      string
-	tenantID string
+// ByLocatorIndex is the name of the namespace cache index by upstream namespace, the
+// engine's (informers.ByLocator); IndexByLocator computes its values.
+const ByLocatorIndex = informers.ByLocator
+
+// IndexByLocator indexes a downstream namespace by the upstream (logical cluster, namespace)
+// of its locator, as the engine's downstream namespace informers do.
+func IndexByLocator(obj any) ([]string, error) {
+	m, err := meta.Accessor(obj)
+	if err != nil {
+		return nil, nil //nolint:nilerr // non-objects are simply not indexed
+	}
+	l, ok, err := namespace.LocatorFromAnnotations(m.GetAnnotations())
+	if !ok || err != nil {
+		return nil, nil //nolint:nilerr // an unreadable locator is not ours to fix here
+	}
+	return []string{informers.LocatorKey(l.Cluster, l.Namespace)}, nil
 }
 
+// Ensurer creates downstream namespaces on first use and finds existing ones by locator.
+type Ensurer struct {
+	client dynamic.ResourceInterface
+	cache  Store
+	key    string
+}
+
+var _ namespace.Lookup = (*Ensurer)(nil)
+
 // NewEnsurer returns an Ensurer creating namespaces through client (the downstream
-// cluster), reading them first from cache (our labelled namespaces), labelled for the sync
-// target key and, when not empty, tenantID.
-func NewEnsurer(client dynamic.Interface, cache Store, key, tenantID string) *Ensurer {
-	return &Ensurer{client: client.Resource(Resource), cache: cache, key: key, tenantID: tenantID}
+// cluster), reading them first from cache (our labelled namespaces; when it is an Indexer
+// with ByLocatorIndex, namespaces an older kcp named otherwise are found too), labelled for
+// the sync target key and with kcp's tenant ID.
+func NewEnsurer(client dynamic.Interface, cache Store, key string) *Ensurer {
+	return &Ensurer{client: client.Resource(Resource), cache: cache, key: key}
 }
 
 // TerminatingError reports a downstream namespace that is being deleted; retry later.
@@ -45,24 +69,54 @@ func (e *TerminatingError) Error() string {
 	return fmt.Sprintf("downstream namespace %s is terminating", e.Name)
 }
 
-// Ensure returns the name of l's downstream namespace, creating it when missing. A
-// namespace of that name with another locator (or none) is an error wrapping
-// namespace.ErrCollision: it is never adopted.
+// Existing implements namespace.Lookup: the cached namespace whose locator (legacy
+// syncTarget.path read as the cluster) is l, whatever its name. kcp up to v0.6 named
+// namespaces after a locator spelled differently; kcp finds them by locator too.
+func (e *Ensurer) Existing(l namespace.Locator) (string, bool) {
+	idx, ok := e.cache.(Indexer) // a cache.Indexer with ByLocatorIndex
+	if !ok {
+		return "", false
+	}
+	items, err := idx.ByIndex(ByLocatorIndex, informers.LocatorKey(l.Cluster, l.Namespace))
+	if err != nil {
+		return "", false
+	}
+	for _, it := range items {
+		m, err := meta.Accessor(it)
+		if err != nil {
+			continue
+		}
+		if got, ok, err := namespace.LocatorFromAnnotations(m.GetAnnotations()); err == nil && ok && got == l {
+			return m.GetName(), true
+		}
+	}
+	return "", false
+}
+
+// Ensure returns the name of l's downstream namespace, creating it when missing: the
+// existing namespace carrying l (Existing), else the one named after l. A namespace of that
+// name with another locator (or none) is an error wrapping namespace.ErrCollision: it is
+// never adopted. An existing namespace whose kcp.io/tenant-id is missing or wrong gets it,
+// as kcp's syncer does after an upgrade.
 func (e *Ensurer) Ensure(ctx context.Context, l namespace.Locator) (string, error) {
-	want, err := namespace.DownstreamNamespace(l, e.key, e.tenantID)
+	want, err := namespace.DownstreamNamespace(l, e.key)
 	if err != nil {
 		return "", fmt.Errorf("ensure downstream namespace: %w", err)
 	}
+	tenant := want.GetLabels()[kcp.TenantIDLabel]
 	name := want.GetName()
+	if existing, ok := e.Existing(l); ok {
+		name = existing
+	}
 	if item, ok, err := e.cache.GetByKey(name); err == nil && ok {
 		if u := asNamespace(item); u != nil {
-			return name, check(u, l)
+			return name, e.check(ctx, u, l, tenant)
 		}
 	}
 	existing, err := e.client.Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case err == nil:
-		return name, check(existing, l)
+		return name, e.check(ctx, existing, l, tenant)
 	case !apierrors.IsNotFound(err):
 		return "", fmt.Errorf("get downstream namespace %s: %w", name, err)
 	}
@@ -75,7 +129,7 @@ func (e *Ensurer) Ensure(ctx context.Context, l namespace.Locator) (string, erro
 		if err != nil {
 			return "", fmt.Errorf("get downstream namespace %s: %w", name, err)
 		}
-		return name, check(existing, l)
+		return name, e.check(ctx, existing, l, tenant)
 	}
 	return "", fmt.Errorf("create downstream namespace %s: %w", name, err)
 }
@@ -98,12 +152,22 @@ func asNamespace(item any) *unstructured.Unstructured {
 	return u
 }
 
-func check(ns *unstructured.Unstructured, l namespace.Locator) error {
+func (e *Ensurer) check(ctx context.Context, ns *unstructured.Unstructured, l namespace.Locator, tenant string) error {
 	if err := namespace.CheckCollision(ns, l); err != nil {
 		return err
 	}
 	if ns.GetDeletionTimestamp() != nil {
 		return &TerminatingError{Name: ns.GetName()}
+	}
+	if ns.GetLabels()[kcp.TenantIDLabel] == tenant {
+		return nil
+	}
+	body, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{kcp.TenantIDLabel: tenant}}})
+	if err != nil {
+		return fmt.Errorf("encode tenant label patch: %w", err)
+	}
+	if _, err := e.client.Patch(ctx, ns.GetName(), types.MergePatchType, body, metav1.PatchOptions{}); err != nil {
+		return fmt.Errorf("label downstream namespace %s with %s: %w", ns.GetName(), kcp.TenantIDLabel, err)
 	}
 	return nil
 }

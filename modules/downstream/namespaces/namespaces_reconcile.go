@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
@@ -125,8 +126,10 @@ func (c *Controller) inUseLive(ctx context.Context, name string, l namespace.Loc
 	upSel := c.cfg.Target.UpstreamSelector().String()
 	downSel := c.cfg.Target.DownstreamSelector().String()
 	resources, _, _ := c.caches()
+	// Under kcp a list must name one logical cluster to be scoped to a namespace.
+	upCtx := clients.WithCluster(ctx, l.Cluster)
 	for _, gvr := range resources {
-		list, err := c.cfg.UpstreamClient.Resource(gvr).Namespace(l.Namespace).List(ctx, metav1.ListOptions{LabelSelector: upSel})
+		list, err := c.cfg.UpstreamClient.Resource(gvr).Namespace(l.Namespace).List(upCtx, metav1.ListOptions{LabelSelector: upSel})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return true, fmt.Errorf("list upstream %s in %s: %w", gvr.Resource, l.Namespace, err)
 		}

@@ -38,13 +38,15 @@ func kinds() map[schema.GroupVersionResource]string {
 func TestEnsureCreatesOnceAndRefusesCollisions(t *testing.T) {
 	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
-	e := NewEnsurer(client, store, target.Key, "tenant")
+	e := NewEnsurer(client, store, target.Key)
 	name, err := e.Ensure(context.Background(), locator("team"))
 	require.NoError(t, err)
 	created, err := client.Resource(Resource).Get(context.Background(), name, metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, target.Key, created.GetLabels()[identity.DownstreamClusterLabel])
-	assert.Equal(t, "tenant", created.GetLabels()[identity.TenantIDLabel])
+	tenant, err := namespace.TenantID(locator("team"))
+	require.NoError(t, err)
+	assert.Equal(t, tenant, created.GetLabels()[identity.TenantIDLabel])
 
 	// Cached: no request.
 	require.NoError(t, store.Add(created))
@@ -55,7 +57,7 @@ func TestEnsureCreatesOnceAndRefusesCollisions(t *testing.T) {
 
 	// Exists but not cached (the cache lags): read, not created again.
 	store2 := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
-	_, err = NewEnsurer(client, store2, target.Key, "").Ensure(context.Background(), locator("team"))
+	_, err = NewEnsurer(client, store2, target.Key).Ensure(context.Background(), locator("team"))
 	require.NoError(t, err)
 
 	// A foreign namespace of that name is a collision.
@@ -80,27 +82,27 @@ func TestEnsureCreatesOnceAndRefusesCollisions(t *testing.T) {
 func TestEnsureHandlesCreateRaceAndErrors(t *testing.T) {
 	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
-	want, err := namespace.DownstreamNamespace(locator("team"), target.Key, "")
+	want, err := namespace.DownstreamNamespace(locator("team"), target.Key)
 	require.NoError(t, err)
 	client.PrependReactor("create", "namespaces", func(clienttesting.Action) (bool, runtime.Object, error) {
 		// Someone else created it between our read and our create.
 		require.NoError(t, client.Tracker().Add(want))
 		return true, nil, apierrors.NewAlreadyExists(schema.GroupResource{Resource: "namespaces"}, want.GetName())
 	})
-	_, err = NewEnsurer(client, store, target.Key, "").Ensure(context.Background(), locator("team"))
+	_, err = NewEnsurer(client, store, target.Key).Ensure(context.Background(), locator("team"))
 	require.NoError(t, err)
 
 	failing := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
 	failing.PrependReactor("get", "namespaces", func(clienttesting.Action) (bool, runtime.Object, error) {
 		return true, nil, errors.New("down")
 	})
-	_, err = NewEnsurer(failing, store, target.Key, "").Ensure(context.Background(), locator("team"))
+	_, err = NewEnsurer(failing, store, target.Key).Ensure(context.Background(), locator("team"))
 	require.ErrorContains(t, err, "down")
 	failing = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
 	failing.PrependReactor("create", "namespaces", func(clienttesting.Action) (bool, runtime.Object, error) {
 		return true, nil, errors.New("denied")
 	})
-	_, err = NewEnsurer(failing, store, target.Key, "").Ensure(context.Background(), locator("team"))
+	_, err = NewEnsurer(failing, store, target.Key).Ensure(context.Background(), locator("team"))
 	require.ErrorContains(t, err, "denied")
 }
 
@@ -138,7 +140,7 @@ func newNSFixture(t *testing.T, ns *unstructured.Unstructured) *nsFixture {
 
 func ourNamespace(t *testing.T, upstreamNS string) *unstructured.Unstructured {
 	t.Helper()
-	ns, err := namespace.DownstreamNamespace(locator(upstreamNS), target.Key, "")
+	ns, err := namespace.DownstreamNamespace(locator(upstreamNS), target.Key)
 	require.NoError(t, err)
 	ns.SetUID("ns-uid")
 	return ns
@@ -269,7 +271,7 @@ func TestLookupAndMetadataOnlyNamespaces(t *testing.T) {
 	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	require.NoError(t, store.Add(meta))
 	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
-	_, err := NewEnsurer(client, store, target.Key, "").Ensure(context.Background(), locator("team"))
+	_, err := NewEnsurer(client, store, target.Key).Ensure(context.Background(), locator("team"))
 	require.NoError(t, err)
 	assert.Empty(t, client.Actions())
 }

@@ -73,17 +73,22 @@ func (c *Controller) upstream(ctx context.Context, r Resource, key queue.Key) (*
 	return u, nil
 }
 
-// wanted reports whether the object is to exist downstream: assigned with state Sync, not
-// being deleted, not marked for deletion from this target.
+// wanted reports whether the object is to exist downstream: assigned with state Sync and
+// either not being deleted (no deletionTimestamp, no per-target deletion annotation) or held
+// by soft finalizers. As in kcp, soft finalizers hold only the downstream delete: until they
+// are gone the spec keeps syncing.
 func (c *Controller) wanted(up *unstructured.Unstructured) bool {
-	if up == nil || up.GetDeletionTimestamp() != nil {
+	if up == nil {
 		return false
 	}
 	if st, ok := c.cfg.Target.State(up); !ok || st != identity.ResourceStateSync {
 		return false
 	}
 	_, deleting := up.GetAnnotations()[c.cfg.Target.DeletionAnnotation()]
-	return !deleting
+	if up.GetDeletionTimestamp() == nil && !deleting {
+		return true
+	}
+	return len(c.cfg.Target.SoftFinalizers(up)) > 0
 }
 
 // sync creates or updates the downstream object.
@@ -151,7 +156,12 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 		logger.V(4).Info("same object failed permanently before, not sending it again yet", "after", wait)
 		return queue.RequeueAfter(wait, nil)
 	}
-	outcome, _, err := c.cfg.Writer.Apply(ctx, applier.Request{GVR: r.GVR, Desired: desired, Live: live, Force: decision.Force, Preserve: preserve})
+	req := applier.Request{GVR: r.GVR, Desired: desired, Live: live, Force: decision.Force, Preserve: preserve}
+	if conflict.ManagedBy(live, conflict.KCPSyncerFieldManager) {
+		// Taking over from kcp's syncer: its fields become ours, in one more write.
+		req.ReleaseManagers = []string{conflict.KCPSyncerFieldManager}
+	}
+	outcome, _, err := c.cfg.Writer.Apply(ctx, req)
 	if err != nil {
 		return c.applyFailed(ctx, r, key, up, live, hash, err)
 	}
@@ -161,6 +171,8 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 	case outcome == applier.Reverted:
 		c.cfg.Metrics.DriftReverted(r.GVR.Resource)
 		logger.Info("reverted downstream drift", "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
+	case own == conflict.Inherited:
+		logger.Info("took over downstream object synced by kcp's syncer", "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	case own == conflict.Foreign:
 		logger.Info("took over foreign downstream object", "policy", policy, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	case outcome != applier.Unchanged:
@@ -215,6 +227,10 @@ func (c *Controller) live(ctx context.Context, r Resource, ns, name string) (*un
 // immutable ones recreate the object when the upstream object allows it, the rest are
 // reported upstream and retried after minutes.
 func (c *Controller) applyFailed(ctx context.Context, r Resource, key queue.Key, up, live *unstructured.Unstructured, hash string, err error) error {
+	var release *applier.ReleaseError
+	if errors.As(err, &release) {
+		return queue.RequeueAfter(time.Second, err)
+	}
 	if applier.IsNotServed(err) {
 		return c.permanent(ctx, r, key, up, hash, "not-served", fmt.Errorf("the physical cluster does not serve %s: %w", r.GVR.GroupResource(), err))
 	}
@@ -279,7 +295,7 @@ func (c *Controller) remove(ctx context.Context, r Resource, key queue.Key, up *
 		// upstream finalizer is released even if that event maps elsewhere or is missed.
 		return queue.RequeueAfter(removeRecheck, nil)
 	}
-	if up == nil || !hasFinalizer(up, c.cfg.Target.SyncerFinalizer()) {
+	if up == nil || !c.holdsTarget(up) {
 		return nil
 	}
 	// The cache may lag behind a create: confirm with the API server before releasing.
@@ -293,7 +309,7 @@ func (c *Controller) remove(ctx context.Context, r Resource, key queue.Key, up *
 	}
 	if live != nil {
 		owner := ownership.Owner{Cluster: key.Cluster, Namespace: key.Namespace, Name: key.Name, UID: string(up.GetUID())}
-		if own := conflict.Classify(live, c.cfg.Target.Key, owner); own == conflict.Ours || own == conflict.Stale {
+		if own := conflict.Classify(live, c.cfg.Target.Key, owner); own.Mine() {
 			if pending, err := c.deleteDownstream(ctx, r, up, []*unstructured.Unstructured{live}); err != nil || pending {
 				if err != nil {
 					return err
@@ -302,10 +318,10 @@ func (c *Controller) remove(ctx context.Context, r Resource, key queue.Key, up *
 			}
 		}
 	}
-	if _, err := c.removeFinalizer(ctx, r, up); err != nil {
+	if _, err := c.release(ctx, r, up); err != nil {
 		return err
 	}
-	logger.V(2).Info("downstream object gone, released upstream finalizer")
+	logger.V(2).Info("downstream object gone, released the upstream object from the sync target")
 	return nil
 }
 
@@ -345,13 +361,15 @@ func (c *Controller) indexed(r Resource, key queue.Key, up *unstructured.Unstruc
 		}
 		return out
 	}
-	ns, name, err := c.expectedName(key, kindOf(r.GVR, up))
+	ns, names, err := c.expectedNames(key, up)
 	if err != nil {
 		return nil
 	}
-	if it, ok, err := r.Downstream.GetByKey(cacheKey(ns, name)); err == nil && ok {
-		if u, isU := it.(*unstructured.Unstructured); isU && ours(u) {
-			out = append(out, u)
+	for _, name := range names {
+		if it, ok, err := r.Downstream.GetByKey(cacheKey(ns, name)); err == nil && ok {
+			if u, isU := it.(*unstructured.Unstructured); isU && ours(u) {
+				out = append(out, u)
+			}
 		}
 	}
 	return out
@@ -373,30 +391,42 @@ func kindOf(gvr schema.GroupVersionResource, up *unstructured.Unstructured) sche
 	return schema.GroupKind{Group: gvr.Group}
 }
 
-// expectedName is where the transformation puts the downstream copy of key's object.
-func (c *Controller) expectedName(key queue.Key, gk schema.GroupKind) (string, string, error) {
-	name := rename.DownstreamName(gk, key.Name)
+// expectedNames is where the transformation may have put the downstream copy of key's
+// object: its namespace and the candidate names. Without the upstream object, whether a
+// "default-token-*" Secret was renamed (only the default ServiceAccount's are) is unknown,
+// so both names are candidates; the ownership annotations tell which one is ours.
+func (c *Controller) expectedNames(key queue.Key, up *unstructured.Unstructured) (string, []string, error) {
+	gk := kindOf(key.GVR, up)
+	var names []string
+	if up != nil {
+		names = []string{rename.DownstreamName(gk, key.Name, up.GetAnnotations())}
+	} else {
+		names = []string{rename.DownstreamName(gk, key.Name, nil)}
+		if renamed := rename.Secret(key.Name); gk == (schema.GroupKind{Kind: "Secret"}) && renamed != key.Name {
+			names = append(names, renamed)
+		}
+	}
 	if key.Namespace == "" {
-		return "", name, nil
+		return "", names, nil
 	}
 	l := namespace.Locator{
 		SyncTarget: namespace.SyncTarget{Cluster: c.cfg.Transform.SyncTargetCluster, Name: c.cfg.Transform.SyncTargetName, UID: c.cfg.Transform.SyncTargetUID},
 		Cluster:    key.Cluster, Namespace: key.Namespace,
 	}
-	ns, err := namespace.DownstreamName(l)
+	ns, err := namespace.Resolve(l, c.cfg.Transform.Namespaces)
 	if err != nil {
-		return "", "", fmt.Errorf("downstream namespace of %s: %w", key.String(), err)
+		return "", nil, fmt.Errorf("downstream namespace of %s: %w", key.String(), err)
 	}
-	return ns, name, nil
+	return ns, names, nil
 }
 
 // downstreamName is where the transformation puts up's downstream copy.
 func (c *Controller) downstreamName(up *unstructured.Unstructured) (string, string, error) {
-	name := rename.DownstreamName(up.GroupVersionKind().GroupKind(), up.GetName())
+	name := rename.DownstreamName(up.GroupVersionKind().GroupKind(), up.GetName(), up.GetAnnotations())
 	if up.GetNamespace() == "" {
 		return "", name, nil
 	}
-	ns, err := namespace.DownstreamName(c.cfg.Transform.Locator(up))
+	ns, err := c.cfg.Transform.DownstreamNamespace(up)
 	if err != nil {
 		return "", "", fmt.Errorf("downstream namespace of %s: %w", cacheKey(up.GetNamespace(), up.GetName()), err)
 	}

@@ -613,10 +613,10 @@ func TestCachesWithoutTheUpstreamIndexFindDownstreamByName(t *testing.T) {
 	assert.Equal(t, schema.GroupKind{Kind: "ConfigMap"}, kindOf(cmGVR, nil))
 	assert.Equal(t, schema.GroupKind{Kind: "Secret"}, kindOf(schema.GroupVersionResource{Version: "v1", Resource: "secrets"}, nil))
 	assert.Equal(t, schema.GroupKind{Group: "apps"}, kindOf(schema.GroupVersionResource{Group: "apps", Resource: "deployments"}, nil))
-	ns, name, err := f.ctl.expectedName(queue.Key{GVR: cmGVR, Name: "kube-root-ca.crt"}, schema.GroupKind{Kind: "ConfigMap"})
+	ns, names, err := f.ctl.expectedNames(queue.Key{GVR: cmGVR, Name: "kube-root-ca.crt"}, nil)
 	require.NoError(t, err)
 	assert.Empty(t, ns, "cluster-scoped")
-	assert.Equal(t, "kcp-root-ca.crt", name)
+	assert.Equal(t, []string{"kcp-root-ca.crt"}, names)
 }
 
 // requireDoneOrRecheck accepts a finished reconcile or one that asks to look again

@@ -13,6 +13,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/transformation"
 )
 
@@ -58,54 +59,78 @@ func hasFinalizer(u *unstructured.Unstructured, f string) bool {
 // the updated object, or nil when the upstream object disappeared meanwhile. After a
 // conflict the fresh object may no longer be ours to sync (moved to another target,
 // marked for deletion): then it adds nothing and returns that object, which the caller
-// must check again.
+// must check again. An object being deleted gets no new finalizer (the API server refuses
+// it); soft finalizers may still keep it synced.
 func (c *Controller) ensureFinalizer(ctx context.Context, r Resource, up *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	f := c.cfg.Target.SyncerFinalizer()
-	return patchFinalizers(ctx, c.upstreamClient(r, up), up, func(cur *unstructured.Unstructured) ([]string, bool) {
-		if hasFinalizer(cur, f) || !c.wanted(cur) {
+	return patchMetadata(ctx, c.upstreamClient(r, up), up, func(cur *unstructured.Unstructured) (map[string]any, bool) {
+		if hasFinalizer(cur, f) || !c.wanted(cur) || cur.GetDeletionTimestamp() != nil {
 			return nil, false
 		}
-		return append(slices.Clone(cur.GetFinalizers()), f), true
+		return map[string]any{"finalizers": append(slices.Clone(cur.GetFinalizers()), f)}, true
 	})
 }
 
-// removeFinalizer removes the syncer finalizer.
-func (c *Controller) removeFinalizer(ctx context.Context, r Resource, up *unstructured.Unstructured) (*unstructured.Unstructured, error) {
-	f := c.cfg.Target.SyncerFinalizer()
-	return patchFinalizers(ctx, c.upstreamClient(r, up), up, func(cur *unstructured.Unstructured) ([]string, bool) {
-		if !hasFinalizer(cur, f) {
-			return nil, false
+// releasePatch is the metadata merge patch that releases cur from this sync target, as kcp's
+// syncer does once the downstream object is gone (kcp v0.11.0 shared/finalizer.go): our
+// finalizer, the per-target deletion annotation and status annotation go, and so does the
+// state label when it still says Sync (the object left the target by deletion; a ""/Upsync
+// label is the scheduler's or the physical cluster's and stays). false: nothing to release.
+func (c *Controller) releasePatch(cur *unstructured.Unstructured) (map[string]any, bool) {
+	t := c.cfg.Target
+	patch := map[string]any{}
+	if f := t.SyncerFinalizer(); hasFinalizer(cur, f) {
+		patch["finalizers"] = nil // merge patch: null removes the list
+		if fins := slices.DeleteFunc(slices.Clone(cur.GetFinalizers()), func(s string) bool { return s == f }); len(fins) > 0 {
+			patch["finalizers"] = fins
 		}
-		return slices.DeleteFunc(slices.Clone(cur.GetFinalizers()), func(s string) bool { return s == f }), true
-	})
+	}
+	if st, ok := t.State(cur); ok && st == identity.ResourceStateSync {
+		patch["labels"] = map[string]any{t.StateLabel(): nil}
+	}
+	annotations := map[string]any{}
+	for _, k := range []string{t.DeletionAnnotation(), t.StatusAnnotation()} {
+		if _, ok := cur.GetAnnotations()[k]; ok {
+			annotations[k] = nil
+		}
+	}
+	if len(annotations) > 0 {
+		patch["annotations"] = annotations
+	}
+	return patch, len(patch) > 0
+}
+
+// holdsTarget reports whether up still carries anything of this target to release.
+func (c *Controller) holdsTarget(up *unstructured.Unstructured) bool {
+	_, ok := c.releasePatch(up)
+	return ok
+}
+
+// release removes, in one upstream write, what ties up to this sync target (releasePatch).
+func (c *Controller) release(ctx context.Context, r Resource, up *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	return patchMetadata(ctx, c.upstreamClient(r, up), up, c.releasePatch)
 }
 
 func (c *Controller) upstreamClient(r Resource, up *unstructured.Unstructured) dynamic.ResourceInterface {
 	return c.cfg.UpstreamClient.Resource(r.GVR).Namespace(up.GetNamespace())
 }
 
-// patchFinalizers writes the finalizer list mutate computes with a merge patch carrying
-// the resourceVersion it was computed from, so a concurrent writer's change is never
+// patchMetadata writes the metadata mutate computes as a merge patch carrying the
+// resourceVersion it was computed from, so a concurrent writer's change is never
 // overwritten: a 409 re-reads the object and computes again. A nil result means the object
 // is gone.
-func patchFinalizers(ctx context.Context, client dynamic.ResourceInterface, up *unstructured.Unstructured,
-	mutate func(cur *unstructured.Unstructured) ([]string, bool)) (*unstructured.Unstructured, error) {
+func patchMetadata(ctx context.Context, client dynamic.ResourceInterface, up *unstructured.Unstructured,
+	mutate func(cur *unstructured.Unstructured) (map[string]any, bool)) (*unstructured.Unstructured, error) {
 	cur := up
 	for range maxConflictRetries {
-		fins, change := mutate(cur)
+		md, change := mutate(cur)
 		if !change {
 			return cur, nil
 		}
-		var list any = fins
-		if len(fins) == 0 {
-			list = nil
-		}
-		body, err := json.Marshal(map[string]any{"metadata": map[string]any{
-			"resourceVersion": cur.GetResourceVersion(),
-			"finalizers":      list,
-		}})
+		md["resourceVersion"] = cur.GetResourceVersion()
+		body, err := json.Marshal(map[string]any{"metadata": md})
 		if err != nil {
-			return nil, fmt.Errorf("encode finalizer patch: %w", err)
+			return nil, fmt.Errorf("encode metadata patch: %w", err)
 		}
 		res, err := client.Patch(ctx, cur.GetName(), types.MergePatchType, body, metav1.PatchOptions{})
 		switch {
@@ -114,7 +139,7 @@ func patchFinalizers(ctx context.Context, client dynamic.ResourceInterface, up *
 		case apierrors.IsNotFound(err):
 			return nil, nil
 		case !apierrors.IsConflict(err):
-			return nil, fmt.Errorf("patch finalizers of upstream %s: %w", cacheKey(cur.GetNamespace(), cur.GetName()), err)
+			return nil, fmt.Errorf("patch metadata of upstream %s: %w", cacheKey(cur.GetNamespace(), cur.GetName()), err)
 		}
 		cur, err = client.Get(ctx, cur.GetName(), metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -124,7 +149,7 @@ func patchFinalizers(ctx context.Context, client dynamic.ResourceInterface, up *
 			return nil, fmt.Errorf("re-read upstream %s: %w", cacheKey(up.GetNamespace(), up.GetName()), err)
 		}
 	}
-	return nil, fmt.Errorf("patch finalizers of upstream %s: still conflicting after %d fresh reads", cacheKey(up.GetNamespace(), up.GetName()), maxConflictRetries)
+	return nil, fmt.Errorf("patch metadata of upstream %s: still conflicting after %d fresh reads", cacheKey(up.GetNamespace(), up.GetName()), maxConflictRetries)
 }
 
 // reportSyncError records err on the upstream object: a Warning Event and the

@@ -31,6 +31,11 @@ type Config struct {
 	// FromCluster is the logical cluster of the SyncTarget (kcp's --from-cluster); it
 	// is also the logical cluster of upstream objects without a kcp.io/cluster annotation.
 	FromCluster string
+	// SyncTargetCluster is the SyncTarget's own logical cluster, its kcp.io/cluster
+	// annotation (see identity.TargetOf): kcp derives the syncTargetKey and the namespace
+	// locators from it. Empty means FromCluster. Run refuses to start when the SyncTarget
+	// names another cluster than the one the key was made from.
+	SyncTargetCluster string
 	// Resources are kcp-style --resources values, e.g. "deployments.apps,services".
 	Resources []string
 
@@ -46,6 +51,15 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Registry, when set, receives the engine's Prometheus metrics.
 	Registry prometheus.Registerer
+	// SyncTarget, when set, is the client of the SyncTarget's own workspace (under
+	// kcp the upstream ClusterClients reach the syncer virtual workspace, which
+	// serves no SyncTargets); nil means the upstream ClusterClients' Dynamic.
+	SyncTarget dynamic.Interface
+	// KCP says the control plane is kcp: kcp's controllers own
+	// status.syncedResources (computed from the syncer's API imports), so the
+	// engine reads them and never writes them, and --resources only says what to
+	// import: the resource set is resources.KCPBuiltins plus the Accepted entries.
+	KCP bool
 	// MetadataOnly lists the sides whose resource-set informers hold only object
 	// metadata (*metav1.PartialObjectMetadata), for processes whose controllers need
 	// no spec or status from that side. By default both sides hold full objects.

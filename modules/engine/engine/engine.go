@@ -10,6 +10,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
@@ -60,7 +61,11 @@ func New(cfg Config, upstream, downstream ClusterClients) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine config: %w", err)
 	}
-	target := identity.NewTarget(cfg.FromCluster, cfg.SyncTargetName, cfg.SyncTargetUID)
+	stCluster := cfg.SyncTargetCluster
+	if stCluster == "" {
+		stCluster = cfg.FromCluster
+	}
+	target := identity.NewTarget(stCluster, cfg.SyncTargetName, cfg.SyncTargetUID)
 	e := &Engine{
 		cfg:        cfg,
 		target:     target,
@@ -218,12 +223,16 @@ func (e *Engine) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithValues("syncTarget", e.target.String(), "syncTargetKey", e.target.Key)
 	ctx = klog.NewContext(ctx, logger)
 
-	st, err := e.up.Dynamic.Resource(workloadv1alpha1.SyncTargetsResource).Get(ctx, e.cfg.SyncTargetName, metav1.GetOptions{})
+	st, err := e.syncTargetClient().Get(ctx, e.cfg.SyncTargetName, metav1.GetOptions{})
 	if err != nil {
 		return fmt.Errorf("get sync target %s: %w", e.target, err)
 	}
 	if err := e.target.VerifyUID(st); err != nil {
 		return err
+	}
+	if own := identity.TargetOf(st, e.cfg.FromCluster); own.Key != e.target.Key {
+		return fmt.Errorf("sync target %s lives in logical cluster %q (its %s annotation), so its key is %s, not %s: set Config.SyncTargetCluster",
+			e.target, own.Cluster, identity.LogicalClusterAnnotation, own.Key, e.target.Key)
 	}
 
 	infCtx, stopInformers := context.WithCancel(ctx)
@@ -267,7 +276,7 @@ func (e *Engine) Run(ctx context.Context) error {
 }
 
 func (e *Engine) startBaseInformers(ctx context.Context) error {
-	e.syncTarget = newSyncTargetInformer(e.up.Dynamic, e.cfg.SyncTargetName)
+	e.syncTarget = newSyncTargetInformer(e.syncTargetClient(), e.cfg.SyncTargetName)
 	if _, err := e.syncTarget.AddEventHandler(syncTargetHandler(func() { e.resourceRunner.Enqueue(e.resourceKey()) })); err != nil {
 		return fmt.Errorf("watch sync target %s: %w", e.target, err)
 	}
@@ -324,6 +333,14 @@ func (e *Engine) rediscover(ctx context.Context) {
 			e.resourceRunner.Enqueue(e.resourceKey())
 		}
 	}
+}
+
+// syncTargetClient reaches the SyncTarget in its workspace.
+func (e *Engine) syncTargetClient() dynamic.NamespaceableResourceInterface {
+	if e.cfg.SyncTarget != nil {
+		return e.cfg.SyncTarget.Resource(workloadv1alpha1.SyncTargetsResource)
+	}
+	return e.up.Dynamic.Resource(workloadv1alpha1.SyncTargetsResource)
 }
 
 func (e *Engine) resourceKey() queue.Key {

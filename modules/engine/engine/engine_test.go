@@ -341,7 +341,7 @@ func (r watchOptionsResource) Watch(ctx context.Context, o metav1.ListOptions) (
 
 func TestSyncTargetInformerNeverUsesWatchList(t *testing.T) {
 	client := &watchOptions{Interface: dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds(), syncTarget(""))}
-	inf := newSyncTargetInformer(client, stName)
+	inf := newSyncTargetInformer(client.Resource(workloadv1alpha1.SyncTargetsResource), stName)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	go inf.RunWithContext(ctx)
@@ -350,4 +350,46 @@ func TestSyncTargetInformerNeverUsesWatchList(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, ok, "the SyncTarget is cached under its plain name")
 	assert.False(t, client.watchList.Load(), "kcp v0.11 answers WatchList with 422")
+}
+
+func TestTheSyncTargetKeyComesFromTheSyncTargetsOwnCluster(t *testing.T) {
+	annotated := func(cluster string) *unstructured.Unstructured {
+		st := syncTarget("")
+		if cluster != "" {
+			st.SetAnnotations(map[string]string{identity.LogicalClusterAnnotation: cluster})
+		}
+		return st
+	}
+	tests := []struct {
+		name              string
+		stCluster         string // the SyncTarget's kcp.io/cluster annotation
+		syncTargetCluster string // Config.SyncTargetCluster
+		wantKey           string
+		wantErr           string
+	}{
+		{name: "no annotation: --from-cluster", wantKey: identity.SyncTargetKey(cluster, stName)},
+		{name: "annotation passed on", stCluster: "root:org:ws", syncTargetCluster: "root:org:ws",
+			wantKey: identity.SyncTargetKey("root:org:ws", stName)},
+		{name: "annotation equal to --from-cluster", stCluster: cluster, wantKey: identity.SyncTargetKey(cluster, stName)},
+		{name: "annotation not passed on", stCluster: "root:org:ws", wantKey: identity.SyncTargetKey(cluster, stName),
+			wantErr: `lives in logical cluster "root:org:ws"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, annotated(tt.stCluster))
+			cfg := config()
+			cfg.SyncTargetCluster = tt.syncTargetCluster
+			e, err := New(cfg, f.up, f.down)
+			require.NoError(t, err)
+			assert.Equal(t, tt.wantKey, e.Target().Key)
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			err = e.Run(ctx)
+			if tt.wantErr != "" {
+				require.ErrorContains(t, err, tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+		})
+	}
 }

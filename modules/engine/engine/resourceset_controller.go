@@ -12,7 +12,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 
-	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 )
@@ -29,21 +28,22 @@ func (c resourceSetController) Reconcile(ctx context.Context, _ queue.Key) error
 }
 
 // newSyncTargetInformer watches the one SyncTarget, in its own workspace (keys are plain
-// names), without WatchList, which kcp v0.11 answers with 422.
-func newSyncTargetInformer(client dynamic.Interface, name string) cache.SharedIndexInformer {
-	byName := fields.OneTermEqualSelector("metadata.name", name).String()
+// names). It never uses client-go's WatchList (sendInitialEvents), which kcp v0.11
+// refuses with 422.
+func newSyncTargetInformer(client dynamic.NamespaceableResourceInterface, name string) cache.SharedIndexInformer {
+	selector := fields.OneTermEqualSelector("metadata.name", name).String()
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			o.FieldSelector = byName
-			return client.Resource(workloadv1alpha1.SyncTargetsResource).List(ctx, o)
+			o.FieldSelector = selector
+			return client.List(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			o.FieldSelector = byName
-			return client.Resource(workloadv1alpha1.SyncTargetsResource).Watch(ctx, o)
+			o.FieldSelector = selector
+			return client.Watch(ctx, o)
 		},
 	}
-	return cache.NewSharedIndexInformerWithOptions(informers.WithoutWatchList(lw), &unstructured.Unstructured{},
-		cache.SharedIndexInformerOptions{ObjectDescription: workloadv1alpha1.SyncTargetsResource.String()})
+	return cache.NewSharedIndexInformerWithOptions(informers.WithoutWatchList(lw),
+		&unstructured.Unstructured{}, cache.SharedIndexInformerOptions{ObjectDescription: "synctargets"})
 }
 
 // syncTargetHandler calls enqueue when the SyncTarget appears, goes, or changes

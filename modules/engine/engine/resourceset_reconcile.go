@@ -39,12 +39,20 @@ func (e *Engine) reconcileResourceSet(ctx context.Context) error {
 		return queue.Permanent(err)
 	}
 
-	set, err := resources.Resolve(ctx, e.up.Discovery, e.down.Discovery, e.configured, st.Status.SyncedResources)
+	configured := e.configured
+	if e.cfg.KCP {
+		// kcp accepts resources from our API imports; only its builtins are synced without.
+		configured = resources.KCPBuiltins
+	}
+	set, err := resources.Resolve(ctx, e.up.Discovery, e.down.Discovery, configured, st.Status.SyncedResources)
 	if err != nil {
 		return fmt.Errorf("resolve resources of sync target %s: %w", e.target, err)
 	}
-	if err := e.writeStatus(ctx, &st, set); err != nil {
-		return err
+	if !e.cfg.KCP {
+		// Under kcp, its controllers are the one writer of syncedResources.
+		if err := e.writeStatus(ctx, &st, set); err != nil {
+			return err
+		}
 	}
 
 	var want []informers.ID
@@ -94,7 +102,7 @@ func (e *Engine) writeStatus(ctx context.Context, st *workloadv1alpha1.SyncTarge
 	if err != nil {
 		return fmt.Errorf("encode status of sync target %s: %w", e.target, err)
 	}
-	if _, err := e.up.Dynamic.Resource(workloadv1alpha1.SyncTargetsResource).
+	if _, err := e.syncTargetClient().
 		Patch(ctx, st.Name, types.MergePatchType, data, metav1.PatchOptions{}, "status"); err != nil {
 		return fmt.Errorf("update status.syncedResources of sync target %s: %w", e.target, err)
 	}

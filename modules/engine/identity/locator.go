@@ -44,14 +44,27 @@ func (l NamespaceLocator) JSON() (string, error) {
 }
 
 // LocatorOf parses the namespace locator annotation of obj. ok is false when the
-// annotation is absent.
+// annotation is absent. Locators written by kcp up to v0.6 name the SyncTarget's logical
+// cluster syncTarget.path; it is read as syncTarget.cluster, as kcp does.
 func LocatorOf(obj metav1.Object) (loc NamespaceLocator, ok bool, err error) {
 	v, ok := obj.GetAnnotations()[NamespaceLocatorAnnotation]
 	if !ok {
 		return NamespaceLocator{}, false, nil
 	}
-	if err := json.Unmarshal([]byte(v), &loc); err != nil {
+	var wire struct {
+		NamespaceLocator
+		SyncTarget struct {
+			SyncTargetLocator
+			Path string `json:"path"`
+		} `json:"syncTarget"`
+	}
+	if err := json.Unmarshal([]byte(v), &wire); err != nil {
 		return NamespaceLocator{}, true, fmt.Errorf("parse %s annotation of namespace %s: %w", NamespaceLocatorAnnotation, obj.GetName(), err)
+	}
+	loc = wire.NamespaceLocator
+	loc.SyncTarget = wire.SyncTarget.SyncTargetLocator
+	if loc.SyncTarget.Cluster == "" {
+		loc.SyncTarget.Cluster = wire.SyncTarget.Path
 	}
 	return loc, true, nil
 }

@@ -27,6 +27,13 @@ func NewTarget(cluster, name string, uid types.UID) Target {
 	return Target{Cluster: cluster, Name: name, UID: uid, Key: SyncTargetKey(cluster, name)}
 }
 
+// TargetOf returns the identity of syncTarget as kcp's syncer derives it: its logical cluster
+// is its own kcp.io/cluster annotation when present (kcp always sets it), else fromCluster
+// (the syncer's --from-cluster, e.g. on a plain kube-apiserver). The syncTargetKey follows.
+func TargetOf(syncTarget metav1.Object, fromCluster string) Target {
+	return NewTarget(LogicalCluster(syncTarget, fromCluster), syncTarget.GetName(), syncTarget.GetUID())
+}
+
 // String returns "<cluster>|<name>" for logs.
 func (t Target) String() string { return t.Cluster + "|" + t.Name }
 

@@ -12,6 +12,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
 )
 
 // DefaultDrainTimeout bounds how long Run waits for queued keys on shutdown.
@@ -174,6 +176,11 @@ func (r *Runner) reconcile(ctx context.Context, key Key) (err error) {
 			err = &PanicError{Value: p, Stack: debug.Stack()}
 		}
 	}()
+	if key.Cluster != "" {
+		// Under kcp every write of this reconcile goes to the key's workspace (see
+		// clients.ForAllClusters); on a plain kube-apiserver the value is unused.
+		ctx = clients.WithCluster(ctx, key.Cluster)
+	}
 	return r.c.Reconcile(ctx, key)
 }
 

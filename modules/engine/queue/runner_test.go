@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
 )
 
 var deployments = schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
@@ -404,4 +406,26 @@ func TestUnreachableAPIServerIsRetriedAtASteadyPace(t *testing.T) {
 	ts := c.times[key("u")]
 	c.mu.Unlock()
 	assert.GreaterOrEqual(t, ts[1].Sub(ts[0]), UnreachableRetryDelay, "retried after the steady delay, not the 5 ms first backoff")
+}
+
+func TestReconcileContextCarriesTheKeysCluster(t *testing.T) {
+	got := make(chan string, 1)
+	c := newFake(func(ctx context.Context, _ Key, _ int) error {
+		cluster, _ := clients.ClusterFrom(ctx)
+		got <- cluster
+		return nil
+	})
+	r := NewRunner(c, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = r.Run(ctx) }()
+	k := key("a")
+	k.Cluster = "root:team-a"
+	r.Enqueue(k)
+	select {
+	case cluster := <-got:
+		assert.Equal(t, "root:team-a", cluster)
+	case <-time.After(10 * time.Second):
+		t.Fatal("key was not reconciled")
+	}
 }

@@ -15,6 +15,14 @@ var Always = []schema.GroupResource{
 	{Resource: "serviceaccounts"},
 }
 
+// KCPBuiltins are the resources kcp's syncer always syncs (kcp v0.11's syncer
+// virtual workspace serves them in every workspace; kcp's plugin grants them
+// downstream). Under kcp they stand in for Always.
+var KCPBuiltins = []schema.GroupResource{
+	{Resource: "configmaps"},
+	{Resource: "secrets"},
+}
+
 // Parse reads kcp-style --resources values ("deployments.apps,services"; the
 // flag may be repeated) into group-resources, adds Always, and returns them
 // deduplicated and sorted. "services" is the core group; everything after the

@@ -87,16 +87,71 @@ func hashPrefix(b []byte) string {
 	return text
 }
 
+// TenantID returns kcp's tenant ID of l: base62 (Go's big.Int.Text(62)) of the SHA-224
+// digest of the JSON of l with an empty namespace. Every downstream namespace of one upstream
+// logical cluster and sync target shares it, so it selects one tenant's namespaces (kcp's
+// network policies do).
+func TenantID(l Locator) (string, error) {
+	l.Namespace = ""
+	b, err := l.JSON()
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum224(b)
+	return new(big.Int).SetBytes(sum[:]).Text(62), nil
+}
+
+// Lookup finds the existing downstream namespace that carries a locator (as read by
+// LocatorFromAnnotations). Namespaces created by kcp up to v0.6 carry a legacy locator and a
+// name that is not DownstreamName of the current one; Lookup is how they are found.
+type Lookup interface {
+	// Existing returns the name of the downstream namespace carrying l, if there is one.
+	Existing(l Locator) (name string, ok bool)
+}
+
+// Resolve returns the downstream namespace of l: the existing one lookup finds, else
+// DownstreamName(l). A nil lookup always yields DownstreamName(l).
+func Resolve(l Locator, lookup Lookup) (string, error) {
+	if lookup != nil {
+		if name, ok := lookup.Existing(l); ok {
+			return name, nil
+		}
+	}
+	return DownstreamName(l)
+}
+
+// wireLocator is the locator as found in annotations: kcp up to v0.6 wrote the SyncTarget's
+// logical cluster as syncTarget.path.
+type wireLocator struct {
+	SyncTarget struct {
+		Cluster string `json:"cluster"`
+		Path    string `json:"path"`
+		Name    string `json:"name"`
+		UID     string `json:"uid"`
+	} `json:"syncTarget"`
+	Cluster   string `json:"cluster"`
+	Namespace string `json:"namespace"`
+}
+
 // LocatorFromAnnotations reads the locator from a downstream object's annotations. It reports
-// false when the annotation is absent and an error when it is present but not a locator.
+// false when the annotation is absent and an error when it is present but not a locator. A
+// legacy locator's syncTarget.path is read as syncTarget.cluster, as kcp does.
 func LocatorFromAnnotations(annotations map[string]string) (Locator, bool, error) {
 	raw, ok := annotations[kcp.NamespaceLocatorAnnotation]
 	if !ok {
 		return Locator{}, false, nil
 	}
-	var l Locator
-	if err := json.Unmarshal([]byte(raw), &l); err != nil {
+	var w wireLocator
+	if err := json.Unmarshal([]byte(raw), &w); err != nil {
 		return Locator{}, true, fmt.Errorf("decode %s annotation %q: %w", kcp.NamespaceLocatorAnnotation, raw, err)
+	}
+	l := Locator{
+		SyncTarget: SyncTarget{Cluster: w.SyncTarget.Cluster, Name: w.SyncTarget.Name, UID: w.SyncTarget.UID},
+		Cluster:    w.Cluster,
+		Namespace:  w.Namespace,
+	}
+	if l.SyncTarget.Cluster == "" {
+		l.SyncTarget.Cluster = w.SyncTarget.Path
 	}
 	return l, true, nil
 }
@@ -116,8 +171,8 @@ func LocatorFromNamespace(ns *unstructured.Unstructured) (Locator, bool, error) 
 
 // DownstreamNamespace builds the downstream Namespace object for l: its name from
 // DownstreamName, the locator annotation, the downstream cluster label with the sync target
-// key and, when tenantID is not empty, the tenant label.
-func DownstreamNamespace(l Locator, syncTargetKey, tenantID string) (*unstructured.Unstructured, error) {
+// key and the tenant label with TenantID(l).
+func DownstreamNamespace(l Locator, syncTargetKey string) (*unstructured.Unstructured, error) {
 	name, err := DownstreamName(l)
 	if err != nil {
 		return nil, err
@@ -126,16 +181,16 @@ func DownstreamNamespace(l Locator, syncTargetKey, tenantID string) (*unstructur
 	if err != nil {
 		return nil, err
 	}
-	labels := map[string]any{kcp.DownstreamClusterLabel: syncTargetKey}
-	if tenantID != "" {
-		labels[kcp.TenantIDLabel] = tenantID
+	tenant, err := TenantID(l)
+	if err != nil {
+		return nil, err
 	}
 	return &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1",
 		"kind":       "Namespace",
 		"metadata": map[string]any{
 			"name":        name,
-			"labels":      labels,
+			"labels":      map[string]any{kcp.DownstreamClusterLabel: syncTargetKey, kcp.TenantIDLabel: tenant},
 			"annotations": map[string]any{kcp.NamespaceLocatorAnnotation: string(locator)},
 		},
 	}}, nil

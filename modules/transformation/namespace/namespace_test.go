@@ -27,6 +27,16 @@ type kcpVector struct {
 
 var kcpVectors = []kcpVector{
 	{
+		// kcp v0.11.0 pkg/syncer/spec/spec_process_test.go: the namespace its spec syncer creates.
+		name: "kcp's spec syncer test",
+		locator: Locator{
+			SyncTarget: SyncTarget{Cluster: "root:org:ws", Name: "us-west1", UID: "syncTargetUID"},
+			Cluster:    "root:org:ws", Namespace: "test",
+		},
+		json: `{"syncTarget":{"cluster":"root:org:ws","name":"us-west1","uid":"syncTargetUID"},"cluster":"root:org:ws","namespace":"test"}`,
+		want: "kcp-33jbiactwhg0",
+	},
+	{
 		name: "all fields",
 		locator: Locator{
 			SyncTarget: SyncTarget{Cluster: "root:org:ws", Name: "us-east1", UID: "8b6f1a2c-3d4e-4f5a-9b8c-7d6e5f4a3b2c"},
@@ -105,10 +115,10 @@ func TestDownstreamNameMatchesKCPVectors(t *testing.T) {
 
 func TestHashPrefixKeepsOneZeroPerLeadingZeroByte(t *testing.T) {
 	// Precondition: this vector's digest really starts with exactly one zero byte.
-	digest := sha256.Sum224([]byte(kcpVectors[5].json))
+	digest := sha256.Sum224([]byte(kcpVectors[6].json))
 	require.Equal(t, byte(0), digest[0])
 	require.NotEqual(t, byte(0), digest[1])
-	assert.Equal(t, "07qapinu84l8", hashPrefix([]byte(kcpVectors[5].json)))
+	assert.Equal(t, "07qapinu84l8", hashPrefix([]byte(kcpVectors[6].json)))
 }
 
 func TestLocatorFromAnnotations(t *testing.T) {
@@ -123,9 +133,32 @@ func TestLocatorFromAnnotations(t *testing.T) {
 		{name: "absent", annotations: map[string]string{"a": "b"}},
 		{
 			name:        "present",
-			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: kcpVectors[0].json},
-			want:        kcpVectors[0].locator, wantOK: true,
+			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: kcpVectors[1].json},
+			want:        kcpVectors[1].locator, wantOK: true,
 		},
+		{
+			// kcp v0.11.0 shared/namespace_test.go, current format.
+			name:        "current locator of kcp's test",
+			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":{"cluster":"test-workspace","name":"test-name","uid":"test-uid"},"cluster":"test-workspace","namespace":"test-namespace"}`},
+			want: Locator{SyncTarget: SyncTarget{Cluster: "test-workspace", Name: "test-name", UID: "test-uid"},
+				Cluster: "test-workspace", Namespace: "test-namespace"},
+			wantOK: true,
+		},
+		{
+			// kcp v0.11.0 shared/namespace_test.go, kcp ≤ v0.6 format: path is the cluster.
+			name:        "legacy syncTarget.path",
+			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":{"path":"test-workspace","name":"test-name","uid":"test-uid"},"cluster":"test-workspace","namespace":"test-namespace"}`},
+			want: Locator{SyncTarget: SyncTarget{Cluster: "test-workspace", Name: "test-name", UID: "test-uid"},
+				Cluster: "test-workspace", Namespace: "test-namespace"},
+			wantOK: true,
+		},
+		{
+			name:        "cluster wins over a stale path",
+			annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":{"cluster":"root:new","path":"root:old","name":"n","uid":"u"},"cluster":"c","namespace":"ns"}`},
+			want:        Locator{SyncTarget: SyncTarget{Cluster: "root:new", Name: "n", UID: "u"}, Cluster: "c", Namespace: "ns"},
+			wantOK:      true,
+		},
+		{name: "not JSON at all", annotations: map[string]string{kcp.NamespaceLocatorAnnotation: "garbage"}, wantOK: true, wantErr: true},
 		{name: "not JSON", annotations: map[string]string{kcp.NamespaceLocatorAnnotation: "{"}, wantOK: true, wantErr: true},
 		{name: "wrong shape", annotations: map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":1}`}, wantOK: true, wantErr: true},
 	}
@@ -158,17 +191,17 @@ func TestLocatorFromNamespaceNamesTheNamespaceOnError(t *testing.T) {
 
 func TestDownstreamNamespaceCarriesLocatorAndLabels(t *testing.T) {
 	v := kcpVectors[0]
-	ns, err := DownstreamNamespace(v.locator, "key123", "tenant-9")
+	ns, err := DownstreamNamespace(v.locator, "6ohB8yeXhwqTQVuBzJRgqcRJTpRjX7yTZu5g5g")
 	require.NoError(t, err)
 	assert.Equal(t, "Namespace", ns.GetKind())
 	assert.Equal(t, "v1", ns.GetAPIVersion())
-	assert.Equal(t, v.want, ns.GetName())
+	// kcp v0.11.0 spec_process_test.go: the Namespace kcp's spec syncer creates for this locator.
+	assert.Equal(t, "kcp-33jbiactwhg0", ns.GetName())
 	assert.Equal(t, map[string]string{kcp.NamespaceLocatorAnnotation: v.json}, ns.GetAnnotations())
-	assert.Equal(t, map[string]string{kcp.DownstreamClusterLabel: "key123", kcp.TenantIDLabel: "tenant-9"}, ns.GetLabels())
-
-	ns, err = DownstreamNamespace(v.locator, "key123", "")
-	require.NoError(t, err)
-	assert.Equal(t, map[string]string{kcp.DownstreamClusterLabel: "key123"}, ns.GetLabels(), "no tenant label without a tenant")
+	assert.Equal(t, map[string]string{
+		kcp.DownstreamClusterLabel: "6ohB8yeXhwqTQVuBzJRgqcRJTpRjX7yTZu5g5g",
+		kcp.TenantIDLabel:          "9Fn3Q4y5UDPmCOrYCujwdgCbD9SwOcKdcefYE7",
+	}, ns.GetLabels())
 
 	got, ok, err := LocatorFromNamespace(ns)
 	require.NoError(t, err)
@@ -177,12 +210,12 @@ func TestDownstreamNamespaceCarriesLocatorAndLabels(t *testing.T) {
 }
 
 func TestCheckCollisionNeverAdoptsAForeignNamespace(t *testing.T) {
-	want := kcpVectors[0].locator
-	ours, err := DownstreamNamespace(want, "k", "")
+	want := kcpVectors[1].locator
+	ours, err := DownstreamNamespace(want, "k")
 	require.NoError(t, err)
 	other := want
 	other.Namespace = "other"
-	theirs, err := DownstreamNamespace(other, "k", "")
+	theirs, err := DownstreamNamespace(other, "k")
 	require.NoError(t, err)
 	plain := &unstructured.Unstructured{}
 	plain.SetName("kcp-1a5qitydbduu")
@@ -213,6 +246,91 @@ func TestCheckCollisionNeverAdoptsAForeignNamespace(t *testing.T) {
 	}
 }
 
+// referenceTenantID is kcp's GetTenantID written out step by step, independent of TenantID:
+// the locator's JSON with the namespace emptied (the field stays, as "namespace":""), SHA-224,
+// the digest as one big-endian integer in base 62.
+func referenceTenantID(locatorJSONWithoutNamespace string) string {
+	digest := sha256.Sum224([]byte(locatorJSONWithoutNamespace))
+	var n big.Int
+	n.SetBytes(digest[:])
+	return n.Text(62)
+}
+
+func TestTenantIDIsKcpsBase62OfTheLocatorWithoutNamespace(t *testing.T) {
+	tests := []struct {
+		name    string
+		locator Locator
+		json    string // what is hashed
+		want    string
+	}{
+		{
+			// kcp v0.11.0 spec_process_test.go: the kcp.io/tenant-id of kcp-33jbiactwhg0.
+			name:    "kcp's spec syncer test",
+			locator: kcpVectors[0].locator,
+			json:    `{"syncTarget":{"cluster":"root:org:ws","name":"us-west1","uid":"syncTargetUID"},"cluster":"root:org:ws","namespace":""}`,
+			want:    "9Fn3Q4y5UDPmCOrYCujwdgCbD9SwOcKdcefYE7",
+		},
+		{
+			name:    "another namespace of the same tenant",
+			locator: Locator{SyncTarget: kcpVectors[0].locator.SyncTarget, Cluster: "root:org:ws", Namespace: "other"},
+			json:    `{"syncTarget":{"cluster":"root:org:ws","name":"us-west1","uid":"syncTargetUID"},"cluster":"root:org:ws","namespace":""}`,
+			want:    "9Fn3Q4y5UDPmCOrYCujwdgCbD9SwOcKdcefYE7",
+		},
+		{
+			name:    "another workspace is another tenant",
+			locator: kcpVectors[1].locator,
+			json:    `{"syncTarget":{"cluster":"root:org:ws","name":"us-east1","uid":"8b6f1a2c-3d4e-4f5a-9b8c-7d6e5f4a3b2c"},"cluster":"root:org:team-a","namespace":""}`,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.want == "" {
+				tt.want = referenceTenantID(tt.json)
+			}
+			require.Equal(t, tt.want, referenceTenantID(tt.json), "reference computation")
+			got, err := TenantID(tt.locator)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+type lookupFunc func(Locator) (string, bool)
+
+func (f lookupFunc) Existing(l Locator) (string, bool) { return f(l) }
+
+func TestResolvePrefersAnExistingNamespace(t *testing.T) {
+	l := kcpVectors[0].locator
+	legacy := lookupFunc(func(got Locator) (string, bool) { return "kcp-01c0zzvlqsi7n", got == l })
+	none := lookupFunc(func(Locator) (string, bool) { return "", false })
+	tests := []struct {
+		name   string
+		lookup Lookup
+		want   string
+	}{
+		{name: "no lookup", want: "kcp-33jbiactwhg0"},
+		{name: "nothing found", lookup: none, want: "kcp-33jbiactwhg0"},
+		{name: "legacy namespace found", lookup: legacy, want: "kcp-01c0zzvlqsi7n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Resolve(l, tt.lookup)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestCheckCollisionAcceptsALegacyLocatorOfTheSameNamespace(t *testing.T) {
+	legacy := &unstructured.Unstructured{}
+	legacy.SetName("kcp-01c0zzvlqsi7n")
+	legacy.SetAnnotations(map[string]string{kcp.NamespaceLocatorAnnotation: `{"syncTarget":{"path":"root:org:ws","name":"us-west1","uid":"syncTargetUID"},"cluster":"root:org:ws","namespace":"test"}`})
+	require.NoError(t, CheckCollision(legacy, kcpVectors[0].locator))
+	other := kcpVectors[0].locator
+	other.Namespace = "ANOTHERNAMESPACE"
+	require.ErrorIs(t, CheckCollision(legacy, other), ErrCollision)
+}
+
 func FuzzDownstreamName(f *testing.F) {
 	for _, v := range kcpVectors {
 		l := v.locator
@@ -240,7 +358,7 @@ func FuzzDownstreamName(f *testing.F) {
 				return
 			}
 		}
-		obj, err := DownstreamNamespace(l, "key", "")
+		obj, err := DownstreamNamespace(l, "key")
 		require.NoError(t, err)
 		back, ok, err := LocatorFromNamespace(obj)
 		require.NoError(t, err)

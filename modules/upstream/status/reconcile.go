@@ -19,7 +19,6 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 	"github.com/tmc-syncer/syncer/modules/transformation"
-	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 	"github.com/tmc-syncer/syncer/modules/transformation/ownership"
 	"github.com/tmc-syncer/syncer/modules/transformation/rename"
 )
@@ -132,11 +131,11 @@ func (c *Controller) objects(ctx context.Context, key queue.Key) (up, down *unst
 
 // downstreamName is where ToDownstream put the copy of up.
 func (c *Controller) downstreamName(up *unstructured.Unstructured) (string, string, error) {
-	name := rename.DownstreamName(up.GroupVersionKind().GroupKind(), up.GetName())
+	name := rename.DownstreamName(up.GroupVersionKind().GroupKind(), up.GetName(), up.GetAnnotations())
 	if up.GetNamespace() == "" {
 		return "", name, nil
 	}
-	ns, err := namespace.DownstreamName(c.cfg.Context.Locator(up))
+	ns, err := c.cfg.Context.DownstreamNamespace(up)
 	if err != nil {
 		return "", "", err
 	}

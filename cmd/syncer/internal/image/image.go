@@ -23,8 +23,12 @@ import (
 // Where things live in the image.
 const (
 	BinaryPath = "/usr/local/bin/syncer"
-	CAPath     = "/etc/ssl/certs/ca-certificates.crt"
-	User       = "65532:65532"
+	// KCPBinaryPath is where kcp's generated syncer Deployment runs the syncer
+	// (`command: [/ko-app/syncer]`, ko's layout): a symlink to BinaryPath, so that
+	// kcp's install runs this image unmodified.
+	KCPBinaryPath = "/ko-app/syncer"
+	CAPath        = "/etc/ssl/certs/ca-certificates.crt"
+	User          = "65532:65532"
 )
 
 // Options are the inputs of an image.
@@ -55,7 +59,7 @@ func Build(o Options) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base layer: %w", err)
 	}
-	binLayer, err := layer(map[string]file{BinaryPath: {data: bin, mode: 0o755}})
+	binLayer, err := layer(map[string]file{BinaryPath: {data: bin, mode: 0o755}, KCPBinaryPath: {link: BinaryPath, mode: 0o777}})
 	if err != nil {
 		return nil, fmt.Errorf("binary layer: %w", err)
 	}
@@ -113,6 +117,8 @@ func WriteArchive(img v1.Image, out string) error {
 type file struct {
 	data []byte
 	mode int64
+	// link, when set, makes the entry a symlink to it.
+	link string
 }
 
 // layer packs files into a layer with fixed owners and timestamps.
@@ -143,6 +149,9 @@ func layer(files map[string]file) (v1.Layer, error) {
 	for _, n := range names {
 		f := files[n]
 		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: n[1:], Mode: f.mode, Size: int64(len(f.data)), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		if f.link != "" {
+			hdr.Typeflag, hdr.Linkname, hdr.Size = tar.TypeSymlink, f.link, 0
+		}
 		if err := tw.WriteHeader(hdr); err != nil {
 			return nil, err
 		}

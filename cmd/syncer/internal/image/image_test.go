@@ -71,6 +71,7 @@ func TestArchiveIsARunnableNonrootImageWithOneBinaryLayer(t *testing.T) {
 	layers, err := got.Layers()
 	require.NoError(t, err)
 	require.Len(t, layers, 2, "base layer and binary layer")
+	links := map[string]string{}
 	files := func(i int) map[string]int64 {
 		rc, err := layers[i].Uncompressed()
 		require.NoError(t, err)
@@ -83,12 +84,16 @@ func TestArchiveIsARunnableNonrootImageWithOneBinaryLayer(t *testing.T) {
 				return out
 			}
 			require.NoError(t, err)
-			if hdr.Typeflag == tar.TypeReg {
+			switch hdr.Typeflag {
+			case tar.TypeReg:
 				out[hdr.Name] = hdr.Mode
+			case tar.TypeSymlink:
+				links[hdr.Name] = hdr.Linkname
 			}
 		}
 	}
 	assert.Equal(t, map[string]int64{"usr/local/bin/syncer": 0o755}, files(1), "the binary layer holds the binary only")
+	assert.Equal(t, map[string]string{"ko-app/syncer": "/usr/local/bin/syncer"}, links, "kcp's generated Deployment runs /ko-app/syncer")
 	assert.Contains(t, files(0), "etc/ssl/certs/ca-certificates.crt")
 	assert.Contains(t, files(0), "etc/passwd")
 }

@@ -1,0 +1,145 @@
+package kcp
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tmc-syncer/syncer/integration/framework"
+	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+)
+
+// syncTarget is one SyncTarget created by kcp's plugin in a location workspace,
+// with the plugin's YAML applied to the physical cluster.
+type syncTarget struct {
+	location   framework.Workspace
+	name, uid  string
+	key        string
+	deployment *appsv1.Deployment
+}
+
+// installWithKcpsPlugin creates a location workspace and runs `kubectl kcp workload
+// sync` in it, exactly as a kcp user would, with our image; then applies the YAML
+// to the physical cluster.
+func installWithKcpsPlugin(t *testing.T, env *framework.KCPEnvironment, name string, resources ...string) syncTarget {
+	t.Helper()
+	ctx := context.Background()
+	loc, err := env.KCP.CreateWorkspace(ctx, "root", "loc-"+name)
+	require.NoError(t, err)
+	args := []string{"workload", "sync", name, "--syncer-image", "ghcr.io/tmc-syncer/syncer:e2e", "-o", "-"}
+	for _, r := range resources {
+		args = append(args, "--resources", r)
+	}
+	out, err := env.KCP.Plugin(ctx, loc.Path, args...)
+	require.NoError(t, err)
+	objs := framework.ApplyManifests(t, env.Physical, out)
+
+	st := syncTarget{location: loc, name: name}
+	for _, o := range objs {
+		if o.GetKind() == "Deployment" {
+			st.deployment = &appsv1.Deployment{}
+			require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, st.deployment))
+		}
+	}
+	require.NotNil(t, st.deployment, "kcp's plugin writes a Deployment")
+	got, err := dynamic.NewForConfigOrDie(loc.Config).Resource(workloadv1alpha1.SyncTargetsResource).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	st.uid = string(got.GetUID())
+	st.key = identity.SyncTargetKey(loc.Cluster, name)
+	require.Equal(t, st.key, got.GetLabels()["internal.workload.kcp.io/key"], "our syncTargetKey is kcp's")
+	return st
+}
+
+// userWorkspace creates a workspace whose namespaces are placed on the
+// location's SyncTargets: a Placement, as kcp's `kubectl kcp bind compute` creates
+// (without its APIBinding to the compute export: that needs every resource of the
+// export Accepted, i.e. our API imports).
+func userWorkspace(t *testing.T, env *framework.KCPEnvironment, name string, st syncTarget) framework.Workspace {
+	t.Helper()
+	ctx := context.Background()
+	ws, err := env.KCP.CreateWorkspace(ctx, "root", name)
+	require.NoError(t, err)
+	placement := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "scheduling.kcp.io/v1alpha1", "kind": "Placement",
+		"metadata": map[string]any{"name": "placement-" + name},
+		"spec": map[string]any{
+			"locationSelectors": []any{map[string]any{}},
+			"locationResource":  map[string]any{"group": "workload.kcp.io", "resource": "synctargets", "version": "v1alpha1"},
+			"namespaceSelector": map[string]any{},
+			"locationWorkspace": st.location.Path,
+		},
+	}}
+	_, err = dynamic.NewForConfigOrDie(ws.Config).Resource(placementsResource).Create(ctx, placement, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return ws
+}
+
+var placementsResource = schema.GroupVersionResource{Group: "scheduling.kcp.io", Version: "v1alpha1", Resource: "placements"}
+
+func downstreamNamespace(t *testing.T, kube kubernetes.Interface, st syncTarget, cluster, namespace string) string {
+	t.Helper()
+	var found string
+	require.Eventually(t, func() bool {
+		list, err := kube.CoreV1().Namespaces().List(context.Background(), metav1.ListOptions{LabelSelector: identity.DownstreamClusterLabel + "=" + st.key})
+		if err != nil {
+			return false
+		}
+		for _, ns := range list.Items {
+			loc, ok, err := identity.LocatorOf(&ns)
+			if err == nil && ok && loc.Cluster == cluster && loc.Namespace == namespace {
+				found = ns.Name
+				return true
+			}
+		}
+		return false
+	}, 90*time.Second, 250*time.Millisecond, "a downstream namespace for %s|%s", cluster, namespace)
+	return found
+}
+
+func TestKCPInstallRunsOurImageAndSyncsThroughTheVirtualWorkspace(t *testing.T) {
+	env := framework.SharedKCP(t)
+	ctx := context.Background()
+	st := installWithKcpsPlugin(t, env, "install", "configmaps")
+
+	// The kubelet's part: run the Deployment's container with our binary at the
+	// path kcp's Deployment names (/ko-app/syncer), nothing changed but the image.
+	bin := framework.SyncerBinary(t, env.Root)
+	p := framework.RunDeployment(t, env.Physical, st.deployment, map[string]string{"/ko-app/syncer": bin})
+
+	stClient := dynamic.NewForConfigOrDie(st.location.Config).Resource(workloadv1alpha1.SyncTargetsResource)
+	require.Eventually(t, func() bool {
+		got, err := stClient.Get(ctx, st.name, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		_, ok, _ := unstructured.NestedString(got.Object, "status", "lastSyncerHeartbeatTime")
+		return ok
+	}, 2*time.Minute, 500*time.Millisecond, "the syncer heartbeats into its SyncTarget; output:\n%s", p.Output)
+
+	team := userWorkspace(t, env, "team-install", st)
+	teamKube := kubernetes.NewForConfigOrDie(team.Config)
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "app-config"}, Data: map[string]string{"k": "v"}}
+	require.Eventually(t, func() bool {
+		_, err := teamKube.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{})
+		return err == nil || apierrors.IsAlreadyExists(err)
+	}, time.Minute, time.Second, "create a ConfigMap in the user's workspace")
+
+	physical := env.Physical.Kube(t)
+	downNS := downstreamNamespace(t, physical, st, team.Cluster, "default")
+	require.Eventually(t, func() bool {
+		got, err := physical.CoreV1().ConfigMaps(downNS).Get(ctx, "app-config", metav1.GetOptions{})
+		return err == nil && got.Data["k"] == "v"
+	}, time.Minute, 250*time.Millisecond, "the ConfigMap arrives in %s; output:\n%s", downNS, p.Output)
+}

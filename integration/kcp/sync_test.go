@@ -1,0 +1,121 @@
+package kcp
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/tmc-syncer/syncer/integration/framework"
+	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+)
+
+// startOurSyncer installs a SyncTarget with kcp's plugin and runs our syncer from
+// the plugin's Deployment.
+func startOurSyncer(t *testing.T, env *framework.KCPEnvironment, name string, resources ...string) (syncTarget, *framework.SyncerProcess) {
+	t.Helper()
+	st := installWithKcpsPlugin(t, env, name, resources...)
+	p := framework.RunDeployment(t, env.Physical, st.deployment, map[string]string{"/ko-app/syncer": framework.SyncerBinary(t, env.Root)})
+	return st, p
+}
+
+func createConfigMap(t *testing.T, kube kubernetes.Interface, ns, name, value string) {
+	t.Helper()
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"value": value}}
+	require.Eventually(t, func() bool {
+		_, err := kube.CoreV1().ConfigMaps(ns).Create(context.Background(), cm, metav1.CreateOptions{})
+		return err == nil || apierrors.IsAlreadyExists(err)
+	}, time.Minute, 500*time.Millisecond, "create ConfigMap %s/%s upstream", ns, name)
+}
+
+func waitConfigMapValue(t *testing.T, kube kubernetes.Interface, ns, name, value string, p *framework.SyncerProcess) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		got, err := kube.CoreV1().ConfigMaps(ns).Get(context.Background(), name, metav1.GetOptions{})
+		return err == nil && got.Data["value"] == value
+	}, time.Minute, 250*time.Millisecond, "ConfigMap %s/%s has value %q downstream; syncer output:\n%s", ns, name, value, p.Output)
+}
+
+func conditionStatus(obj *unstructured.Unstructured, condType string) string {
+	conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == condType {
+			s, _ := m["status"].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+// Two workspaces hold a namespace and a ConfigMap of the same names: each syncs to
+// its own downstream namespace, with its own content, and deleting one leaves the
+// other alone. Deleting the user's namespace removes the downstream namespace.
+func TestKCPTwoWorkspacesWithTheSameNamesSyncWithoutCollision(t *testing.T) {
+	env := framework.SharedKCP(t)
+	ctx := context.Background()
+	st, p := startOurSyncer(t, env, "collide", "configmaps")
+
+	stClient := dynamic.NewForConfigOrDie(st.location.Config).Resource(workloadv1alpha1.SyncTargetsResource)
+	require.Eventually(t, func() bool {
+		got, err := stClient.Get(ctx, st.name, metav1.GetOptions{})
+		return err == nil && conditionStatus(got, "Ready") == "True"
+	}, 2*time.Minute, 500*time.Millisecond, "kcp's own controllers report the SyncTarget Ready; output:\n%s", p.Output)
+
+	teamA := userWorkspace(t, env, "team-a", st)
+	teamB := userWorkspace(t, env, "team-b", st)
+	kubeA, kubeB := kubernetes.NewForConfigOrDie(teamA.Config), kubernetes.NewForConfigOrDie(teamB.Config)
+	for _, kube := range []kubernetes.Interface{kubeA, kubeB} {
+		_, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop"}}, metav1.CreateOptions{})
+		require.NoError(t, err)
+	}
+	createConfigMap(t, kubeA, "shop", "settings", "from-a")
+	createConfigMap(t, kubeB, "shop", "settings", "from-b")
+
+	physical := env.Physical.Kube(t)
+	nsA := downstreamNamespace(t, physical, st, teamA.Cluster, "shop")
+	nsB := downstreamNamespace(t, physical, st, teamB.Cluster, "shop")
+	require.NotEqual(t, nsA, nsB, "one downstream namespace per (workspace, namespace)")
+	waitConfigMapValue(t, physical, nsA, "settings", "from-a", p)
+	waitConfigMapValue(t, physical, nsB, "settings", "from-b", p)
+
+	// An update in one workspace changes only its own copy.
+	got, err := kubeA.CoreV1().ConfigMaps("shop").Get(ctx, "settings", metav1.GetOptions{})
+	require.NoError(t, err)
+	got.Data["value"] = "from-a-2"
+	_, err = kubeA.CoreV1().ConfigMaps("shop").Update(ctx, got, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	waitConfigMapValue(t, physical, nsA, "settings", "from-a-2", p)
+	waitConfigMapValue(t, physical, nsB, "settings", "from-b", p)
+
+	// Deleting upstream deletes downstream (the syncer's finalizer is released
+	// through the virtual workspace), in that workspace only.
+	require.NoError(t, kubeA.CoreV1().ConfigMaps("shop").Delete(ctx, "settings", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		_, err := physical.CoreV1().ConfigMaps(nsA).Get(ctx, "settings", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, time.Minute, 250*time.Millisecond, "team-a's copy is deleted downstream; output:\n%s", p.Output)
+	require.Eventually(t, func() bool {
+		_, err := kubeA.CoreV1().ConfigMaps("shop").Get(ctx, "settings", metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, time.Minute, 250*time.Millisecond, "team-a's ConfigMap is gone upstream (finalizer released); output:\n%s", p.Output)
+	waitConfigMapValue(t, physical, nsB, "settings", "from-b", p)
+
+	// Deleting the user's namespace removes the downstream namespace (after kcp's
+	// --downstream-namespace-clean-delay, 30 s in kcp's generated Deployment).
+	require.NoError(t, kubeB.CoreV1().Namespaces().Delete(ctx, "shop", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		ns, err := physical.CoreV1().Namespaces().Get(ctx, nsB, metav1.GetOptions{})
+		return apierrors.IsNotFound(err) || (err == nil && ns.DeletionTimestamp != nil)
+	}, 2*time.Minute, time.Second, "team-b's downstream namespace goes with its upstream namespace; output:\n%s", p.Output)
+	_, err = physical.CoreV1().Namespaces().Get(ctx, nsA, metav1.GetOptions{})
+	assert.NoError(t, err, "team-a's namespace stays")
+}
