@@ -10,6 +10,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
 )
 
 // noWatchList tells client-go's reflector that the server does not support WatchList
@@ -39,12 +41,15 @@ func listWatch(client resourceClient, selector string) *cache.ListWatch {
 		o.LabelSelector = selector
 		return o
 	}
+	// An informer spans every logical cluster, even one started from a reconcile whose
+	// context routes requests to the key's cluster (clients.WithCluster).
+	allClusters := func(ctx context.Context) context.Context { return clients.WithCluster(ctx, "") }
 	return &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			return client.List(ctx, tweak(o))
+			return client.List(allClusters(ctx), tweak(o))
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return client.Watch(ctx, tweak(o))
+			return client.Watch(allClusters(ctx), tweak(o))
 		},
 	}
 }

@@ -23,6 +23,7 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 )
 
@@ -375,4 +376,59 @@ func TestUpstreamCachesKeepOneObjectPerLogicalCluster(t *testing.T) {
 	got, err := lister.ByNamespace("ns").Get("cm")
 	require.NoError(t, err)
 	assert.Equal(t, "uid-", string(got.(metav1.Object).GetUID()), "the lister gets from --from-cluster")
+}
+
+// clusterRecorder records the logical cluster the context of each list and watch names.
+type clusterRecorder struct {
+	dynamic.Interface
+	mu       sync.Mutex
+	clusters []string
+}
+
+func (c *clusterRecorder) Resource(gvr schema.GroupVersionResource) dynamic.NamespaceableResourceInterface {
+	return clusterRecorderResource{c.Interface.Resource(gvr), c}
+}
+
+func (c *clusterRecorder) record(ctx context.Context) {
+	cluster, _ := clients.ClusterFrom(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clusters = append(c.clusters, cluster)
+}
+
+type clusterRecorderResource struct {
+	dynamic.NamespaceableResourceInterface
+	c *clusterRecorder
+}
+
+func (r clusterRecorderResource) List(ctx context.Context, o metav1.ListOptions) (*unstructured.UnstructuredList, error) {
+	r.c.record(ctx)
+	return r.NamespaceableResourceInterface.List(ctx, o)
+}
+
+func (r clusterRecorderResource) Watch(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	r.c.record(ctx)
+	return r.NamespaceableResourceInterface.Watch(ctx, o)
+}
+
+func TestUpstreamInformersSpanEveryClusterWhateverTheirContext(t *testing.T) {
+	rec := &clusterRecorder{Interface: newFakeDynamic()}
+	m := NewManager(Options{Target: target, Upstream: Clients{Dynamic: rec}})
+	// Started from a reconcile, whose context routes requests to its key's cluster.
+	ctx, cancel := context.WithTimeout(clients.WithCluster(context.Background(), "root:a"), 30*time.Second)
+	defer cancel()
+	id := ID{Side: Upstream, GVR: configmaps}
+	_, err := m.Start(ctx, id)
+	require.NoError(t, err)
+	require.True(t, m.WaitForSync(ctx, id))
+	require.Eventually(t, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.clusters) >= 2
+	}, timeout, time.Millisecond, "list and watch")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, c := range rec.clusters {
+		assert.Empty(t, c, "list and watch go to every logical cluster")
+	}
 }
