@@ -389,6 +389,10 @@ func TestStoreKey(t *testing.T) {
 		"annotated namespaced":      {obj: cm("root:org:ws", "ns", "cm", "1"), want: "root:org:ws|ns/cm"},
 		"unannotated: from-cluster": {obj: cm("", "ns", "cm", "1"), want: "root|ns/cm"},
 		"cluster-scoped":            {obj: cm("a", "", "n", "1"), want: "a|n"},
+		"metadata-only": {obj: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+			Name: "default", Annotations: map[string]string{identity.LogicalClusterAnnotation: "root:b"}}}, want: "root:b|default"},
+		"metadata-only unannotated": {obj: &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "n"}}, want: "root|ns/n"},
+		"empty annotation":          {obj: object("ConfigMap", "ns", "n", nil, map[string]string{identity.LogicalClusterAnnotation: ""}), want: "root|ns/n"},
 		"tombstone keeps its key":   {obj: cache.DeletedFinalStateUnknown{Key: "x|y/z"}, want: "x|y/z"},
 		"explicit key":              {obj: cache.ExplicitKey("a|b"), want: "a|b"},
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
@@ -34,6 +36,21 @@ func StoreKeyFunc(fromCluster string) cache.KeyFunc {
 		if err != nil {
 			return "", fmt.Errorf("cluster-aware key: %w", err)
 		}
-		return StoreKey(identity.LogicalCluster(m, fromCluster), m.GetNamespace(), m.GetName()), nil
+		return StoreKey(logicalCluster(obj, m, fromCluster), m.GetNamespace(), m.GetName()), nil
 	}
+}
+
+// logicalCluster is identity.LogicalCluster without the copy of every annotation that
+// Unstructured.GetAnnotations makes: keys are computed several times per event.
+func logicalCluster(obj any, m metav1.Object, fallback string) string {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return identity.LogicalCluster(m, fallback)
+	}
+	if c, ok, _ := unstructured.NestedFieldNoCopy(u.Object, "metadata", "annotations", identity.LogicalClusterAnnotation); ok {
+		if s, isString := c.(string); isString && s != "" {
+			return s
+		}
+	}
+	return fallback
 }
