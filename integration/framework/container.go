@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -145,24 +146,25 @@ func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + 
 
 // ApplyManifests creates every object of the multi-document YAML in c (kcp's
 // `workload sync` output, for example), in order, and returns them as created.
-func ApplyManifests(t testing.TB, c *Cluster, yamlDocs []byte) []*unstructured.Unstructured {
-	t.Helper()
-	ctx := context.Background()
+func ApplyManifests(ctx context.Context, c *Cluster, yamlDocs []byte) ([]*unstructured.Unstructured, error) {
 	disc, err := discovery.NewDiscoveryClientForConfig(c.Config)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	dyn := c.Dynamic(t)
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		return nil, err
+	}
 	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(yamlDocs), 4096)
 	var out []*unstructured.Unstructured
 	for {
 		obj := &unstructured.Unstructured{}
 		if err := dec.Decode(&obj.Object); err != nil {
 			if errors.Is(err, io.EOF) {
-				return out
+				return out, nil
 			}
-			t.Fatalf("decode manifests: %v", err)
+			return out, fmt.Errorf("decode manifests: %w", err)
 		}
 		if len(obj.Object) == 0 {
 			continue
@@ -170,7 +172,7 @@ func ApplyManifests(t testing.TB, c *Cluster, yamlDocs []byte) []*unstructured.U
 		gvk := obj.GroupVersionKind()
 		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
-			t.Fatalf("map %s: %v", gvk, err)
+			return out, fmt.Errorf("map %s: %w", gvk, err)
 		}
 		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
 		if m.Scope.Name() == meta.RESTScopeNameNamespace {
@@ -178,7 +180,7 @@ func ApplyManifests(t testing.TB, c *Cluster, yamlDocs []byte) []*unstructured.U
 		}
 		created, err := ri.Create(ctx, obj, metav1.CreateOptions{})
 		if err != nil {
-			t.Fatalf("create %s %s/%s: %v", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
+			return out, fmt.Errorf("create %s %s/%s: %w", gvk.Kind, obj.GetNamespace(), obj.GetName(), err)
 		}
 		out = append(out, created)
 	}

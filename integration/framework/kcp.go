@@ -72,7 +72,7 @@ func StartKCP(ctx context.Context, dir string, bins KCPBinaries) (_ *KCP, err er
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("kcp: %w", err)
 	}
-	ports, err := freePorts(1)
+	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
 	}
@@ -84,6 +84,9 @@ func StartKCP(ctx context.Context, dir string, bins KCPBinaries) (_ *KCP, err er
 		"--secure-port="+strconv.Itoa(ports[0]),
 		"--bind-address=127.0.0.1", "--external-hostname=127.0.0.1",
 		"--shard-base-url="+k.Host, "--shard-external-url="+k.Host,
+		// kcp's embedded etcd would take 2379/2380, which another bed may hold.
+		"--embedded-etcd-client-port="+strconv.Itoa(ports[1]),
+		"--embedded-etcd-peer-port="+strconv.Itoa(ports[2]),
 	)
 	if err != nil {
 		return nil, err

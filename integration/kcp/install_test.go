@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -44,7 +43,8 @@ func installWithKcpsPlugin(t *testing.T, env *framework.KCPEnvironment, name str
 	}
 	out, err := env.KCP.Plugin(ctx, loc.Path, args...)
 	require.NoError(t, err)
-	objs := framework.ApplyManifests(t, env.Physical, out)
+	objs, err := framework.ApplyManifests(ctx, env.Physical, out)
+	require.NoError(t, err)
 
 	st := syncTarget{location: loc, name: name}
 	for _, o := range objs {
@@ -62,31 +62,19 @@ func installWithKcpsPlugin(t *testing.T, env *framework.KCPEnvironment, name str
 	return st
 }
 
-// userWorkspace creates a workspace whose namespaces are placed on the
-// location's SyncTargets: a Placement, as kcp's `kubectl kcp bind compute` creates
-// (without its APIBinding to the compute export: that needs every resource of the
-// export Accepted, i.e. our API imports).
+// userWorkspace creates a workspace bound to the location's compute with kcp's
+// plugin (`kubectl kcp bind compute`: an APIBinding to kcp's compute export and a
+// Placement), which schedules once the SyncTarget supports every resource of the
+// export, i.e. once our API imports made them Accepted.
 func userWorkspace(t *testing.T, env *framework.KCPEnvironment, name string, st syncTarget) framework.Workspace {
 	t.Helper()
 	ctx := context.Background()
 	ws, err := env.KCP.CreateWorkspace(ctx, "root", name)
 	require.NoError(t, err)
-	placement := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "scheduling.kcp.io/v1alpha1", "kind": "Placement",
-		"metadata": map[string]any{"name": "placement-" + name},
-		"spec": map[string]any{
-			"locationSelectors": []any{map[string]any{}},
-			"locationResource":  map[string]any{"group": "workload.kcp.io", "resource": "synctargets", "version": "v1alpha1"},
-			"namespaceSelector": map[string]any{},
-			"locationWorkspace": st.location.Path,
-		},
-	}}
-	_, err = dynamic.NewForConfigOrDie(ws.Config).Resource(placementsResource).Create(ctx, placement, metav1.CreateOptions{})
+	_, err = env.KCP.Plugin(ctx, ws.Path, "bind", "compute", st.location.Path)
 	require.NoError(t, err)
 	return ws
 }
-
-var placementsResource = schema.GroupVersionResource{Group: "scheduling.kcp.io", Version: "v1alpha1", Resource: "placements"}
 
 func downstreamNamespace(t *testing.T, kube kubernetes.Interface, st syncTarget, cluster, namespace string) string {
 	t.Helper()

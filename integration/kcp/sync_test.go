@@ -84,6 +84,13 @@ func TestKCPTwoWorkspacesWithTheSameNamesSyncWithoutCollision(t *testing.T) {
 	nsA := downstreamNamespace(t, physical, st, teamA.Cluster, "shop")
 	nsB := downstreamNamespace(t, physical, st, teamB.Cluster, "shop")
 	require.NotEqual(t, nsA, nsB, "one downstream namespace per (workspace, namespace)")
+	tenant := func(name string) string {
+		ns, err := physical.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		require.NoError(t, err)
+		return ns.Labels["kcp.io/tenant-id"]
+	}
+	assert.NotEmpty(t, tenant(nsA), "downstream namespaces carry kcp's tenant id")
+	assert.NotEqual(t, tenant(nsA), tenant(nsB), "two workspaces are two tenants")
 	waitConfigMapValue(t, physical, nsA, "settings", "from-a", p)
 	waitConfigMapValue(t, physical, nsB, "settings", "from-b", p)
 

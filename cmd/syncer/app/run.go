@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,6 +49,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/tunnel/heartbeat"
 	tunnelmetrics "github.com/tmc-syncer/syncer/modules/tunnel/metrics"
 	"github.com/tmc-syncer/syncer/modules/upstream"
+	"github.com/tmc-syncer/syncer/modules/upstream/apiimport"
 	"github.com/tmc-syncer/syncer/modules/upstream/events"
 )
 
@@ -218,7 +220,13 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 	}
 	// The downstream controllers run on the engine's informers and follow its
 	// resource set; they must be registered before the engine runs.
-	ds, err := downstream.Register(eng, downstream.Clients{Upstream: up.Dynamic, Downstream: down.Dynamic, UpstreamEvents: upKube},
+	dsClients := downstream.Clients{Upstream: up.Dynamic, Downstream: down.Dynamic}
+	if !upCfgs.KCP {
+		// kcp's syncer virtual workspace serves no Events (and the syncer may write
+		// nothing else in the user's workspace): sync errors stay in the annotation.
+		dsClients.UpstreamEvents = upKube
+	}
+	ds, err := downstream.Register(eng, dsClients,
 		downstream.Options{
 			ConflictPolicy:      conflict.Policy(opts.ConflictPolicy),
 			NamespaceCleanDelay: opts.DownstreamNamespaceCleanDelay,
@@ -248,6 +256,13 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })
+	if upCfgs.KCP {
+		imp, err := newAPIImporter(gctx, opts, eng.Target(), stClient, downCfg, downKube)
+		if err != nil {
+			return err
+		}
+		g.Go(func() error { return imp.Run(gctx) })
+	}
 	g.Go(func() error { p.watchProgress(gctx, 5*time.Second); return nil })
 	g.Go(func() error {
 		// The first heartbeat waits (up to firstHeartbeatWait) for the caches, so it
@@ -262,31 +277,97 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		case <-gctx.Done():
 			return nil
 		}
-		gvrs := eng.Resources().Accepted().GVRs()
-		log.Info("resources resolved", "resources", fmt.Sprint(gvrs))
-		us, err := upstream.New(upstream.Config{
-			Target:      eng.Target(),
-			FromCluster: opts.FromCluster,
-			Resources:   gvrs,
-			Upstream:    upstream.Clients{Dynamic: up.Dynamic, Kube: upKube},
-			Downstream:  upstream.Clients{Dynamic: down.Dynamic, Kube: downKube, Metadata: down.Metadata},
-			Informers:   eng.Informers(),
-			Registry:    reg,
-			Options: upstream.Options{
-				StatusWorkers: opts.Workers,
-				Events:        events.Options{Limits: events.Limits{QPS: opts.EventRateLimit}},
-				// kcp's syncer virtual workspace serves no Events, and the syncer's
-				// ServiceAccount may write nothing else in the user's workspace.
-				DisableEvents: upCfgs.KCP,
-			},
-		})
-		if err != nil {
-			return err
+		// The upstream syncers follow the resource set: under kcp it grows as kcp
+		// accepts our API imports; on a plain hub as CRDs appear. A changed set
+		// restarts them on the new one (the informers are the engine's and stay).
+		for {
+			gvrs := eng.Resources().Accepted().GVRs()
+			log.Info("resources resolved", "resources", fmt.Sprint(gvrs))
+			us, err := upstream.New(upstream.Config{
+				Target:      eng.Target(),
+				FromCluster: opts.FromCluster,
+				Resources:   gvrs,
+				Upstream:    upstream.Clients{Dynamic: up.Dynamic, Kube: upKube},
+				Downstream:  upstream.Clients{Dynamic: down.Dynamic, Kube: downKube, Metadata: down.Metadata},
+				Informers:   eng.Informers(),
+				Registry:    reg,
+				Options: upstream.Options{
+					StatusWorkers: opts.Workers,
+					Events:        events.Options{Limits: events.Limits{QPS: opts.EventRateLimit}},
+					// kcp's syncer virtual workspace serves no Events, and the syncer's
+					// ServiceAccount may write nothing else in the user's workspace.
+					DisableEvents: upCfgs.KCP,
+				},
+			})
+			if err != nil {
+				return err
+			}
+			p.setUpstream(us)
+			runCtx, stop := context.WithCancel(gctx)
+			done := make(chan error, 1)
+			go func() { done <- us.Run(runCtx) }()
+			changed := waitForChange(runCtx, resourceSetPoll, gvrs, func() []schema.GroupVersionResource { return eng.Resources().Accepted().GVRs() })
+			stop()
+			if err := <-done; err != nil {
+				return err
+			}
+			if !changed {
+				return nil
+			}
 		}
-		p.setUpstream(us)
-		return us.Run(gctx)
 	})
 	return g.Wait()
+}
+
+// resourceSetPoll is how often the upstream syncers look for a changed resource set.
+const resourceSetPoll = 2 * time.Second
+
+// waitForChange polls current until it differs from was (true) or ctx ends (false).
+func waitForChange(ctx context.Context, every time.Duration, was []schema.GroupVersionResource, current func() []schema.GroupVersionResource) bool {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			if !slices.Equal(was, current()) {
+				return true
+			}
+		}
+	}
+}
+
+// newAPIImporter publishes the physical cluster's schemas of --resources as kcp
+// APIResourceImports in the SyncTarget's workspace, from which kcp's controllers
+// compute status.syncedResources; it also sets SyncerAuthorized (with kcp's "*"
+// access check: kcp's plugin grants "*") and APIImporterReady.
+func newAPIImporter(ctx context.Context, opts *options.Options, target identity.Target, stClient dynamic.Interface, downCfg *rest.Config, downKube kubernetes.Interface) (*apiimport.Importer, error) {
+	grs, err := resources.Parse(opts.Resources)
+	if err != nil {
+		return nil, withCode(ExitUsage, err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(downCfg)
+	if err != nil {
+		return nil, err
+	}
+	downDyn, err := dynamic.NewForConfig(downCfg)
+	if err != nil {
+		return nil, err
+	}
+	return apiimport.New(apiimport.Options{
+		Target:    target,
+		Resources: grs,
+		Upstream:  stClient,
+		Downstream: apiimport.Downstream{
+			Discovery: disc,
+			OpenAPI:   disc.OpenAPIV3WithContext(ctx),
+			Dynamic:   downDyn,
+			Kube:      downKube,
+		},
+		PollInterval: opts.APIImportPollInterval,
+		Verbs:        []string{"*"},
+	})
 }
 
 // runLeaderElected runs sync only while this replica holds the Lease in the

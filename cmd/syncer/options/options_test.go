@@ -159,7 +159,7 @@ func TestKcpGeneratedDeploymentArgsParse(t *testing.T) {
 	assert.Equal(t, "ghcr.io/kcp-dev/kcp/syncer:v0.11.0", o.DNSImage)
 	assert.Equal(t, 4, o.Verbosity)
 	assert.Equal(t, "2x7q1m0bd0fa2fz6", o.FromCluster)
-	assert.Equal(t, float32(20), o.QPS)
+	assert.InDelta(t, 20, o.QPS, 0)
 	assert.Equal(t, 30, o.Burst)
 }
 

@@ -3,7 +3,7 @@
 // dials out through the tunnel; creates a SyncTarget and a sample app upstream; and
 // shows the app arriving downstream, its status and Events arriving upstream. It
 // runs until Ctrl-C, or exits after the tour when DEMO_EXIT=1, and stops every
-// process it started.
+// process it started. DEMO_UPSTREAM=kcp tours a real kcp instead (kcp.go).
 package main
 
 import (
@@ -43,7 +43,16 @@ func main() {
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *syncerBin, os.Getenv("DEMO_EXIT") == "1"); err != nil {
+	tour := run
+	switch os.Getenv("DEMO_UPSTREAM") {
+	case "", "plain":
+	case "kcp":
+		tour = runKCP
+	default:
+		fmt.Fprintln(os.Stderr, "demo: DEMO_UPSTREAM is plain (the default) or kcp")
+		os.Exit(2)
+	}
+	if err := tour(ctx, *syncerBin, os.Getenv("DEMO_EXIT") == "1"); err != nil {
 		fmt.Fprintf(os.Stderr, "demo: %v\n", err)
 		os.Exit(1)
 	}

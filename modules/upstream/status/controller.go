@@ -151,21 +151,37 @@ func (c *Controller) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithValues("controller", ControllerName)
 	ctx = klog.NewContext(ctx, logger)
 	var synced []cache.InformerSynced
+	// The informers may be shared (the engine's) and outlive this controller: its
+	// handlers go when it stops, so a controller started again for a new resource
+	// set does not leave the old one's behind.
+	type registration struct {
+		inf cache.SharedIndexInformer
+		reg cache.ResourceEventHandlerRegistration
+	}
+	var regs []registration
+	defer func() {
+		for _, r := range regs {
+			_ = r.inf.RemoveEventHandler(r.reg)
+		}
+	}()
 	for _, gvr := range c.cfg.Resources {
 		down, err := c.cfg.Informers.Start(ctx, informers.ID{Side: informers.Downstream, GVR: gvr})
 		if err != nil {
 			return fmt.Errorf("status controller: %w", err)
 		}
-		if _, err := down.AddEventHandler(c.downstreamHandler(gvr)); err != nil {
+		reg, err := down.AddEventHandler(c.downstreamHandler(gvr))
+		if err != nil {
 			return fmt.Errorf("status controller: watch downstream %s: %w", gvr, err)
 		}
+		regs = append(regs, registration{down, reg})
 		up, err := c.cfg.Informers.Start(ctx, informers.ID{Side: informers.Upstream, GVR: gvr})
 		if err != nil {
 			return fmt.Errorf("status controller: %w", err)
 		}
-		if _, err := up.AddEventHandler(c.upstreamHandler(gvr)); err != nil {
+		if reg, err = up.AddEventHandler(c.upstreamHandler(gvr)); err != nil {
 			return fmt.Errorf("status controller: watch upstream %s: %w", gvr, err)
 		}
+		regs = append(regs, registration{up, reg})
 		synced = append(synced, down.HasSynced, up.HasSynced)
 	}
 	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
