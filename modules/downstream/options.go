@@ -51,4 +51,3 @@ type Options struct {
 	// Pipeline adds transformation options (stages) to the default pipeline.
 	Pipeline []transformation.Option
 }
-

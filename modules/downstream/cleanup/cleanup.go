@@ -17,6 +17,7 @@ import (
 
 	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/transformation/ownership"
 )
 
@@ -41,8 +42,9 @@ type Resource struct {
 	GVR schema.GroupVersionResource
 	// Downstream caches our labelled downstream objects.
 	Downstream Lister
-	// Upstream caches upstream objects assigned to the target, keyed "namespace/name";
-	// an object found there with the same UID needs no request. May be nil.
+	// Upstream caches upstream objects assigned to the target, keyed
+	// informers.StoreKey(cluster, namespace, name); an object found there with the same
+	// UID needs no request. May be nil.
 	Upstream Store
 }
 
@@ -95,7 +97,7 @@ func cached(s Store, owner ownership.Owner) bool {
 	if s == nil {
 		return false
 	}
-	item, ok, err := s.GetByKey(join(owner.Namespace, owner.Name))
+	item, ok, err := s.GetByKey(informers.StoreKey(owner.Cluster, owner.Namespace, owner.Name))
 	if err != nil || !ok {
 		return false
 	}

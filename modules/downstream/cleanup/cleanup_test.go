@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/transformation/ownership"
 )
 
@@ -54,6 +55,8 @@ func TestOrphansDeletesOnlyObjectsWhoseUpstreamIsGone(t *testing.T) {
 	cachedAlive := ownership.Owner{Cluster: "root", Namespace: "team", Name: "cached", UID: "u-cached"}
 	gone := ownership.Owner{Cluster: "root", Namespace: "team", Name: "gone", UID: "u-gone"}
 	recreated := ownership.Owner{Cluster: "root", Namespace: "team", Name: "recreated", UID: "u-old"}
+	// Same namespace, name and UID as the cached object, in another logical cluster.
+	otherCluster := ownership.Owner{Cluster: "root:other", Namespace: "team", Name: "cached", UID: "u-cached"}
 
 	down := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
 	for _, o := range []*unstructured.Unstructured{
@@ -63,10 +66,11 @@ func TestOrphansDeletesOnlyObjectsWhoseUpstreamIsGone(t *testing.T) {
 		cm("kcp-x", "recreated", "d4", ours, &recreated),
 		cm("kcp-x", "not-ours", "d5", map[string]string{identity.DownstreamClusterLabel: "other"}, &gone),
 		cm("kcp-x", "no-owner", "d6", ours, nil),
+		cm("kcp-y", "cached", "d7", ours, &otherCluster),
 	} {
 		require.NoError(t, down.Add(o))
 	}
-	upCache := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	upCache := cache.NewIndexer(informers.StoreKeyFunc("root"), cache.Indexers{})
 	require.NoError(t, upCache.Add(cm("team", "cached", "u-cached", nil, nil)))
 	up := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{cmGVR: "ConfigMapList"},
 		cm("team", "alive", "u-alive", nil, nil), cm("team", "recreated", "u-new", nil, nil))
@@ -74,12 +78,16 @@ func TestOrphansDeletesOnlyObjectsWhoseUpstreamIsGone(t *testing.T) {
 	r := &recorder{}
 	n, err := Orphans(context.Background(), target, []Resource{{GVR: cmGVR, Downstream: down, Upstream: upCache}}, up, r, r)
 	require.NoError(t, err)
-	assert.Equal(t, 2, n)
-	assert.ElementsMatch(t, []string{"kcp-x/gone@d3", "kcp-x/recreated@d4"}, r.deleted)
-	assert.Equal(t, 2, r.orphans)
+	assert.Equal(t, 3, n)
+	assert.ElementsMatch(t, []string{"kcp-x/gone@d3", "kcp-x/recreated@d4", "kcp-y/cached@d7"}, r.deleted)
+	assert.Equal(t, 3, r.orphans)
+	gets := 0
 	for _, a := range up.Actions() {
-		assert.NotEqual(t, "cached", a.(clienttesting.GetAction).GetName(), "a cached upstream object needs no request")
+		if a.(clienttesting.GetAction).GetName() == "cached" {
+			gets++
+		}
 	}
+	assert.Equal(t, 1, gets, "only the owner in the other cluster is looked up: the cached one needs no request")
 
 	r = &recorder{err: errors.New("denied")}
 	_, err = Orphans(context.Background(), target, []Resource{{GVR: cmGVR, Downstream: down}}, up, r, nil)

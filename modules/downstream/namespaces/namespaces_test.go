@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 )
@@ -120,7 +121,7 @@ func newNSFixture(t *testing.T, ns *unstructured.Unstructured) *nsFixture {
 	t.Helper()
 	f := &nsFixture{
 		nsStore: cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
-		up:      cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}),
+		up:      cache.NewIndexer(informers.StoreKeyFunc("root"), cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}),
 		down:    cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}),
 		now:     time.Unix(1000, 0),
 		name:    ns.GetName(),
@@ -273,4 +274,24 @@ func TestLookupAndMetadataOnlyNamespaces(t *testing.T) {
 	_, err := NewEnsurer(client, store, target.Key).Ensure(context.Background(), locator("team"))
 	require.NoError(t, err)
 	assert.Empty(t, client.Actions())
+}
+
+func TestTheSameUpstreamNamespaceInAnotherClusterDoesNotKeepANamespace(t *testing.T) {
+	f := newNSFixture(t, ourNamespace(t, "team")) // the downstream namespace of root|team
+	elsewhere := cm("team", map[string]string{target.StateLabel(): "Sync"})
+	elsewhere.SetAnnotations(map[string]string{identity.LogicalClusterAnnotation: "root:other"})
+	require.NoError(t, f.up.Add(elsewhere))
+	require.NoError(t, f.upAPI.Tracker().Add(elsewhere))
+	f.ctl.unusedSince[f.name] = f.now.Add(-time.Hour)
+	require.NoError(t, f.ctl.Reconcile(context.Background(), Key(f.name)))
+	assert.False(t, f.exists(t), "root:other|team is another workspace's namespace")
+
+	f = newNSFixture(t, ourNamespace(t, "team"))
+	require.NoError(t, f.up.Add(elsewhere))
+	require.NoError(t, f.up.Add(cm("team", map[string]string{target.StateLabel(): "Sync"}))) // root|team
+	require.Len(t, f.up.ListKeys(), 2, "both clusters' team/c are cached")
+	f.ctl.unusedSince[f.name] = f.now.Add(-time.Hour)
+	var ra *queue.RequeueAfterError
+	require.ErrorAs(t, f.ctl.Reconcile(context.Background(), Key(f.name)), &ra)
+	assert.True(t, f.exists(t))
 }

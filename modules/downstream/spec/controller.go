@@ -93,7 +93,7 @@ type Resource struct {
 	// GVR is the resource, the same upstream and downstream.
 	GVR schema.GroupVersionResource
 	// Upstream caches upstream objects carrying the target's state label, keyed
-	// "namespace/name".
+	// informers.StoreKey(cluster, namespace, name): one entry per logical cluster.
 	Upstream Store
 	// Downstream caches downstream objects carrying the target's cluster label, keyed
 	// "namespace/name", with ByUpstreamIndex.

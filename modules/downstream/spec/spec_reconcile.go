@@ -16,6 +16,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/downstream/applier"
 	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 	"github.com/tmc-syncer/syncer/modules/transformation"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
@@ -51,11 +52,11 @@ func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
 	return c.remove(ctx, r, key, up)
 }
 
-// upstream returns the upstream object of key, from the cache, else from the API server
-// (an object whose state label was removed leaves the cache but may still hold our
-// finalizer). Nil means it does not exist.
+// upstream returns the upstream object of key, from the cache (keyed by logical cluster,
+// namespace and name), else from the API server (an object whose state label was removed
+// leaves the cache but may still hold our finalizer). Nil means it does not exist.
 func (c *Controller) upstream(ctx context.Context, r Resource, key queue.Key) (*unstructured.Unstructured, error) {
-	if item, ok, err := r.Upstream.GetByKey(cacheKey(key.Namespace, key.Name)); err == nil && ok {
+	if item, ok, err := r.Upstream.GetByKey(informers.StoreKey(key.Cluster, key.Namespace, key.Name)); err == nil && ok {
 		if u, isU := item.(*unstructured.Unstructured); isU && c.cfg.Transform.UpstreamCluster(u) == key.Cluster {
 			return u, nil
 		}

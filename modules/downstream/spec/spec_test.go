@@ -26,6 +26,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/downstream/applier"
 	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 	"github.com/tmc-syncer/syncer/modules/transformation"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
@@ -118,7 +119,7 @@ func newFixture(t *testing.T, upObjs ...*unstructured.Unstructured) *fixture {
 		t: t, target: target,
 		tctx: transformation.Context{SyncTargetKey: target.Key, SyncTargetName: target.Name, SyncTargetUID: string(target.UID),
 			SyncTargetCluster: "root", LogicalCluster: "root"},
-		upStore:  cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{}),
+		upStore:  cache.NewIndexer(informers.StoreKeyFunc("root"), cache.Indexers{}),
 		down:     cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{ByUpstreamIndex: UpstreamIndexFunc}),
 		writer:   &fakeWriter{},
 		ns:       &fakeEnsurer{},
@@ -629,4 +630,69 @@ func requireDoneOrRecheck(t *testing.T, err error) {
 		return
 	}
 	require.NoError(t, err)
+}
+
+func TestSameNamespaceAndNameInTwoClustersAreTwoKeys(t *testing.T) {
+	f := newFixture(t)
+	inCluster := func(c string) *unstructured.Unstructured {
+		u := f.cm("cm", withFinalizer(f), withAnnotation(identity.LogicalClusterAnnotation, c))
+		u.SetUID(types.UID("up-" + c))
+		return u
+	}
+	a, b := inCluster("root:a"), inCluster("root:b")
+	f = newFixture(t, a) // the fake API server keys by namespace/name: it holds only a
+	require.NoError(t, f.upStore.Add(b))
+	require.Len(t, f.upStore.ListKeys(), 2, "the upstream cache holds both")
+
+	keyA, keyB := f.ctl.UpstreamKeys(cmGVR)(a), f.ctl.UpstreamKeys(cmGVR)(b)
+	require.Len(t, keyA, 1)
+	require.Len(t, keyB, 1)
+	require.NotEqual(t, keyA[0], keyB[0])
+
+	downNS := map[string]string{}
+	for _, c := range []string{"root:a", "root:b"} {
+		ns, err := namespace.DownstreamName(f.tctx.Locator(inCluster(c)))
+		require.NoError(t, err)
+		downNS[c] = ns
+	}
+	require.NotEqual(t, downNS["root:a"], downNS["root:b"], "each workspace has its own downstream namespace")
+
+	tests := []struct {
+		key     queue.Key
+		cluster string
+		up      *unstructured.Unstructured
+	}{
+		{key: keyA[0], cluster: "root:a", up: a},
+		{key: keyB[0], cluster: "root:b", up: b},
+	}
+	for i, tc := range tests {
+		t.Run(tc.cluster, func(t *testing.T) {
+			require.Equal(t, tc.cluster, tc.key.Cluster)
+			require.NoError(t, f.ctl.Reconcile(context.Background(), tc.key))
+			require.Len(t, f.writer.applies, i+1)
+			desired := f.writer.applies[i].Desired
+			assert.Equal(t, downNS[tc.cluster], desired.GetNamespace())
+			owner, ok := ownership.FromAnnotations(desired.GetAnnotations())
+			require.True(t, ok)
+			assert.Equal(t, ownership.Owner{Cluster: tc.cluster, Namespace: "team", Name: "cm", UID: "up-" + tc.cluster}, owner)
+			synced := f.downstreamOf(tc.up)
+			synced.SetUID(types.UID("down-" + tc.cluster))
+			require.NoError(t, f.down.Add(synced))
+		})
+	}
+
+	// Cluster b deletes its ConfigMap: only b's downstream copy goes.
+	require.NoError(t, f.upStore.Delete(b))
+	var pending *queue.RequeueAfterError
+	require.ErrorAs(t, f.ctl.Reconcile(context.Background(), keyB[0]), &pending, "looked at again until the copy is gone")
+	assert.Equal(t, []string{downNS["root:b"] + "/cm@down-root:b"}, f.writer.deletes)
+	_, ok, err := f.upStore.GetByKey(informers.StoreKey("root:a", "team", "cm"))
+	require.NoError(t, err)
+	assert.True(t, ok, "a's upstream object is still cached")
+
+	// A key of a cluster holding no such object finds nothing, though the API server's
+	// object of the same namespace/name (cluster a's) answers the fallback read.
+	require.NoError(t, f.ctl.Reconcile(context.Background(), queue.Key{Direction: queue.Down, GVR: cmGVR, Cluster: "root:c", Namespace: "team", Name: "cm"}))
+	assert.Len(t, f.writer.applies, 2)
+	assert.Len(t, f.writer.deletes, 1)
 }

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,10 +15,13 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
 	discoveryfake "k8s.io/client-go/discovery/fake"
+	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	metadatafake "k8s.io/client-go/metadata/fake"
 	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
 
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
@@ -311,6 +315,41 @@ func TestMetadataOnlySideRunsMetadataInformers(t *testing.T) {
 		}
 		return false
 	}, 5*time.Second, 5*time.Millisecond, "events of metadata-only informers reach the controller")
+}
+
+// watchOptions records whether a watch asked for WatchList (sendInitialEvents).
+type watchOptions struct {
+	dynamic.Interface
+	watchList atomic.Bool
+}
+
+func (w *watchOptions) Resource(gvr schema.GroupVersionResource) dynamic.NamespaceableResourceInterface {
+	return watchOptionsResource{w.Interface.Resource(gvr), w}
+}
+
+type watchOptionsResource struct {
+	dynamic.NamespaceableResourceInterface
+	w *watchOptions
+}
+
+func (r watchOptionsResource) Watch(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	if o.SendInitialEvents != nil {
+		r.w.watchList.Store(true)
+	}
+	return r.NamespaceableResourceInterface.Watch(ctx, o)
+}
+
+func TestSyncTargetInformerNeverUsesWatchList(t *testing.T) {
+	client := &watchOptions{Interface: dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), listKinds(), syncTarget(""))}
+	inf := newSyncTargetInformer(client.Resource(workloadv1alpha1.SyncTargetsResource), stName)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go inf.RunWithContext(ctx)
+	require.True(t, cache.WaitForCacheSync(ctx.Done(), inf.HasSynced), "sync target informer syncs")
+	_, ok, err := inf.GetStore().GetByKey(stName)
+	require.NoError(t, err)
+	assert.True(t, ok, "the SyncTarget is cached under its plain name")
+	assert.False(t, client.watchList.Load(), "kcp v0.11 answers WatchList with 422")
 }
 
 func TestTheSyncTargetKeyComesFromTheSyncTargetsOwnCluster(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 )
 
@@ -26,8 +27,9 @@ func (c resourceSetController) Reconcile(ctx context.Context, _ queue.Key) error
 	return c.e.reconcileResourceSet(ctx)
 }
 
-// newSyncTargetInformer watches the one SyncTarget. It never uses client-go's
-// WatchList (sendInitialEvents), which kcp v0.11 refuses with 422.
+// newSyncTargetInformer watches the one SyncTarget, in its own workspace (keys are plain
+// names). It never uses client-go's WatchList (sendInitialEvents), which kcp v0.11
+// refuses with 422.
 func newSyncTargetInformer(client dynamic.NamespaceableResourceInterface, name string) cache.SharedIndexInformer {
 	selector := fields.OneTermEqualSelector("metadata.name", name).String()
 	lw := &cache.ListWatch{
@@ -40,14 +42,9 @@ func newSyncTargetInformer(client dynamic.NamespaceableResourceInterface, name s
 			return client.Watch(ctx, o)
 		},
 	}
-	return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, noWatchList{}),
+	return cache.NewSharedIndexInformerWithOptions(informers.WithoutWatchList(lw),
 		&unstructured.Unstructured{}, cache.SharedIndexInformerOptions{ObjectDescription: "synctargets"})
 }
-
-// noWatchList tells client-go's reflector to list and watch instead of WatchList.
-type noWatchList struct{}
-
-func (noWatchList) IsWatchListSemanticsUnSupported() bool { return true }
 
 // syncTargetHandler calls enqueue when the SyncTarget appears, goes, or changes
 // in a way that matters to the resource set (not on heartbeats).

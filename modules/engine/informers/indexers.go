@@ -7,19 +7,10 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 )
 
-// Index names registered on the informers.
-const (
-	// ByUpstreamKey indexes upstream objects by UpstreamKey(cluster, namespace, name).
-	ByUpstreamKey = "upstream-key"
-	// ByLocator indexes downstream objects carrying a namespace locator (the
-	// downstream namespaces) by LocatorKey(cluster, namespace) of the upstream namespace.
-	ByLocator = "namespace-locator"
-)
-
-// UpstreamKey is the ByUpstreamKey index value of an upstream object.
-func UpstreamKey(cluster, namespace, name string) string {
-	return cluster + "|" + namespace + "/" + name
-}
+// ByLocator indexes downstream objects carrying a namespace locator (the downstream
+// namespaces) by LocatorKey(cluster, namespace) of the upstream namespace. Upstream caches
+// need no such index: their key is StoreKey(cluster, namespace, name).
+const ByLocator = "namespace-locator"
 
 // LocatorKey is the ByLocator index value of the upstream namespace ns in logical cluster cluster.
 func LocatorKey(cluster, namespace string) string {
@@ -29,17 +20,9 @@ func LocatorKey(cluster, namespace string) string {
 // Both sides index by namespace too: the downstream namespace controller asks whether a
 // namespace still holds objects on every object event, and a scan of the whole cache
 // per event made the initial sync of thousands of objects quadratic (P1 CPU profile).
-func upstreamIndexers(fromCluster string) cache.Indexers {
-	return cache.Indexers{
-		cache.NamespaceIndex: cache.MetaNamespaceIndexFunc,
-		ByUpstreamKey: func(obj any) ([]string, error) {
-			m, err := meta.Accessor(obj)
-			if err != nil {
-				return nil, nil //nolint:nilerr // non-objects are simply not indexed
-			}
-			return []string{UpstreamKey(identity.LogicalCluster(m, fromCluster), m.GetNamespace(), m.GetName())}, nil
-		},
-	}
+// Upstream, a namespace name is shared by every logical cluster: filter by cluster.
+func upstreamIndexers() cache.Indexers {
+	return cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}
 }
 
 func downstreamIndexers() cache.Indexers {

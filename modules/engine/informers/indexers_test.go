@@ -10,7 +10,7 @@ import (
 )
 
 func TestBothSidesIndexByNamespace(t *testing.T) {
-	for name, idx := range map[string]cache.Indexers{"upstream": upstreamIndexers("root"), "downstream": downstreamIndexers()} {
+	for name, idx := range map[string]cache.Indexers{"upstream": upstreamIndexers(), "downstream": downstreamIndexers()} {
 		t.Run(name, func(t *testing.T) {
 			store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, idx)
 			for _, ns := range []string{"a", "a", "b"} {

@@ -13,33 +13,32 @@ import (
 // NamespacesGVR is the resource of namespaces.
 var NamespacesGVR = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
 
-// Get returns the object named by (cluster, namespace, name) from the
-// informer id, using the ByUpstreamKey index upstream. Downstream objects are
-// looked up by namespace/name and cluster is ignored.
+// Get returns the object named by (cluster, namespace, name) from the informer id:
+// upstream by StoreKey (an empty cluster means FromCluster), downstream by
+// namespace/name, cluster ignored.
 func (m *Manager) Get(id ID, cluster, namespace, name string) (metav1.Object, bool, error) {
 	inf, ok := m.Informer(id)
 	if !ok {
 		return nil, false, fmt.Errorf("informer %s is not running", id)
 	}
-	if id.Side == Downstream {
-		key := name
-		if namespace != "" {
-			key = namespace + "/" + name
-		}
-		obj, exists, err := inf.GetStore().GetByKey(key)
-		if err != nil || !exists {
-			return nil, false, err
-		}
-		return accessor(obj)
+	key := name
+	if namespace != "" {
+		key = namespace + "/" + name
 	}
-	objs, err := inf.GetIndexer().ByIndex(ByUpstreamKey, UpstreamKey(cluster, namespace, name))
+	if id.Side == Upstream {
+		if cluster == "" {
+			cluster = m.opts.FromCluster
+		}
+		key = StoreKey(cluster, namespace, name)
+	}
+	obj, exists, err := inf.GetStore().GetByKey(key)
 	if err != nil {
-		return nil, false, fmt.Errorf("look up %s %s in %s: %w", id.GVR, UpstreamKey(cluster, namespace, name), id, err)
+		return nil, false, fmt.Errorf("look up %s %s in %s: %w", id.GVR, key, id, err)
 	}
-	if len(objs) == 0 {
+	if !exists {
 		return nil, false, nil
 	}
-	return accessor(objs[0])
+	return accessor(obj)
 }
 
 func accessor(obj any) (metav1.Object, bool, error) {

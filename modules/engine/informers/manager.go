@@ -8,6 +8,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -144,18 +146,17 @@ func (m *Manager) startLocked(ctx context.Context, id ID, managed bool) (*entry,
 	if e, ok := m.running[id]; ok {
 		return e, nil
 	}
-	gi, err := m.newInformer(id)
+	inf, lister, err := m.newInformer(id)
 	if err != nil {
 		return nil, err
 	}
-	inf := gi.Informer()
 	for _, f := range m.handlers[id.Side] {
 		if err := addHandler(inf, f, id); err != nil {
 			return nil, err
 		}
 	}
 	ictx, cancel := context.WithCancel(ctx)
-	e := &entry{informer: inf, lister: gi.Lister(), cancel: cancel, done: make(chan struct{}), managed: managed}
+	e := &entry{informer: inf, lister: lister, cancel: cancel, done: make(chan struct{}), managed: managed}
 	m.running[id] = e
 	logger := klog.FromContext(ctx).WithValues("informer", id.String())
 	go func() {
@@ -167,31 +168,47 @@ func (m *Manager) startLocked(ctx context.Context, id ID, managed bool) (*entry,
 	return e, nil
 }
 
-func (m *Manager) newInformer(id ID) (informers.GenericInformer, error) {
+// newInformer builds the informer id. Upstream informers are cluster-aware (keyed by
+// StoreKey: one list/watch may span many logical clusters) and never use WatchList;
+// downstream informers are client-go's (the physical cluster has no logical clusters).
+func (m *Manager) newInformer(id ID) (cache.SharedIndexInformer, cache.GenericLister, error) {
 	var (
 		clients  Clients
 		selector string
-		indexers cache.Indexers
 	)
 	switch id.Side {
 	case Upstream:
-		clients, selector, indexers = m.opts.Upstream, m.opts.Target.UpstreamSelector().String(), upstreamIndexers(m.opts.FromCluster)
+		clients, selector = m.opts.Upstream, m.opts.Target.UpstreamSelector().String()
 	case Downstream:
-		clients, selector, indexers = m.opts.Downstream, m.opts.Target.DownstreamSelector().String(), downstreamIndexers()
+		clients, selector = m.opts.Downstream, m.opts.Target.DownstreamSelector().String()
 	default:
-		return nil, fmt.Errorf("informer %s: unknown side %q", id, id.Side)
+		return nil, nil, fmt.Errorf("informer %s: unknown side %q", id, id.Side)
+	}
+	if id.MetadataOnly && clients.Metadata == nil {
+		return nil, nil, fmt.Errorf("informer %s: no metadata client configured", id)
+	}
+	if !id.MetadataOnly && clients.Dynamic == nil {
+		return nil, nil, fmt.Errorf("informer %s: no dynamic client configured", id)
+	}
+	if id.Side == Upstream {
+		lw, example := DynamicListWatch(clients.Dynamic, id.GVR, selector), runtime.Object(&unstructured.Unstructured{})
+		if id.MetadataOnly {
+			lw, example = MetadataListWatch(clients.Metadata, id.GVR, selector), &metav1.PartialObjectMetadata{}
+		}
+		inf := NewClusterInformer(WithoutWatchList(lw), example, ClusterInformerOptions{
+			FromCluster: m.opts.FromCluster, ResyncPeriod: m.opts.ResyncPeriod,
+			Indexers: upstreamIndexers(), Description: id.GVR.String(),
+		})
+		return inf, clusterLister{indexer: inf.GetIndexer(), gr: id.GVR.GroupResource(), cluster: m.opts.FromCluster}, nil
 	}
 	tweak := func(o *metav1.ListOptions) { o.LabelSelector = selector }
+	var gi informers.GenericInformer
 	if id.MetadataOnly {
-		if clients.Metadata == nil {
-			return nil, fmt.Errorf("informer %s: no metadata client configured", id)
-		}
-		return metadatainformer.NewFilteredMetadataInformer(clients.Metadata, id.GVR, metav1.NamespaceAll, m.opts.ResyncPeriod, indexers, tweak), nil
+		gi = metadatainformer.NewFilteredMetadataInformer(clients.Metadata, id.GVR, metav1.NamespaceAll, m.opts.ResyncPeriod, downstreamIndexers(), tweak)
+	} else {
+		gi = dynamicinformer.NewFilteredDynamicInformer(clients.Dynamic, id.GVR, metav1.NamespaceAll, m.opts.ResyncPeriod, downstreamIndexers(), tweak)
 	}
-	if clients.Dynamic == nil {
-		return nil, fmt.Errorf("informer %s: no dynamic client configured", id)
-	}
-	return dynamicinformer.NewFilteredDynamicInformer(clients.Dynamic, id.GVR, metav1.NamespaceAll, m.opts.ResyncPeriod, indexers, tweak), nil
+	return gi.Informer(), gi.Lister(), nil
 }
 
 // Stop stops the informer id and waits until it has stopped. Stopping an
@@ -265,7 +282,8 @@ func (m *Manager) Informer(id ID) (cache.SharedIndexInformer, bool) {
 	return e.informer, true
 }
 
-// Lister returns a lister over the running informer id.
+// Lister returns a lister over the running informer id. Upstream, List spans every
+// logical cluster and Get reads FromCluster; use Get for any other cluster.
 func (m *Manager) Lister(id ID) (cache.GenericLister, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()

@@ -11,12 +11,19 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/metadata"
 	metadatafake "k8s.io/client-go/metadata/fake"
+	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 )
 
@@ -238,4 +245,190 @@ func TestDownstreamNamespaceLocatorIndex(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, "kcp-abc", obj.GetName())
 	assert.Equal(t, "downstream /v1, Resource=namespaces (metadata)", id.String())
+}
+
+// noWatchListDynamic fails the test when an informer asks for WatchList.
+type noWatchListDynamic struct {
+	dynamic.Interface
+	t *testing.T
+}
+
+func (d noWatchListDynamic) Resource(gvr schema.GroupVersionResource) dynamic.NamespaceableResourceInterface {
+	return noWatchListResource{d.Interface.Resource(gvr), d.t}
+}
+
+type noWatchListResource struct {
+	dynamic.NamespaceableResourceInterface
+	t *testing.T
+}
+
+func (r noWatchListResource) Watch(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	if o.SendInitialEvents != nil {
+		r.t.Errorf("upstream watch with sendInitialEvents=%v: kcp v0.11 answers WatchList with 422", *o.SendInitialEvents)
+	}
+	return r.NamespaceableResourceInterface.Watch(ctx, o)
+}
+
+type noWatchListMetadata struct {
+	metadata.Interface
+	t *testing.T
+}
+
+func (m noWatchListMetadata) Resource(gvr schema.GroupVersionResource) metadata.Getter {
+	return noWatchListGetter{m.Interface.Resource(gvr), m.t}
+}
+
+type noWatchListGetter struct {
+	metadata.Getter
+	t *testing.T
+}
+
+func (g noWatchListGetter) Watch(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	if o.SendInitialEvents != nil {
+		g.t.Errorf("upstream watch with sendInitialEvents=%v: kcp v0.11 answers WatchList with 422", *o.SendInitialEvents)
+	}
+	return g.Getter.Watch(ctx, o)
+}
+
+// listing makes a fake answer every list of resource with objs: the fakes' trackers key
+// by namespace/name and cannot hold one object per logical cluster.
+func listing(f *clienttesting.Fake, resource string, list runtime.Object) {
+	f.PrependReactor("list", resource, func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, list.DeepCopyObject(), nil
+	})
+}
+
+func TestUpstreamCachesKeepOneObjectPerLogicalCluster(t *testing.T) {
+	sync := map[string]string{target.StateLabel(): "Sync"}
+	inCluster := func(c string) map[string]string {
+		if c == "" {
+			return nil
+		}
+		return map[string]string{identity.LogicalClusterAnnotation: c}
+	}
+	cms := &unstructured.UnstructuredList{}
+	cms.SetAPIVersion("v1")
+	cms.SetKind("ConfigMapList")
+	for _, c := range []string{"root:a", "root:b", ""} {
+		u := object("ConfigMap", "ns", "cm", sync, inCluster(c))
+		u.SetUID(types.UID("uid-" + c))
+		cms.Items = append(cms.Items, *u)
+	}
+	dyn := newFakeDynamic()
+	listing(&dyn.Fake, "configmaps", cms)
+
+	scheme := runtime.NewScheme()
+	require.NoError(t, corev1.AddToScheme(scheme))
+	md := metadatafake.NewSimpleMetadataClient(scheme)
+	nss := &metav1.List{} // what the metadata fake expects from a reactor
+	for _, c := range []string{"root:a", "root:b"} {
+		nss.Items = append(nss.Items, runtime.RawExtension{Object: &metav1.PartialObjectMetadata{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+			ObjectMeta: metav1.ObjectMeta{Name: "default", Labels: sync, Annotations: inCluster(c)},
+		}})
+	}
+	listing(&md.Fake, "namespaces", nss)
+
+	m := NewManager(Options{Target: target, FromCluster: "root:plain", Upstream: Clients{
+		Dynamic: noWatchListDynamic{dyn, t}, Metadata: noWatchListMetadata{md, t},
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmID, nsID := ID{Side: Upstream, GVR: configmaps}, ID{Side: Upstream, GVR: NamespacesGVR, MetadataOnly: true}
+	_, _, err := m.Sync(ctx, []ID{cmID, nsID})
+	require.NoError(t, err)
+	require.True(t, m.WaitForSync(ctx, cmID, nsID))
+
+	tests := []struct {
+		id                     ID
+		cluster, ns, name, uid string
+		found                  bool
+	}{
+		{id: cmID, cluster: "root:a", ns: "ns", name: "cm", uid: "uid-root:a", found: true},
+		{id: cmID, cluster: "root:b", ns: "ns", name: "cm", uid: "uid-root:b", found: true},
+		{id: cmID, cluster: "root:plain", ns: "ns", name: "cm", uid: "uid-", found: true},
+		{id: cmID, cluster: "", ns: "ns", name: "cm", uid: "uid-", found: true}, // empty cluster: FromCluster
+		{id: cmID, cluster: "root:c", ns: "ns", name: "cm"},
+		{id: nsID, cluster: "root:a", name: "default", found: true},
+		{id: nsID, cluster: "root:b", name: "default", found: true},
+		{id: nsID, cluster: "root:plain", name: "default"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.id.GVR.Resource+" "+StoreKey(tc.cluster, tc.ns, tc.name), func(t *testing.T) {
+			obj, ok, err := m.Get(tc.id, tc.cluster, tc.ns, tc.name)
+			require.NoError(t, err)
+			require.Equal(t, tc.found, ok)
+			if ok && tc.uid != "" {
+				assert.Equal(t, tc.uid, string(obj.GetUID()))
+			}
+		})
+	}
+	st := m.Status()
+	require.Len(t, st, 2)
+	assert.Equal(t, 3, st[0].Objects)
+	assert.Equal(t, 2, st[1].Objects)
+
+	lister, ok := m.Lister(cmID)
+	require.True(t, ok)
+	all, err := lister.List(labels.Everything())
+	require.NoError(t, err)
+	assert.Len(t, all, 3, "the lister lists every logical cluster")
+	got, err := lister.ByNamespace("ns").Get("cm")
+	require.NoError(t, err)
+	assert.Equal(t, "uid-", string(got.(metav1.Object).GetUID()), "the lister gets from --from-cluster")
+}
+
+// clusterRecorder records the logical cluster the context of each list and watch names.
+type clusterRecorder struct {
+	dynamic.Interface
+	mu       sync.Mutex
+	clusters []string
+}
+
+func (c *clusterRecorder) Resource(gvr schema.GroupVersionResource) dynamic.NamespaceableResourceInterface {
+	return clusterRecorderResource{c.Interface.Resource(gvr), c}
+}
+
+func (c *clusterRecorder) record(ctx context.Context) {
+	cluster, _ := clients.ClusterFrom(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.clusters = append(c.clusters, cluster)
+}
+
+type clusterRecorderResource struct {
+	dynamic.NamespaceableResourceInterface
+	c *clusterRecorder
+}
+
+func (r clusterRecorderResource) List(ctx context.Context, o metav1.ListOptions) (*unstructured.UnstructuredList, error) {
+	r.c.record(ctx)
+	return r.NamespaceableResourceInterface.List(ctx, o)
+}
+
+func (r clusterRecorderResource) Watch(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	r.c.record(ctx)
+	return r.NamespaceableResourceInterface.Watch(ctx, o)
+}
+
+func TestUpstreamInformersSpanEveryClusterWhateverTheirContext(t *testing.T) {
+	rec := &clusterRecorder{Interface: newFakeDynamic()}
+	m := NewManager(Options{Target: target, Upstream: Clients{Dynamic: rec}})
+	// Started from a reconcile, whose context routes requests to its key's cluster.
+	ctx, cancel := context.WithTimeout(clients.WithCluster(context.Background(), "root:a"), 30*time.Second)
+	defer cancel()
+	id := ID{Side: Upstream, GVR: configmaps}
+	_, err := m.Start(ctx, id)
+	require.NoError(t, err)
+	require.True(t, m.WaitForSync(ctx, id))
+	require.Eventually(t, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		return len(rec.clusters) >= 2
+	}, timeout, time.Millisecond, "list and watch")
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, c := range rec.clusters {
+		assert.Empty(t, c, "list and watch go to every logical cluster")
+	}
 }

@@ -21,13 +21,12 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 )
 
@@ -83,7 +82,7 @@ type Monitor struct {
 	opts     Options
 	log      logr.Logger
 	client   dynamic.NamespaceableResourceInterface
-	informer informers.GenericInformer
+	informer cache.SharedIndexInformer
 	queue    workqueue.TypedRateLimitingInterface[string]
 
 	mu      sync.Mutex
@@ -114,8 +113,10 @@ func New(opts Options) (*Monitor, error) {
 		opts:   opts,
 		log:    opts.Logger.WithName("heartbeat-monitor"),
 		client: opts.Client.Resource(workloadv1alpha1.SyncTargetsResource),
-		informer: dynamicinformer.NewFilteredDynamicInformer(opts.Client, workloadv1alpha1.SyncTargetsResource,
-			metav1.NamespaceAll, 0, cache.Indexers{}, func(o *metav1.ListOptions) { o.LabelSelector = opts.LabelSelector }),
+		// Never WatchList (sendInitialEvents), which kcp v0.11 refuses with 422.
+		informer: cache.NewSharedIndexInformerWithOptions(
+			informers.WithoutWatchList(informers.DynamicListWatch(opts.Client, workloadv1alpha1.SyncTargetsResource, opts.LabelSelector)),
+			&unstructured.Unstructured{}, cache.SharedIndexInformerOptions{ObjectDescription: "synctargets"}),
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "heartbeat-monitor", Clock: opts.Clock}),
 		targets: map[string]tunnel.Target{},
@@ -125,7 +126,7 @@ func New(opts Options) (*Monitor, error) {
 			m.queue.Add(key)
 		}
 	}
-	if _, err := m.informer.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := m.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    enqueue,
 		UpdateFunc: func(_, obj any) { enqueue(obj) },
 		DeleteFunc: enqueue,
@@ -136,11 +137,11 @@ func New(opts Options) (*Monitor, error) {
 }
 
 // HasSynced reports whether the SyncTarget informer has synced.
-func (m *Monitor) HasSynced() bool { return m.informer.Informer().HasSynced() }
+func (m *Monitor) HasSynced() bool { return m.informer.HasSynced() }
 
 // SyncTargets returns the SyncTargets in the informer cache.
 func (m *Monitor) SyncTargets() []*workloadv1alpha1.SyncTarget {
-	objs := m.informer.Informer().GetStore().List()
+	objs := m.informer.GetStore().List()
 	out := make([]*workloadv1alpha1.SyncTarget, 0, len(objs))
 	for _, o := range objs {
 		if st, err := decode(o); err == nil {
@@ -179,8 +180,8 @@ func (s sessionEvents) StreamClosed(tunnel.Target, tunnel.StreamKind)          {
 // until ctx ends.
 func (m *Monitor) Run(ctx context.Context) error {
 	defer m.queue.ShutDown()
-	go m.informer.Informer().RunWithContext(ctx)
-	if !cache.WaitForCacheSync(ctx.Done(), m.informer.Informer().HasSynced) {
+	go m.informer.RunWithContext(ctx)
+	if !cache.WaitForCacheSync(ctx.Done(), m.informer.HasSynced) {
 		return fmt.Errorf("heartbeat monitor: synctarget informer did not sync: %w", context.Cause(ctx))
 	}
 	m.log.Info("heartbeat monitor started", "threshold", m.opts.Threshold.String(), "period", m.opts.Period.String(),
@@ -220,7 +221,7 @@ func (m *Monitor) processNext(ctx context.Context) bool {
 
 // reconcile looks at one SyncTarget and returns when to look again.
 func (m *Monitor) reconcile(ctx context.Context, name string) (time.Duration, error) {
-	obj, exists, err := m.informer.Informer().GetStore().GetByKey(name)
+	obj, exists, err := m.informer.GetStore().GetByKey(name)
 	if err != nil {
 		return 0, fmt.Errorf("get synctarget %s from cache: %w", name, err)
 	}

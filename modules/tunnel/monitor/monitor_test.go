@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	clocktesting "k8s.io/utils/clock/testing"
 
@@ -135,4 +138,44 @@ func TestMonitorRequeuesAtExpiryAndFollowsTheTunnel(t *testing.T) {
 		5*time.Second, 10*time.Millisecond, "TunnelConnected=True one period later")
 	assert.True(t, m.HasSynced())
 	assert.Len(t, m.SyncTargets(), 1)
+}
+
+// watchListRecorder records whether a watch asked for WatchList (sendInitialEvents).
+type watchListRecorder struct {
+	dynamic.Interface
+	seen atomic.Bool
+}
+
+func (w *watchListRecorder) Resource(gvr schema.GroupVersionResource) dynamic.NamespaceableResourceInterface {
+	return watchListResource{w.Interface.Resource(gvr), w}
+}
+
+type watchListResource struct {
+	dynamic.NamespaceableResourceInterface
+	w *watchListRecorder
+}
+
+func (r watchListResource) Watch(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	if o.SendInitialEvents != nil {
+		r.w.seen.Store(true)
+	}
+	return r.NamespaceableResourceInterface.Watch(ctx, o)
+}
+
+func TestMonitorNeverUsesWatchList(t *testing.T) {
+	client := &watchListRecorder{Interface: dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{workloadv1alpha1.SyncTargetsResource: "SyncTargetList"})}
+	m, err := New(Options{Client: client, Threshold: threshold, Period: period, Sessions: &sessions{}, Observer: &heartbeats{last: map[tunnel.Target]time.Time{}}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- m.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			require.ErrorIs(t, err, context.Canceled, "stopped, perhaps before Run saw the sync")
+		}
+	}()
+	require.Eventually(t, m.HasSynced, 5*time.Second, 10*time.Millisecond, "the SyncTarget informer syncs")
+	assert.False(t, client.seen.Load(), "kcp v0.11 answers WatchList with 422")
 }

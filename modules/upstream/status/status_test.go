@@ -82,15 +82,16 @@ func (f *fakeInformers) Start(context.Context, informers.ID) (cache.SharedIndexI
 	return nil, errors.New("not in unit tests")
 }
 
-func (f *fakeInformers) Get(id informers.ID, _, namespace, name string) (metav1.Object, bool, error) {
+// Get keys upstream objects by logical cluster as the engine's caches do.
+func (f *fakeInformers) Get(id informers.ID, cluster, namespace, name string) (metav1.Object, bool, error) {
 	if f.err != nil {
 		return nil, false, f.err
 	}
-	m := f.down
+	m, k := f.down, namespace+"/"+name
 	if id.Side == informers.Upstream {
-		m = f.up
+		m, k = f.up, informers.StoreKey(cluster, namespace, name)
 	}
-	o, ok := m[namespace+"/"+name]
+	o, ok := m[k]
 	if !ok {
 		return nil, false, nil
 	}
@@ -103,7 +104,7 @@ func newTestController(t *testing.T, up, down *unstructured.Unstructured, object
 	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(scheme, map[schema.GroupVersionResource]string{widgets: "WidgetList"}, objects...)
 	inf := &fakeInformers{up: map[string]*unstructured.Unstructured{}, down: map[string]*unstructured.Unstructured{}}
 	if up != nil {
-		inf.up[up.GetNamespace()+"/"+up.GetName()] = up
+		inf.up[informers.StoreKey(identity.LogicalCluster(up, tctx.LogicalCluster), up.GetNamespace(), up.GetName())] = up
 	}
 	if down != nil {
 		inf.down[down.GetNamespace()+"/"+down.GetName()] = down
@@ -136,6 +137,10 @@ func TestReconcileDecisions(t *testing.T) {
 	notOurs.SetAnnotations(nil)
 	otherKey := downstreamWidget(t, "up-uid", map[string]any{"ready": true})
 	otherKey.SetAnnotations(ownership.Owner{Cluster: "root:org", Namespace: "team-b", Name: "w", UID: "up-uid"}.Annotations())
+	otherCluster := downstreamWidget(t, "up-uid", map[string]any{"ready": true})
+	otherCluster.SetAnnotations(ownership.Owner{Cluster: "root:other", Namespace: "team-a", Name: "w", UID: "up-uid"}.Annotations())
+	upInOtherCluster := upstreamWidget(nil, nil)
+	upInOtherCluster.SetAnnotations(map[string]string{identity.LogicalClusterAnnotation: "root:other"})
 
 	tests := []struct {
 		name       string
@@ -151,6 +156,8 @@ func TestReconcileDecisions(t *testing.T) {
 		{name: "downstream of a re-created upstream object", up: upstreamWidget(nil, nil), down: downstreamWidget(t, "older-uid", map[string]any{"ready": true})},
 		{name: "downstream not ours", up: upstreamWidget(nil, nil), down: notOurs},
 		{name: "downstream of another upstream object", up: upstreamWidget(nil, nil), down: otherKey},
+		{name: "downstream of the same namespace/name in another logical cluster", up: upstreamWidget(nil, nil), down: otherCluster},
+		{name: "upstream object only in another logical cluster", up: upInOtherCluster, down: downstreamWidget(t, "up-uid", map[string]any{"ready": true})},
 		{name: "no upstream object", down: downstreamWidget(t, "up-uid", map[string]any{"ready": true})},
 		{name: "no downstream object", up: upstreamWidget(nil, nil)},
 		{name: "pending assignment", up: upstreamWidget(map[string]string{kcp.StateLabel("k1"): ""}, nil), down: downstreamWidget(t, "up-uid", map[string]any{"ready": true})},
