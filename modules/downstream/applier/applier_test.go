@@ -257,3 +257,72 @@ func TestClassify(t *testing.T) {
 	assert.True(t, IsImmutable(fmt.Errorf("wrapped: %w", immutable)))
 	assert.False(t, IsImmutable(invalid))
 }
+
+// Taking an object over from kcp's syncer: after the apply, the managedFields
+// entries of the released managers go in one JSON patch that tests the
+// resourceVersion; nothing is sent when there is no such entry.
+func TestApplyReleasesManagersAfterTheApply(t *testing.T) {
+	entries := []metav1.ManagedFieldsEntry{{Manager: "syncer", Operation: metav1.ManagedFieldsOperationApply}, {Manager: "tmc-syncer", Operation: metav1.ManagedFieldsOperationApply}}
+	tests := map[string]struct {
+		live     *unstructured.Unstructured
+		managers []metav1.ManagedFieldsEntry
+		want     string // the JSON patch sent, "" for none
+	}{
+		"created, kcp's syncer's entry released": {
+			managers: entries,
+			want:     `[{"op":"test","path":"/metadata/resourceVersion","value":"7"},{"op":"remove","path":"/metadata/managedFields/0"}]`,
+		},
+		"nothing to release": {managers: entries[1:]},
+		"unchanged, kcp's syncer's entry still released": {
+			live: func() *unstructured.Unstructured {
+				l := liveOf(t, desired(map[string]any{"k": "v"}))
+				l.SetResourceVersion("7")
+				l.SetManagedFields(entries)
+				return l
+			}(),
+			managers: entries,
+			want:     `[{"op":"test","path":"/metadata/resourceVersion","value":"7"},{"op":"remove","path":"/metadata/managedFields/0"}]`,
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			client := fakeClient()
+			var jsonPatch string
+			client.PrependReactor("patch", "configmaps", func(a clienttesting.Action) (bool, runtime.Object, error) {
+				p := a.(clienttesting.PatchAction)
+				u := &unstructured.Unstructured{}
+				if p.GetPatchType() == types.JSONPatchType {
+					jsonPatch = string(p.GetPatch())
+					return true, u, nil
+				}
+				require.NoError(t, json.Unmarshal(p.GetPatch(), &u.Object))
+				u.SetResourceVersion("7")
+				u.SetManagedFields(tt.managers)
+				return true, u, nil
+			})
+			_, _, err := New(client, "").Apply(context.Background(), Request{
+				GVR: cmGVR, Desired: desired(map[string]any{"k": "v"}), Live: tt.live, Force: true, ReleaseManagers: []string{"syncer"},
+			})
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, jsonPatch)
+		})
+	}
+}
+
+func TestReleaseFailureIsAReleaseError(t *testing.T) {
+	client := fakeClient()
+	client.PrependReactor("patch", "configmaps", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		p := a.(clienttesting.PatchAction)
+		if p.GetPatchType() == types.JSONPatchType {
+			return true, nil, apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, "web", errors.New("changed"))
+		}
+		u := &unstructured.Unstructured{}
+		require.NoError(t, json.Unmarshal(p.GetPatch(), &u.Object))
+		u.SetManagedFields([]metav1.ManagedFieldsEntry{{Manager: "syncer"}})
+		return true, u, nil
+	})
+	_, _, err := New(client, "").Apply(context.Background(), Request{GVR: cmGVR, Desired: desired(map[string]any{"k": "v"}), ReleaseManagers: []string{"syncer"}})
+	var release *ReleaseError
+	require.ErrorAs(t, err, &release)
+	assert.True(t, apierrors.IsConflict(err))
+}
