@@ -35,7 +35,7 @@ func ensureKubernetesEndpoints(t *testing.T, env *framework.KCPEnvironment) {
 			Ports:     []corev1.EndpointPort{{Name: "https", Port: port, Protocol: corev1.ProtocolTCP}},
 		}},
 	}
-	_, err := kube.CoreV1().Endpoints("default").Create(context.Background(), ep, metav1.CreateOptions{}) //nolint:staticcheck // see above
+	_, err := kube.CoreV1().Endpoints("default").Create(context.Background(), ep, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		require.NoError(t, err)
 	}
