@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -75,6 +76,32 @@ func userWorkspace(t *testing.T, env *framework.KCPEnvironment, name string, st 
 	require.NoError(t, err)
 	return ws
 }
+
+// placedWorkspace creates a workspace whose namespaces are placed on the location's
+// SyncTargets by a Placement alone, without binding kcp's compute export: with a
+// v1.37 physical cluster, kcp's own syncer cannot make that export's resources
+// Accepted, so `kubectl kcp bind compute` never schedules for it.
+func placedWorkspace(t *testing.T, env *framework.KCPEnvironment, name string, st syncTarget) framework.Workspace {
+	t.Helper()
+	ctx := context.Background()
+	ws, err := env.KCP.CreateWorkspace(ctx, "root", name)
+	require.NoError(t, err)
+	placement := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "scheduling.kcp.io/v1alpha1", "kind": "Placement",
+		"metadata": map[string]any{"name": "placement-" + name},
+		"spec": map[string]any{
+			"locationSelectors": []any{map[string]any{}},
+			"locationResource":  map[string]any{"group": "workload.kcp.io", "resource": "synctargets", "version": "v1alpha1"},
+			"namespaceSelector": map[string]any{},
+			"locationWorkspace": st.location.Path,
+		},
+	}}
+	_, err = dynamic.NewForConfigOrDie(ws.Config).Resource(placementsResource).Create(ctx, placement, metav1.CreateOptions{})
+	require.NoError(t, err)
+	return ws
+}
+
+var placementsResource = schema.GroupVersionResource{Group: "scheduling.kcp.io", Version: "v1alpha1", Resource: "placements"}
 
 func downstreamNamespace(t *testing.T, kube kubernetes.Interface, st syncTarget, cluster, namespace string) string {
 	t.Helper()

@@ -60,7 +60,7 @@ func TestKCPTakeOverFromKcpsSyncer(t *testing.T) {
 	st := installWithKcpsPlugin(t, env, "takeover", "configmaps")
 
 	theirs := framework.RunDeployment(t, env.Physical, st.deployment, map[string]string{"/ko-app/syncer": env.Bins.Syncer})
-	team := userWorkspace(t, env, "team-takeover", st)
+	team := placedWorkspace(t, env, "team-takeover", st)
 	teamKube := kubernetes.NewForConfigOrDie(team.Config)
 	const n = 5
 	for i := range n {
