@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
@@ -19,7 +20,8 @@ import (
 )
 
 // FuzzParsePath: whatever path a client sends, ParsePath never panics, and a path it accepts
-// names a valid target whose endpoint path is exactly the prefix of the input.
+// names a valid target (a kcp cluster path and a Kubernetes name: valid UTF-8, bounded, no
+// wildcard) whose endpoint path is exactly the prefix of the input.
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{
 		"/tunnel/v1/clusters/root:org/synctargets/c1",
@@ -28,6 +30,11 @@ func FuzzParsePath(f *testing.F) {
 		"/tunnel/v1/clusters/a%2Fb/synctargets/c1",
 		"/tunnel/v1/clusters//synctargets/",
 		"/other",
+		"/tunnel/v1/clusters/root/synctargets/\xff\xfe",
+		"/tunnel/v1/clusters/root/synctargets/%FF",
+		"/tunnel/v1/clusters/*/synctargets/*",
+		"/tunnel/v1/clusters/root:/synctargets/c1",
+		"/tunnel/v1/clusters/root/synctargets/" + strings.Repeat("a", 30<<10),
 	} {
 		f.Add(s)
 	}
@@ -40,6 +47,10 @@ func FuzzParsePath(f *testing.F) {
 		require.Equal(t, p, target.Path()+rest, "endpoint path and remainder rebuild the input")
 		require.NotContains(t, target.Cluster, "/")
 		require.NotContains(t, target.Name, "/")
+		require.True(t, utf8.ValidString(target.String()), "names are valid UTF-8 (Prometheus label values)")
+		require.LessOrEqual(t, len(target.Name), 253)
+		require.LessOrEqual(t, len(target.Cluster), tunnel.MaxClusterLength)
+		require.NotContains(t, target.String(), "*")
 	})
 }
 

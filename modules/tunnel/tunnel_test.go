@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -293,5 +294,39 @@ func tunneltestEventually(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 5s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestTargetValidateAcceptsOnlyKCPClusterPathsAndKubernetesNames(t *testing.T) {
+	for _, tc := range []struct {
+		target tunnel.Target
+		ok     bool
+	}{
+		{tunnel.Target{Cluster: "root", Name: "c1"}, true},
+		{tunnel.Target{Cluster: "root:org:ws", Name: "cluster-1.east"}, true},
+		{tunnel.Target{Cluster: "2ab9c", Name: strings.Repeat("a", 253)}, true},
+		{tunnel.Target{Cluster: "root", Name: strings.Repeat("a", 254)}, false},
+		{tunnel.Target{Cluster: strings.Repeat("a:", 511) + "a", Name: "c"}, true},
+		{tunnel.Target{Cluster: strings.Repeat("a:", 512) + "a", Name: "c"}, false},
+		{tunnel.Target{Cluster: strings.Repeat("a", 64), Name: "c"}, false},
+		{tunnel.Target{Cluster: "", Name: "c"}, false},
+		{tunnel.Target{Cluster: "root", Name: ""}, false},
+		{tunnel.Target{Cluster: "*", Name: "c"}, false},
+		{tunnel.Target{Cluster: "root", Name: "*"}, false},
+		{tunnel.Target{Cluster: "root:", Name: "c"}, false},
+		{tunnel.Target{Cluster: "-root", Name: "c"}, false},
+		{tunnel.Target{Cluster: "Root", Name: "c"}, false},
+		{tunnel.Target{Cluster: "root", Name: "C1"}, false},
+		{tunnel.Target{Cluster: "root", Name: "\xff"}, false},
+		{tunnel.Target{Cluster: "root", Name: "%FF"}, false},
+		{tunnel.Target{Cluster: "root", Name: ".."}, false},
+		{tunnel.Target{Cluster: "root", Name: "a/b"}, false},
+	} {
+		err := tc.target.Validate()
+		if tc.ok {
+			assert.NoError(t, err, "%.40q", tc.target.String())
+		} else {
+			assert.ErrorIs(t, err, tunnel.ErrInvalidTarget, "%.40q", tc.target.String())
+		}
 	}
 }

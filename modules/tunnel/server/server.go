@@ -236,9 +236,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.opts.Handler.ServeHTTP(w, r)
 		return
 	}
+	// The target is checked before anything else: an invalid name never reaches the
+	// Authenticator, the Authorizer, the registry, logs or metric labels.
 	t, rest, err := tunnel.ParsePath(r.URL.Path)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+		code := http.StatusNotFound
+		if errors.Is(err, tunnel.ErrInvalidTarget) {
+			code = http.StatusBadRequest
+		}
+		http.Error(w, err.Error(), code)
 		return
 	}
 	switch {

@@ -1,0 +1,130 @@
+package server_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/tmc-syncer/syncer/modules/tunnel"
+	"github.com/tmc-syncer/syncer/modules/tunnel/internal/tunneltest"
+	"github.com/tmc-syncer/syncer/modules/tunnel/metrics"
+	"github.com/tmc-syncer/syncer/modules/tunnel/server"
+)
+
+// hostileServer is a tunnel server whose observer is the real Prometheus one, so that a
+// label value Prometheus refuses (invalid UTF-8) would panic the handler.
+type hostileServer struct {
+	srv  *server.Server
+	auth *tunneltest.Auth
+	reg  *prometheus.Registry
+}
+
+func newHostileServer(t testing.TB, mutate func(*server.Options)) *hostileServer {
+	t.Helper()
+	h := &hostileServer{auth: &tunneltest.Auth{}, reg: prometheus.NewRegistry()}
+	tm, err := metrics.NewTunnel(h.reg)
+	require.NoError(t, err)
+	registry := server.NewRegistry()
+	_, err = metrics.NewServer(h.reg, registry)
+	require.NoError(t, err)
+	opts := server.Options{
+		UpstreamAddress: "127.0.0.1:1", Authenticator: h.auth, Authorizer: h.auth, Registry: registry,
+		NamespaceMapper: tunneltest.MapNamespace, Insecure: true, Logger: logr.Discard(), Observer: tm,
+	}
+	if mutate != nil {
+		mutate(&opts)
+	}
+	h.srv, err = server.New(opts)
+	require.NoError(t, err)
+	t.Cleanup(h.srv.Close)
+	return h
+}
+
+// series counts every time series the registry exposes.
+func (h *hostileServer) series(t testing.TB) int {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	require.NoError(t, err)
+	n := 0
+	for _, mf := range mfs {
+		n += len(mf.GetMetric())
+	}
+	return n
+}
+
+// serve sends r straight to the handler: a panic fails the test instead of being swallowed
+// by net/http's recovery.
+func (h *hostileServer) serve(r *http.Request) *httptest.ResponseRecorder {
+	rec := httptest.NewRecorder()
+	h.srv.ServeHTTP(rec, r)
+	return rec
+}
+
+func tunnelRequest(rawPath, token string, upgrade bool) *http.Request {
+	r := httptest.NewRequestWithContext(context.Background(), http.MethodGet, "http://tunnel.test/", nil)
+	// Set the path after parsing, so that bytes no URL parser would let through reach the
+	// handler as well (a raw HTTP/1.1 request line can carry them).
+	r.URL = &url.URL{Path: rawPath}
+	if token != "" {
+		r.Header.Set("Authorization", "Bearer "+token)
+	}
+	if upgrade {
+		r.Header.Set("Connection", "Upgrade")
+		r.Header.Set("Upgrade", "websocket")
+		r.Header.Set("Sec-WebSocket-Version", "13")
+		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		r.Header.Set("Sec-WebSocket-Protocol", tunnel.Subprotocol)
+	}
+	return r
+}
+
+func TestInvalidTargetNamesAreRefusedWith400BeforeAnythingElse(t *testing.T) {
+	long := strings.Repeat("a", 30<<10)
+	decoded, err := url.PathUnescape("%FF")
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		name          string
+		cluster, stName string
+	}{
+		{name: "invalid UTF-8 name", cluster: "root:org:ws", stName: "\xff\xfe"},
+		{name: "invalid UTF-8 cluster", cluster: "root:\xc3\x28", stName: "cluster-1"},
+		{name: "%FF decoded", cluster: "root", stName: decoded},
+		{name: "%FF literal", cluster: "root", stName: "%FF"},
+		{name: "wildcard name", cluster: "root", stName: "*"},
+		{name: "wildcard cluster", cluster: "*", stName: "cluster-1"},
+		{name: "30 KB name", cluster: "root", stName: long},
+		{name: "30 KB cluster", cluster: long, stName: "cluster-1"},
+		{name: "upper case", cluster: "root", stName: "Cluster-1"},
+		{name: "empty cluster segment", cluster: "root::ws", stName: "cluster-1"},
+		{name: "dot dot", cluster: "root", stName: ".."},
+		{name: "NUL", cluster: "root", stName: "a\x00b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHostileServer(t, nil)
+			before := h.series(t)
+			base := tunnel.PathPrefix + tc.cluster + "/synctargets/" + tc.stName
+			for _, r := range []*http.Request{
+				tunnelRequest(base, tunneltest.SyncerToken, true),
+				tunnelRequest(base+"/proxy/api/v1/namespaces/team-a/pods/web/log", tunneltest.UserToken, false),
+				tunnelRequest(base+"/proxy/api/v1/namespaces/team-a/configmaps", "garbage", false),
+			} {
+				var rec *httptest.ResponseRecorder
+				require.NotPanics(t, func() { rec = h.serve(r) })
+				assert.Equal(t, http.StatusBadRequest, rec.Code, rec.Body.String())
+				assert.Contains(t, rec.Body.String(), "invalid sync target")
+				assert.LessOrEqual(t, rec.Body.Len(), 1024, "the error does not echo a huge name")
+			}
+			assert.Zero(t, h.auth.Reviews, "no TokenReview for an invalid target")
+			assert.Empty(t, h.auth.AskedSoFar(), "no SubjectAccessReview for an invalid target")
+			assert.Equal(t, before, h.series(t), "no metric series for an invalid target")
+		})
+	}
+}
