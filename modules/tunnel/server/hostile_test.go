@@ -91,7 +91,7 @@ func TestInvalidTargetNamesAreRefusedWith400BeforeAnythingElse(t *testing.T) {
 	decoded, err := url.PathUnescape("%FF")
 	require.NoError(t, err)
 	for _, tc := range []struct {
-		name          string
+		name            string
 		cluster, stName string
 	}{
 		{name: "invalid UTF-8 name", cluster: "root:org:ws", stName: "\xff\xfe"},
