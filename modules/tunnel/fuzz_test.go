@@ -65,8 +65,13 @@ func FuzzParseAPIPath(f *testing.F) {
 		{"/api/v1/namespaces/team-a/configmaps", "DELETE"},
 		{"/api/v1/namespaces/../secrets", "GET"},
 		{"/api/v1/nodes/n1/proxy", "GET"},
+		{"/api/v1/namespaces/team-a/status", "GET"},
+		{"/api/v1/namespaces/team-a/finalize/x", "GET"},
 	} {
 		f.Add(s[0], s[1], "watch=true")
+	}
+	for _, q := range []string{"watch=yes", "watch=True", "watch=", "watch", "watch=FALSE", "watch=0&watch=1", "watch=%ff"} {
+		f.Add("/api/v1/namespaces/team-a/configmaps", "GET", q)
 	}
 	f.Fuzz(func(t *testing.T, p, method, rawQuery string) {
 		r, err := tunnel.ParseAPIPath(p)
@@ -83,6 +88,8 @@ func FuzzParseAPIPath(f *testing.F) {
 			require.Contains(t, []string{"log", "exec", "attach", "portforward"}, r.Subresource)
 		}
 		q, _ := url.ParseQuery(rawQuery)
+		require.Equal(t, kubeAPIServerWatch(t, q), tunnel.IsWatch(q), "watch decided as kube-apiserver decides it")
+		require.NotContains(t, []string{"status", "finalize"}, r.Resource, "namespace subresources are not resources")
 		verb, err := r.Verb(method, q)
 		if err != nil {
 			return

@@ -128,3 +128,39 @@ func TestInvalidTargetNamesAreRefusedWith400BeforeAnythingElse(t *testing.T) {
 		})
 	}
 }
+
+func TestProxyAuthorizesVerbsAsKubeAPIServerParsesThem(t *testing.T) {
+	proxy := tunneltest.Target.ProxyPath()
+	for _, tc := range []struct {
+		name, path, query string
+		wantVerb          string // "" = refused before any SubjectAccessReview
+		wantResource      string
+	}{
+		{name: "watch=yes", path: "/api/v1/namespaces/team-a/configmaps", query: "watch=yes", wantVerb: "watch", wantResource: "configmaps"},
+		{name: "watch=True", path: "/api/v1/namespaces/team-a/configmaps", query: "watch=True", wantVerb: "watch", wantResource: "configmaps"},
+		{name: "watch empty", path: "/api/v1/namespaces/team-a/configmaps", query: "watch=", wantVerb: "watch", wantResource: "configmaps"},
+		{name: "watch bare", path: "/api/v1/namespaces/team-a/configmaps", query: "watch", wantVerb: "watch", wantResource: "configmaps"},
+		{name: "watch=false", path: "/api/v1/namespaces/team-a/configmaps", query: "watch=false", wantVerb: "list", wantResource: "configmaps"},
+		{name: "named watch is get", path: "/api/v1/namespaces/team-a/configmaps/c", query: "watch=true", wantVerb: "get", wantResource: "configmaps"},
+		{name: "namespace status", path: "/api/v1/namespaces/team-a/status"},
+		{name: "namespace finalize", path: "/api/v1/namespaces/team-a/finalize"},
+		{name: "namespace status with name", path: "/api/v1/namespaces/team-a/status/x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHostileServer(t, nil)
+			r := tunnelRequest(proxy+tc.path, tunneltest.UserToken, false)
+			r.URL.RawQuery = tc.query
+			rec := h.serve(r)
+			asked := h.auth.AskedSoFar()
+			if tc.wantVerb == "" {
+				assert.Equal(t, http.StatusNotFound, rec.Code, rec.Body.String())
+				assert.Empty(t, asked)
+				return
+			}
+			require.Len(t, asked, 1, rec.Body.String())
+			assert.Equal(t, tc.wantVerb, asked[0].Verb)
+			assert.Equal(t, tc.wantResource, asked[0].Resource)
+			assert.Equal(t, "team-a", asked[0].Namespace)
+		})
+	}
+}
