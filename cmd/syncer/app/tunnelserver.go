@@ -100,9 +100,15 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if err != nil {
 		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
 	}
-	clusters := server.SingleCluster(kube)
+	// TokenReviews run before the caller is known; with kcp they must not fill the
+	// per-cluster client cache (names come from the request path).
+	authnClusters, authzClusters := server.SingleCluster(kube), server.SingleCluster(kube)
 	if o.kcp {
-		clusters = server.KCPClusters(cfg)
+		kc, err := server.NewKCPClients(cfg, server.DefaultMaxKCPClusters)
+		if err != nil {
+			return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+		}
+		authnClusters, authzClusters = kc.Unauthenticated, kc.Authenticated
 	}
 	ln, err := listen("bind-address", o.bindAddress)
 	if err != nil {
@@ -139,8 +145,8 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		Handler:         mux,
 		Observer:        tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
 		UpstreamAddress: addr,
-		Authenticator:   server.NewTokenReviewAuthenticator(clusters),
-		Authorizer:      server.NewSubjectAccessReviewAuthorizer(clusters),
+		Authenticator:   server.NewTokenReviewAuthenticator(authnClusters),
+		Authorizer:      server.NewSubjectAccessReviewAuthorizer(authzClusters),
 		NamespaceMapper: syncTargetNamespaces(dyn),
 		Logger:          log,
 		CertFile:        o.certFile,

@@ -45,6 +45,7 @@ func FuzzServerHandshakeAndProxyRequest(f *testing.F) {
 	}
 	h := newHostileServer(f, nil)
 	auth, srv := h.auth, h.srv
+	baseline := h.series(f)
 
 	f.Fuzz(func(t *testing.T, p, method, connection, upgrade, proto, authz, rawQuery string) {
 		r := (&http.Request{
@@ -66,6 +67,7 @@ func FuzzServerHandshakeAndProxyRequest(f *testing.F) {
 			require.Zero(t, auth.Reviews, "an invalid target is refused before any TokenReview")
 			require.Empty(t, auth.Asked, "an invalid target is refused before any SubjectAccessReview")
 		}
+		require.Equal(t, baseline, h.series(t), "nothing connected: no metric series appears")
 		for _, a := range auth.Asked {
 			switch {
 			case a.Resource == "synctargets":

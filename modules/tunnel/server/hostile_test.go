@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -163,4 +164,34 @@ func TestProxyAuthorizesVerbsAsKubeAPIServerParsesThem(t *testing.T) {
 			assert.Equal(t, "team-a", asked[0].Namespace)
 		})
 	}
+}
+
+func TestRandomNamesFromAnyoneLeaveTheMetricSeriesFlat(t *testing.T) {
+	h := newHostileServer(t, nil)
+	before := h.series(t)
+	rng := rand.New(rand.NewPCG(17, 3))
+	name := func() string {
+		b := make([]byte, 1+rng.IntN(40))
+		for i := range b {
+			b[i] = "abcdefghijklmnopqrstuvwxyz0123456789"[rng.IntN(36)]
+		}
+		return string(b)
+	}
+	tokens := []string{"", "garbage", tunneltest.UserToken, tunneltest.OtherToken, tunneltest.SyncerToken}
+	for i := range 5000 {
+		target := tunnel.Target{Cluster: "root:" + name(), Name: name()}
+		token := tokens[i%len(tokens)]
+		var r *http.Request
+		switch i % 3 {
+		case 0:
+			r = tunnelRequest(target.Path(), token, true) // handshake for a target the caller may not hold
+		case 1:
+			r = tunnelRequest(target.ProxyPath()+"/api/v1/namespaces/team-a/pods/"+name()+"/log", token, false)
+		default:
+			r = tunnelRequest(target.ProxyPath()+"/api/v1/namespaces/team-"+name()+"/configmaps", token, false)
+		}
+		rec := h.serve(r)
+		require.GreaterOrEqual(t, rec.Code, 400, rec.Body.String())
+	}
+	assert.Equal(t, before, h.series(t), "no series for a target without a session, whoever asks")
 }

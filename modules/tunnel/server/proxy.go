@@ -85,6 +85,13 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 		http.Error(w, fmt.Sprintf("sync target %s is not connected", t), http.StatusServiceUnavailable)
 		return
 	}
+	// Counted from here on only: the caller is authorised and the target connected, so
+	// no unauthenticated input can add a label value.
+	if ro, ok := s.obs.(RequestObserver); ok {
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() { ro.ProxiedRequest(t, rec.code()) }()
+		w = rec
+	}
 	if !sess.limits.takeRequest() {
 		http.Error(w, fmt.Sprintf("too many requests in flight through the tunnel of %s (limit %d)", t, s.opts.Limits.MaxProxyRequests), http.StatusTooManyRequests)
 		return

@@ -72,7 +72,9 @@ type Options struct {
 
 // RequestObserver is implemented by an Observer that also wants to count
 // control plane → cluster requests by response status code. Upgrades that
-// succeed count as 101.
+// succeed count as 101. Only requests that were authorised and found their
+// target connected are counted, so its target labels stay bounded by the
+// sessions the server held.
 type RequestObserver interface {
 	ProxiedRequest(t tunnel.Target, code int)
 }
@@ -251,11 +253,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case rest == "":
 		s.serveTunnel(w, r, t)
 	case strings.HasPrefix(rest, "/"+tunnel.ProxySegment+"/"):
-		if ro, ok := s.obs.(RequestObserver); ok {
-			rec := &statusRecorder{ResponseWriter: w}
-			defer func() { ro.ProxiedRequest(t, rec.code()) }()
-			w = rec
-		}
 		s.serveProxy(w, r, t, strings.TrimPrefix(rest, "/"+tunnel.ProxySegment))
 	default:
 		http.Error(w, fmt.Sprintf("no such tunnel endpoint %q", r.URL.Path), http.StatusNotFound)
