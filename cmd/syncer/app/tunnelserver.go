@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/klog/v2"
 
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
@@ -42,10 +45,15 @@ type tunnelServerOptions struct {
 	upstreamAddress string
 	kcp             bool
 	cluster         string
+	reviewQPS       float32
+	reviewBurst     int
+	reviewTimeout   time.Duration
+	tokenCacheTTL   time.Duration
 }
 
 func newTunnelServerCommand() *cobra.Command {
-	o := tunnelServerOptions{bindAddress: ":8443"}
+	o := tunnelServerOptions{bindAddress: ":8443", reviewQPS: 50, reviewBurst: 100,
+		reviewTimeout: server.DefaultReviewTimeout, tokenCacheTTL: server.DefaultTokenTTL}
 	cmd := &cobra.Command{
 		Use:   "tunnel-server",
 		Short: "Run the control-plane side of the tunnel that syncers dial out to",
@@ -66,12 +74,19 @@ func newTunnelServerCommand() *cobra.Command {
 	fs.StringVar(&o.upstreamAddress, "upstream-address", "", "host:port syncer streams are connected to (default: the --kubeconfig server)")
 	fs.BoolVar(&o.kcp, "kcp", false, "the control plane is kcp: review tokens in each SyncTarget's logical cluster")
 	fs.StringVar(&o.cluster, "cluster", "root", "logical cluster of SyncTargets without a kcp.io/cluster annotation (heartbeat monitor)")
+	fs.Float32Var(&o.reviewQPS, "review-qps", o.reviewQPS, "TokenReviews and SubjectAccessReviews per second (their own client and budget, apart from the heartbeat monitor's)")
+	fs.IntVar(&o.reviewBurst, "review-burst", o.reviewBurst, "burst of --review-qps")
+	fs.DurationVar(&o.reviewTimeout, "review-timeout", o.reviewTimeout, "bound of each TokenReview and SubjectAccessReview")
+	fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", o.tokenCacheTTL, "how long an accepted token's identity is reused (refused tokens: a fifth of it, at least 1s)")
 	return cmd
 }
 
 func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if !o.insecure && (o.certFile == "" || o.keyFile == "") {
 		return errorf(ExitUsage, "--tls-cert-file and --tls-private-key-file are required (or --insecure for tests)")
+	}
+	if o.reviewQPS <= 0 || o.reviewBurst <= 0 || o.reviewTimeout <= 0 || o.tokenCacheTTL <= 0 {
+		return errorf(ExitUsage, "--review-qps, --review-burst, --review-timeout and --token-cache-ttl must be positive")
 	}
 	cfg, err := loadConfig("kubeconfig", o.kubeconfig, o.context)
 	if err != nil {
@@ -88,10 +103,6 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 			addr = net.JoinHostPort(u.Hostname(), "443")
 		}
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
-	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
@@ -100,16 +111,28 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if err != nil {
 		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
 	}
+	// Reviews get a client of their own: its rate budget is not the monitor's, and a slow
+	// API server bounds each review instead of holding the request.
+	reviewCfg := rest.CopyConfig(cfg)
+	reviewCfg.QPS, reviewCfg.Burst, reviewCfg.Timeout = o.reviewQPS, o.reviewBurst, o.reviewTimeout
+	reviewCfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(o.reviewQPS, max(o.reviewBurst, 1))
+	reviewKube, err := kubernetes.NewForConfig(reviewCfg)
+	if err != nil {
+		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+	}
 	// TokenReviews run before the caller is known; with kcp they must not fill the
 	// per-cluster client cache (names come from the request path).
-	authnClusters, authzClusters := server.SingleCluster(kube), server.SingleCluster(kube)
+	authnClusters, authzClusters := server.SingleCluster(reviewKube), server.SingleCluster(reviewKube)
 	if o.kcp {
-		kc, err := server.NewKCPClients(cfg, server.DefaultMaxKCPClusters)
+		kc, err := server.NewKCPClients(reviewCfg, server.DefaultMaxKCPClusters)
 		if err != nil {
 			return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
 		}
 		authnClusters, authzClusters = kc.Unauthenticated, kc.Authenticated
 	}
+	authn := server.NewCachedAuthenticator(server.NewTokenReviewAuthenticator(authnClusters), server.TokenCacheOptions{
+		TTL: o.tokenCacheTTL, NegativeTTL: max(o.tokenCacheTTL/5, time.Second), Timeout: o.reviewTimeout,
+	})
 	ln, err := listen("bind-address", o.bindAddress)
 	if err != nil {
 		return err
@@ -145,7 +168,7 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		Handler:         mux,
 		Observer:        tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
 		UpstreamAddress: addr,
-		Authenticator:   server.NewTokenReviewAuthenticator(authnClusters),
+		Authenticator:   authn,
 		Authorizer:      server.NewSubjectAccessReviewAuthorizer(authzClusters),
 		NamespaceMapper: syncTargetNamespaces(dyn),
 		Logger:          log,

@@ -253,7 +253,12 @@ func (s *Server) authenticate(r *http.Request, cluster string) (UserInfo, int, e
 	if !ok || token == "" {
 		return UserInfo{}, http.StatusUnauthorized, fmt.Errorf("missing bearer token")
 	}
+	src := sourceOf(r.RemoteAddr)
+	if !s.reviews.take(src) {
+		return UserInfo{}, http.StatusTooManyRequests, fmt.Errorf("too many unauthenticated requests in flight from %s (limit %d)", src, s.opts.Limits.MaxReviewsPerSource)
+	}
 	u, ok, err := s.opts.Authenticator.AuthenticateToken(r.Context(), cluster, token)
+	s.reviews.release(src)
 	if err != nil {
 		return UserInfo{}, http.StatusServiceUnavailable, fmt.Errorf("authentication unavailable: %w", err)
 	}

@@ -3,8 +3,10 @@ package server
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 )
 
@@ -24,6 +26,10 @@ type Limits struct {
 	MaxRequestBodyBytes int64
 	// MaxHeaderBytes bounds the request headers the server reads. Default 64 KiB.
 	MaxHeaderBytes int
+	// MaxReviewsPerSource is the most bearer-token reviews in flight for callers of one
+	// source IP address; beyond it: 429, before any review. Cached tokens hold a slot only
+	// for the cache lookup. Default 16.
+	MaxReviewsPerSource int
 }
 
 // Default limits.
@@ -32,6 +38,7 @@ const (
 	DefaultMaxProxyRequests    = 256
 	DefaultMaxRequestBodyBytes = 1 << 20
 	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultMaxReviewsPerSource = 16
 )
 
 func (l Limits) withDefaults() Limits {
@@ -46,6 +53,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxHeaderBytes <= 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.MaxReviewsPerSource <= 0 {
+		l.MaxReviewsPerSource = DefaultMaxReviewsPerSource
 	}
 	return l
 }
@@ -107,4 +117,44 @@ func proxyErrorStatus(err error) int {
 		return http.StatusRequestEntityTooLarge
 	}
 	return http.StatusBadGateway
+}
+
+// sourceLimiter counts work in flight per source address. Entries leave the map when their
+// count drops to zero, so it holds at most one entry per request in flight.
+type sourceLimiter struct {
+	max   int
+	mu    sync.Mutex
+	count map[string]int
+}
+
+func newSourceLimiter(limit int) *sourceLimiter {
+	return &sourceLimiter{max: limit, count: map[string]int{}}
+}
+
+// sourceOf is the IP address of a request's peer (RemoteAddr without the port).
+func sourceOf(remoteAddr string) string {
+	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		return host
+	}
+	return remoteAddr
+}
+
+func (l *sourceLimiter) take(src string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.count[src] >= l.max {
+		return false
+	}
+	l.count[src]++
+	return true
+}
+
+func (l *sourceLimiter) release(src string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.count[src] <= 1 {
+		delete(l.count, src)
+		return
+	}
+	l.count[src]--
 }

@@ -66,10 +66,7 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 	}
 	user, code, err := s.authenticate(r, t.Cluster)
 	if err != nil {
-		if code == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tmc-syncer-tunnel"`)
-		}
-		http.Error(w, err.Error(), code)
+		refuseAuthentication(w, code, err)
 		return
 	}
 	attrs := Attributes{

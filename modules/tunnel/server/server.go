@@ -87,6 +87,7 @@ type Server struct {
 	obs      tunnel.Observer
 	registry *Registry
 	tls      *tls.Config
+	reviews  *sourceLimiter // bearer-token reviews in flight per source address
 
 	baseCtx context.Context
 	stop    context.CancelFunc
@@ -121,7 +122,8 @@ func New(opts Options) (*Server, error) {
 		opts.UpstreamDialTimeout = 10 * time.Second
 	}
 	opts.Limits = opts.Limits.withDefaults()
-	s := &Server{opts: opts, log: opts.Logger, obs: opts.Observer, registry: opts.Registry}
+	s := &Server{opts: opts, log: opts.Logger, obs: opts.Observer, registry: opts.Registry,
+		reviews: newSourceLimiter(opts.Limits.MaxReviewsPerSource)}
 	if !opts.Insecure {
 		cfg, err := serverTLS(opts)
 		if err != nil {
@@ -259,6 +261,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// refuseAuthentication answers a failed authentication: 401 with a Bearer challenge, 429
+// with a hint to come back in a second, 503 as it is.
+func refuseAuthentication(w http.ResponseWriter, code int, err error) {
+	switch code {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tmc-syncer-tunnel"`)
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
+	}
+	http.Error(w, err.Error(), code)
+}
+
 func isWebSocketUpgrade(r *http.Request) bool {
 	return r.Method == http.MethodGet &&
 		headerHasToken(r.Header, "Connection", "upgrade") &&
@@ -290,10 +304,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	user, code, err := s.authenticate(r, t.Cluster)
 	if err != nil {
 		log.Info("tunnel refused", "code", code, "err", err.Error())
-		if code == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tmc-syncer-tunnel"`)
-		}
-		http.Error(w, err.Error(), code)
+		refuseAuthentication(w, code, err)
 		return
 	}
 	attrs := Attributes{
