@@ -49,11 +49,13 @@ type tunnelServerOptions struct {
 	reviewBurst     int
 	reviewTimeout   time.Duration
 	tokenCacheTTL   time.Duration
+	reauthorize     time.Duration
 }
 
 func newTunnelServerCommand() *cobra.Command {
 	o := tunnelServerOptions{bindAddress: ":8443", reviewQPS: 50, reviewBurst: 100,
-		reviewTimeout: server.DefaultReviewTimeout, tokenCacheTTL: server.DefaultTokenTTL}
+		reviewTimeout: server.DefaultReviewTimeout, tokenCacheTTL: server.DefaultTokenTTL,
+		reauthorize: server.DefaultReauthorizePeriod}
 	cmd := &cobra.Command{
 		Use:   "tunnel-server",
 		Short: "Run the control-plane side of the tunnel that syncers dial out to",
@@ -78,6 +80,7 @@ func newTunnelServerCommand() *cobra.Command {
 	fs.IntVar(&o.reviewBurst, "review-burst", o.reviewBurst, "burst of --review-qps")
 	fs.DurationVar(&o.reviewTimeout, "review-timeout", o.reviewTimeout, "bound of each TokenReview and SubjectAccessReview")
 	fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", o.tokenCacheTTL, "how long an accepted token's identity is reused (refused tokens: a fifth of it, at least 1s)")
+	fs.DurationVar(&o.reauthorize, "reauthorize-period", o.reauthorize, "how often a tunnel's token and RBAC are checked again; a revoked one is closed (negative disables)")
 	return cmd
 }
 
@@ -164,18 +167,19 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		mux.Handle(p, checks)
 	}
 	srv, err := server.New(server.Options{
-		Registry:        registry,
-		Handler:         mux,
-		Observer:        tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
-		UpstreamAddress: addr,
-		Authenticator:   authn,
-		Authorizer:      server.NewSubjectAccessReviewAuthorizer(authzClusters),
-		NamespaceMapper: syncTargetNamespaces(dyn),
-		Logger:          log,
-		CertFile:        o.certFile,
-		KeyFile:         o.keyFile,
-		ClientCAFile:    o.clientCAFile,
-		Insecure:        o.insecure,
+		Registry:          registry,
+		Handler:           mux,
+		Observer:          tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
+		UpstreamAddress:   addr,
+		Authenticator:     authn,
+		ReauthorizePeriod: o.reauthorize,
+		Authorizer:        server.NewSubjectAccessReviewAuthorizer(authzClusters),
+		NamespaceMapper:   syncTargetNamespaces(dyn),
+		Logger:            log,
+		CertFile:          o.certFile,
+		KeyFile:           o.keyFile,
+		ClientCAFile:      o.clientCAFile,
+		Insecure:          o.insecure,
 	})
 	if err != nil {
 		_ = ln.Close()

@@ -53,6 +53,11 @@ type Options struct {
 	UpstreamDialTimeout time.Duration
 	// Limits bound each session's streams, requests and request sizes.
 	Limits Limits
+	// ReauthorizePeriod is how often a session's identity is checked again (token still
+	// valid for the same user, RBAC still allowing the tunnel, client certificate not
+	// expired); a definite no closes the session (reason revoked). Default 1 min;
+	// negative disables.
+	ReauthorizePeriod time.Duration
 
 	// Addr is the listen address of ListenAndServe, e.g. ":8443".
 	Addr string
@@ -69,6 +74,9 @@ type Options struct {
 	// health endpoints, metrics). Nil answers them with 404.
 	Handler http.Handler
 }
+
+// DefaultReauthorizePeriod is the default Options.ReauthorizePeriod.
+const DefaultReauthorizePeriod = time.Minute
 
 // RequestObserver is implemented by an Observer that also wants to count
 // control plane → cluster requests by response status code. Upgrades that
@@ -120,6 +128,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.UpstreamDialTimeout <= 0 {
 		opts.UpstreamDialTimeout = 10 * time.Second
+	}
+	if opts.ReauthorizePeriod == 0 {
+		opts.ReauthorizePeriod = DefaultReauthorizePeriod
 	}
 	opts.Limits = opts.Limits.withDefaults()
 	s := &Server{opts: opts, log: opts.Logger, obs: opts.Observer, registry: opts.Registry,
@@ -316,6 +327,13 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		http.Error(w, err.Error(), code)
 		return
 	}
+	// Only the identity holding a target's session may replace it: another one, even
+	// authorised, would take over the target's traffic (hijack).
+	if holder, ok := s.registry.holder(t); ok && !sameIdentity(holder, user) {
+		log.Info("tunnel refused: held by another identity", "user", user.Name, "holder", holder.Name)
+		http.Error(w, fmt.Sprintf("sync target %s is connected with another identity", t), http.StatusConflict)
+		return
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -338,12 +356,22 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	}
 	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now(), limits: newSessionLimits(s.opts.Limits)}
 	sess.transport, sess.proxy = newSessionProxy(sess, log)
-	if old := s.registry.put(sess); old != nil {
+	old, ok := s.registry.put(sess)
+	if !ok {
+		// Another identity won the race since the check above.
+		log.Info("tunnel refused: held by another identity", "user", user.Name, "holder", old.User.Name)
+		sess.Close(tunnel.ReasonConflict)
+		sess.transport.CloseIdleConnections()
+		return
+	}
+	if old != nil {
 		log.Info("newer tunnel replaces the older one", "old", old.RemoteAddr)
 		s.wg.Go(func() { old.Close(tunnel.ReasonReplaced) })
 	}
 	log.Info("tunnel connected", "user", user.Name)
 	s.obs.Connected(t, 0)
+	cred := credentialOf(r)
+	s.wg.Go(func() { s.reauthorize(sess, cred, attrs, log) })
 
 	var streams sync.WaitGroup
 	for {

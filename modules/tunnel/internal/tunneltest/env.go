@@ -30,6 +30,11 @@ const (
 	OtherToken = "mallory-token"
 	// BrokenToken makes the authenticator fail.
 	BrokenToken = "broken-token"
+	// IntruderToken authenticates another service account that RBAC also lets update
+	// the Target's tunnel.
+	IntruderToken = "intruder-token"
+	// SyncerUser is the identity of SyncerToken.
+	SyncerUser = "system:serviceaccount:default:syncer"
 )
 
 // Auth is a fake Authenticator and Authorizer.
@@ -38,16 +43,44 @@ type Auth struct {
 	Denied  bool // deny every question
 	Asked   []server.Attributes
 	Reviews int
+	revoked map[string]bool
+	broken  bool
+}
+
+// SetBroken makes every token review fail (true) or work again.
+func (a *Auth) SetBroken(b bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.broken = b
+}
+
+// Revoke makes token invalid from now on.
+func (a *Auth) Revoke(token string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.revoked == nil {
+		a.revoked = map[string]bool{}
+	}
+	a.revoked[token] = true
 }
 
 // AuthenticateToken implements server.Authenticator.
 func (a *Auth) AuthenticateToken(_ context.Context, _ string, token string) (server.UserInfo, bool, error) {
 	a.mu.Lock()
 	a.Reviews++
+	revoked, broken := a.revoked[token], a.broken
 	a.mu.Unlock()
+	if broken {
+		return server.UserInfo{}, false, errors.New("token review backend down")
+	}
+	if revoked {
+		return server.UserInfo{}, false, nil
+	}
 	switch token {
 	case SyncerToken:
-		return server.UserInfo{Name: "system:serviceaccount:default:syncer", Groups: []string{"system:serviceaccounts"}}, true, nil
+		return server.UserInfo{Name: SyncerUser, UID: "uid-syncer", Groups: []string{"system:serviceaccounts"}}, true, nil
+	case IntruderToken:
+		return server.UserInfo{Name: "system:serviceaccount:other:intruder", UID: "uid-intruder"}, true, nil
 	case UserToken:
 		return server.UserInfo{Name: "alice"}, true, nil
 	case OtherToken:
@@ -67,7 +100,7 @@ func (a *Auth) Authorize(_ context.Context, at server.Attributes) (bool, string,
 		return false, "denied by test", nil
 	}
 	switch at.User.Name {
-	case "system:serviceaccount:default:syncer":
+	case SyncerUser, "system:serviceaccount:other:intruder":
 		return at.Verb == "update" && at.Resource == "synctargets" && at.Subresource == "tunnel" &&
 			at.Group == "workload.kcp.io" && at.Name == Target.Name && at.Cluster == Target.Cluster, "", nil
 	case "alice", "cert-user":
