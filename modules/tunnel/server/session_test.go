@@ -49,7 +49,9 @@ func TestAnotherIdentityCannotTakeOverAConnectedTarget(t *testing.T) {
 
 	// The intruder may update the target's tunnel by RBAC, but another identity holds it.
 	intruder, code := dialTunnel(ctx, t, srv, tunneltest.IntruderToken)
-	assert.True(t, intruder == nil, "the intruder gets no tunnel")
+	if intruder != nil {
+		t.Error("the intruder got a tunnel")
+	}
 	assert.Equal(t, http.StatusConflict, code)
 	assert.Same(t, held, srv.Registry().Get(tunneltest.Target), "the holder's session is untouched")
 	assert.Equal(t, tunneltest.SyncerUser, srv.Registry().List()[0].User)
