@@ -36,6 +36,7 @@ import (
 // tunnelServerOptions are the settings of `syncer tunnel-server`.
 type tunnelServerOptions struct {
 	bindAddress     string
+	internalAddress string
 	certFile        string
 	keyFile         string
 	clientCAFile    string
@@ -53,7 +54,7 @@ type tunnelServerOptions struct {
 }
 
 func newTunnelServerCommand() *cobra.Command {
-	o := tunnelServerOptions{bindAddress: ":8443", reviewQPS: 50, reviewBurst: 100,
+	o := tunnelServerOptions{bindAddress: ":8443", internalAddress: "127.0.0.1:8444", reviewQPS: 50, reviewBurst: 100,
 		reviewTimeout: server.DefaultReviewTimeout, tokenCacheTTL: server.DefaultTokenTTL,
 		reauthorize: server.DefaultReauthorizePeriod}
 	cmd := &cobra.Command{
@@ -67,6 +68,7 @@ func newTunnelServerCommand() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.bindAddress, "bind-address", o.bindAddress, "listen address")
+	fs.StringVar(&o.internalAddress, "internal-bind-address", o.internalAddress, "listen address of /status, /status.json, /metrics (and the health endpoints), plain HTTP, off the public tunnel port; empty disables")
 	fs.StringVar(&o.certFile, "tls-cert-file", "", "serving certificate")
 	fs.StringVar(&o.keyFile, "tls-private-key-file", "", "serving key")
 	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "CA that signs client certificates (optional)")
@@ -159,16 +161,15 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		Counter: statuspage.NewUpstreamCounter(meta, mon, statuspage.CounterOptions{})})
 	checks := health.NewHandler()
 	checks.AddReadyz(health.Synced("synctargets", mon.HasSynced))
-	mux := http.NewServeMux()
-	mux.Handle("/status", page)
-	mux.Handle("/status.json", page)
-	mux.Handle("/metrics", tunnelmetrics.Handler(reg))
-	for _, p := range []string{"/livez", "/readyz", "/healthz"} {
-		mux.Handle(p, checks)
+	public, internal := tunnelServerHandlers(page, tunnelmetrics.Handler(reg), checks)
+	internalLn, err := listen("internal-bind-address", o.internalAddress)
+	if err != nil {
+		_ = ln.Close()
+		return err
 	}
 	srv, err := server.New(server.Options{
 		Registry:          registry,
-		Handler:           mux,
+		Handler:           public,
 		Observer:          tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
 		UpstreamAddress:   addr,
 		Authenticator:     authn,
@@ -182,12 +183,16 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		Insecure:          o.insecure,
 	})
 	if err != nil {
-		_ = ln.Close()
+		closeAll(ln, internalLn)
 		return errorf(ExitUsage, "tunnel server: %w", err)
 	}
 	log.Info("tunnel server listening", "address", ln.Addr().String(), "upstream", addr)
+	if internalLn != nil {
+		log.Info("status page and metrics listening", "address", internalLn.Addr().String())
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mon.Run(gctx) })
+	g.Go(func() error { return serve(gctx, internalLn, internal) })
 	g.Go(func() error {
 		if err := srv.Serve(gctx, ln); err != nil && !errors.Is(err, context.Canceled) {
 			return err
@@ -195,6 +200,22 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		return nil
 	})
 	return ignoreCanceled(g.Wait())
+}
+
+// tunnelServerHandlers splits the tunnel server's own endpoints: the public tunnel port
+// serves only the health endpoints (kubelet probes) next to the tunnels; the status page,
+// which names every SyncTarget, user and address, and the metrics are on the internal
+// listener only.
+func tunnelServerHandlers(page, metrics, checks http.Handler) (public, internal http.Handler) {
+	pub, in := http.NewServeMux(), http.NewServeMux()
+	for _, p := range []string{"/livez", "/readyz", "/healthz"} {
+		pub.Handle(p, checks)
+		in.Handle(p, checks)
+	}
+	in.Handle("/status", page)
+	in.Handle("/status.json", page)
+	in.Handle("/metrics", metrics)
+	return pub, in
 }
 
 // newMonitor builds the heartbeat monitor: HeartbeatHealthy, TunnelConnected (when
