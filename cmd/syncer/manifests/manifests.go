@@ -147,7 +147,7 @@ func Objects(c Config) []runtime.Object {
 							Env: []corev1.EnvVar{{Name: "NAMESPACE", ValueFrom: &corev1.EnvVarSource{
 								FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"},
 							}}},
-							Ports: ports,
+							Ports:          ports,
 							LivenessProbe:  probe("/livez"),
 							ReadinessProbe: probe("/readyz"),
 							Resources: corev1.ResourceRequirements{
