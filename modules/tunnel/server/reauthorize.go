@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-logr/logr"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 )
@@ -30,36 +30,55 @@ func credentialOf(r *http.Request) credential {
 // reviewTimeout bounds one re-check of a session.
 const reviewTimeout = 10 * time.Second
 
-// reauthorize checks sess's identity every ReauthorizePeriod until the session ends and
-// closes it (reason revoked) once the answer is a definite no. A backend that cannot
-// decide keeps the session: an API server restart must not drop every tunnel.
-func (s *Server) reauthorize(sess *Session, cred credential, attrs Attributes, log logr.Logger) {
+// reauthorizeConcurrency bounds the re-checks in flight, so that a server with many
+// sessions does not burst its review budget every period.
+const reauthorizeConcurrency = 4
+
+// reauthorizeLoop checks every session's identity each ReauthorizePeriod, until the
+// server closes. One loop for all sessions: a session costs no goroutine or timer of its
+// own.
+func (s *Server) reauthorizeLoop() {
 	if s.opts.ReauthorizePeriod < 0 {
 		return
 	}
-	ticker := time.NewTicker(s.opts.ReauthorizePeriod)
-	defer ticker.Stop()
+	timer := time.NewTimer(s.opts.ReauthorizePeriod)
+	defer timer.Stop()
 	for {
 		select {
-		case <-sess.Done():
+		case <-s.baseCtx.Done():
 			return
-		case <-ticker.C:
+		case <-timer.C:
 		}
-		ctx, cancel := context.WithTimeout(s.baseCtx, reviewTimeout)
-		err := s.stillAuthorized(ctx, cred, attrs)
-		cancel()
-		if err == nil {
-			continue
+		var g errgroup.Group
+		g.SetLimit(reauthorizeConcurrency)
+		for _, sess := range s.registry.all() {
+			g.Go(func() error {
+				s.reauthorize(sess)
+				return nil
+			})
 		}
-		var revoked revokedError
-		if !errors.As(err, &revoked) {
-			log.Info("tunnel re-authorization undecided, session kept", "err", err.Error())
-			continue
-		}
-		log.Info("tunnel closed: authorization revoked", "user", attrs.User.Name, "err", err.Error())
-		sess.Close(tunnel.ReasonRevoked)
+		_ = g.Wait()
+		timer.Reset(s.opts.ReauthorizePeriod)
+	}
+}
+
+// reauthorize closes sess (reason revoked) when its identity no longer holds. A backend
+// that cannot decide keeps the session: an API server restart must not drop every tunnel.
+func (s *Server) reauthorize(sess *Session) {
+	ctx, cancel := context.WithTimeout(s.baseCtx, reviewTimeout)
+	defer cancel()
+	log := s.log.WithValues("syncTarget", sess.Target().String(), "user", sess.User.Name, "remote", sess.RemoteAddr)
+	err := s.stillAuthorized(ctx, sess.cred, sess.attrs)
+	if err == nil {
 		return
 	}
+	var revoked revokedError
+	if !errors.As(err, &revoked) {
+		log.Info("tunnel re-authorization undecided, session kept", "err", err.Error())
+		return
+	}
+	log.Info("tunnel closed: authorization revoked", "err", err.Error())
+	sess.Close(tunnel.ReasonRevoked)
 }
 
 // revokedError is a definite no from the re-check.

@@ -23,6 +23,8 @@ type Session struct {
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 	limits    *sessionLimits
+	cred      credential // what the session was authenticated with, to check it again
+	attrs     Attributes // the authorisation it was granted, to ask again
 }
 
 // SessionInfo describes a live session, for status pages and health checks.

@@ -198,6 +198,11 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // Serve serves on ln (wrapped in TLS unless Insecure) until ctx ends, then
 // closes every session gracefully and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.wg.Go(s.reauthorizeLoop)
+	}
+	s.mu.Unlock()
 	ln = corkListener{ln}
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
@@ -354,7 +359,8 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		log.Error(err, "tunnel session")
 		return
 	}
-	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now(), limits: newSessionLimits(s.opts.Limits)}
+	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now(), limits: newSessionLimits(s.opts.Limits),
+		cred: credentialOf(r), attrs: attrs}
 	sess.transport, sess.proxy = newSessionProxy(sess, log)
 	old, ok := s.registry.put(sess)
 	if !ok {
@@ -370,8 +376,6 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	}
 	log.Info("tunnel connected", "user", user.Name)
 	s.obs.Connected(t, 0)
-	cred := credentialOf(r)
-	s.wg.Go(func() { s.reauthorize(sess, cred, attrs, log) })
 
 	var streams sync.WaitGroup
 	for {
