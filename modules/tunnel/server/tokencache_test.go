@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clocktesting "k8s.io/utils/clock/testing"
 
+	"github.com/tmc-syncer/syncer/modules/tunnel/client"
 	"github.com/tmc-syncer/syncer/modules/tunnel/internal/tunneltest"
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
 )
@@ -170,4 +173,54 @@ func TestGarbageTokensFromOneSourceCannotDelayOthers(t *testing.T) {
 	assert.Positive(t, refused.Load(), "the flooding source is capped")
 	assert.LessOrEqual(t, unauthorized.Load(), int64(500))
 	assert.EqualValues(t, 500, refused.Load()+unauthorized.Load())
+}
+
+// TestGarbageFloodDoesNotDelayARealSyncerOrPodLogs is the scenario over a real TLS
+// tunnel: while 500 garbage-token requests from one address keep a slow TokenReview
+// backend busy, a pod-log request through the connected tunnel and a new handshake of the
+// syncer (from another address) each complete within 1 s.
+func TestGarbageFloodDoesNotDelayARealSyncerOrPodLogs(t *testing.T) {
+	backend := &slowBackend{slots: make(chan struct{}, 4), delay: 50 * time.Millisecond}
+	logs := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "log line\n") })
+	p := newPair(t, "127.0.0.1:1", logs, func(o *server.Options) {
+		o.Authenticator = server.NewCachedAuthenticator(backend, server.TokenCacheOptions{})
+	})
+
+	flood := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 500 {
+		wg.Go(func() {
+			<-flood
+			r := tunnelRequest(tunneltest.Target.ProxyPath()+"/api/v1/namespaces/team/pods/web/log", fmt.Sprintf("garbage-%d", i), false)
+			r.RemoteAddr = "203.0.113.9:40000"
+			rec := httptest.NewRecorder()
+			p.srv.Server().ServeHTTP(rec, r)
+		})
+	}
+	close(flood)
+	time.Sleep(20 * time.Millisecond) // the flood is on
+
+	start := time.Now()
+	code, body := p.do(t, http.MethodGet, "/api/v1/namespaces/team/pods/web/log", tunneltest.UserToken, nil)
+	assert.Equal(t, http.StatusOK, code, body)
+	assert.Less(t, time.Since(start), time.Second, "pod logs during the flood")
+
+	held := p.srv.Registry().Get(tunneltest.Target)
+	c, err := client.New(client.Options{
+		ServerURL: p.srv.URL, Target: tunneltest.Target, Token: client.StaticToken(tunneltest.SyncerToken),
+		TLSConfig: p.pki.ClientTLS(), Handler: logs,
+	})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start = time.Now()
+	go func() { done <- c.Run(ctx) }()
+	tunneltest.Eventually(t, 5*time.Second, "the syncer's new tunnel", func() bool {
+		s := p.srv.Registry().Get(tunneltest.Target)
+		return s != nil && s != held
+	})
+	assert.Less(t, time.Since(start), time.Second, "a syncer handshake during the flood")
+	cancel()
+	require.NoError(t, <-done)
+	wg.Wait()
 }
