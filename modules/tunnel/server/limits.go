@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Limits bound what one tunnel session may hold on the server, so that one syncer (or the
@@ -21,6 +22,12 @@ type Limits struct {
 	// session (log follows and exec sessions count while they last); beyond it: 429.
 	// Default 256.
 	MaxProxyRequests int
+	// MaxProxyRequestsPerUser is the most of those one user (name and UID) may hold, so
+	// that one user cannot take all of a target's slots; beyond it: 429. Default 64.
+	MaxProxyRequestsPerUser int
+	// MaxRequestDuration ends a control plane → cluster request (a followed log, an
+	// exec or port-forward session, a watch) that lasts longer. Default 4 h.
+	MaxRequestDuration time.Duration
 	// MaxRequestBodyBytes bounds the body of a forwarded request that is not an upgrade;
 	// beyond it: 413. Default 1 MiB.
 	MaxRequestBodyBytes int64
@@ -36,6 +43,8 @@ type Limits struct {
 const (
 	DefaultMaxUpstreamStreams  = 1024
 	DefaultMaxProxyRequests    = 256
+	DefaultMaxRequestsPerUser  = 64
+	DefaultMaxRequestDuration  = 4 * time.Hour
 	DefaultMaxRequestBodyBytes = 1 << 20
 	DefaultMaxHeaderBytes      = 64 << 10
 	DefaultMaxReviewsPerSource = 16
@@ -47,6 +56,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxProxyRequests <= 0 {
 		l.MaxProxyRequests = DefaultMaxProxyRequests
+	}
+	if l.MaxProxyRequestsPerUser <= 0 {
+		l.MaxProxyRequestsPerUser = DefaultMaxRequestsPerUser
+	}
+	if l.MaxRequestDuration <= 0 {
+		l.MaxRequestDuration = DefaultMaxRequestDuration
 	}
 	if l.MaxRequestBodyBytes <= 0 {
 		l.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
@@ -65,9 +80,13 @@ type sessionLimits struct {
 	max      Limits
 	streams  atomic.Int64
 	requests atomic.Int64
+	perUser  *sourceLimiter // requests in flight per user
 }
 
-func newSessionLimits(l Limits) *sessionLimits { return &sessionLimits{max: l.withDefaults()} }
+func newSessionLimits(l Limits) *sessionLimits {
+	l = l.withDefaults()
+	return &sessionLimits{max: l, perUser: newSourceLimiter(l.MaxProxyRequestsPerUser)}
+}
 
 // take increments c unless that would exceed limit.
 func take(c *atomic.Int64, limit int) bool {
@@ -78,10 +97,29 @@ func take(c *atomic.Int64, limit int) bool {
 	return true
 }
 
-func (l *sessionLimits) takeStream() bool  { return take(&l.streams, l.max.MaxUpstreamStreams) }
-func (l *sessionLimits) releaseStream()    { l.streams.Add(-1) }
-func (l *sessionLimits) takeRequest() bool { return take(&l.requests, l.max.MaxProxyRequests) }
-func (l *sessionLimits) releaseRequest()   { l.requests.Add(-1) }
+func (l *sessionLimits) takeStream() bool { return take(&l.streams, l.max.MaxUpstreamStreams) }
+func (l *sessionLimits) releaseStream()   { l.streams.Add(-1) }
+
+// userKey identifies a user for the per-user limit.
+func userKey(u UserInfo) string { return u.Name + "\x00" + u.UID }
+
+// takeRequest takes a slot of the session and one of the user; it reports which limit
+// refused it ("" when taken).
+func (l *sessionLimits) takeRequest(user string) string {
+	if !l.perUser.take(user) {
+		return "per user"
+	}
+	if !take(&l.requests, l.max.MaxProxyRequests) {
+		l.perUser.release(user)
+		return "per target"
+	}
+	return ""
+}
+
+func (l *sessionLimits) releaseRequest(user string) {
+	l.requests.Add(-1)
+	l.perUser.release(user)
+}
 
 // limitBody refuses a declared body over max with 413 and caps an undeclared one (chunked);
 // upgrades are streams, not bodies, and are not capped. It reports whether to go on.
@@ -119,8 +157,9 @@ func proxyErrorStatus(err error) int {
 	return http.StatusBadGateway
 }
 
-// sourceLimiter counts work in flight per source address. Entries leave the map when their
-// count drops to zero, so it holds at most one entry per request in flight.
+// sourceLimiter counts work in flight per key (a source address, a user). Entries leave
+// the map when their count drops to zero, so it holds at most one entry per request in
+// flight.
 type sourceLimiter struct {
 	max   int
 	mu    sync.Mutex

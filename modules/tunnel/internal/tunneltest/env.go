@@ -26,6 +26,8 @@ const (
 	SyncerToken = "syncer-token"
 	// UserToken authenticates "alice", who may do anything in namespaces "team*".
 	UserToken = "alice-token"
+	// BobToken authenticates "bob", who may do what alice may.
+	BobToken = "bob-token"
 	// OtherToken authenticates "mallory", who may do nothing.
 	OtherToken = "mallory-token"
 	// BrokenToken makes the authenticator fail.
@@ -83,6 +85,8 @@ func (a *Auth) AuthenticateToken(_ context.Context, _ string, token string) (ser
 		return server.UserInfo{Name: "system:serviceaccount:other:intruder", UID: "uid-intruder"}, true, nil
 	case UserToken:
 		return server.UserInfo{Name: "alice"}, true, nil
+	case BobToken:
+		return server.UserInfo{Name: "bob"}, true, nil
 	case OtherToken:
 		return server.UserInfo{Name: "mallory"}, true, nil
 	case BrokenToken:
@@ -103,7 +107,7 @@ func (a *Auth) Authorize(_ context.Context, at server.Attributes) (bool, string,
 	case SyncerUser, "system:serviceaccount:other:intruder":
 		return at.Verb == "update" && at.Resource == "synctargets" && at.Subresource == "tunnel" &&
 			at.Group == "workload.kcp.io" && at.Name == Target.Name && at.Cluster == Target.Cluster, "", nil
-	case "alice", "cert-user":
+	case "alice", "bob", "cert-user":
 		return strings.HasPrefix(at.Namespace, "team") && at.Cluster == Target.Cluster, "", nil
 	}
 	return false, "no RBAC", nil
