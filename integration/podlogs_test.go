@@ -80,7 +80,7 @@ func startTunnelServerBinary(t *testing.T, env *framework.Environment) *tunnelSe
 	cert, key, err := env.KCP.IssueServingCert(dir, "tunnel-server")
 	require.NoError(t, err)
 	addr := freeAddr(t)
-	p := startSyncerBinary(t, "tunnel-server", "--bind-address="+addr, "--kubeconfig="+env.KCP.Kubeconfig,
+	p := startSyncerBinary(t, "tunnel-server", "--bind-address="+addr, "--internal-bind-address="+freeAddr(t), "--kubeconfig="+env.KCP.Kubeconfig,
 		"--tls-cert-file="+cert, "--tls-private-key-file="+key)
 	ts := &tunnelServerProcess{SyncerProcess: p, url: "https://" + addr, caFile: env.KCP.CAFile()}
 	hc := ts.httpClient(t)

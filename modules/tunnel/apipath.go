@@ -34,10 +34,28 @@ func isPodSubresource(sub string) bool {
 	return false
 }
 
+// isNamespaceSubresource reports whether seg, right after /namespaces/<ns>/, names a
+// subresource of the namespace object (as kube-apiserver's request info reads it).
+func isNamespaceSubresource(seg string) bool {
+	return seg == "status" || seg == "finalize"
+}
+
+// IsWatch reports whether query asks for a watch exactly as kube-apiserver decodes the
+// watch parameter: present with a first value that is neither "0" nor "false" (any case),
+// so "true", "1", "yes", "True" and an empty value all watch.
+func IsWatch(query url.Values) bool {
+	v, ok := query["watch"]
+	if !ok || len(v) == 0 {
+		return false
+	}
+	return v[0] != "0" && !strings.EqualFold(v[0], "false")
+}
+
 // ParseAPIPath parses /api/v1/namespaces/<ns>/<resource>[/<name>[/<sub>]] or
 // /apis/<group>/<version>/namespaces/<ns>/<resource>[/<name>[/<sub>]]. It
-// refuses unclean paths, cluster-scoped paths and every subresource except
-// the pod subresources log, exec, attach and portforward.
+// refuses unclean paths, cluster-scoped paths, the namespace's own
+// subresources (status, finalize) and every subresource except the pod
+// subresources log, exec, attach and portforward.
 func ParseAPIPath(p string) (APIRequest, error) {
 	if p == "" || path.Clean(p) != p {
 		return APIRequest{}, fmt.Errorf("path %q is not clean", p)
@@ -54,6 +72,11 @@ func ParseAPIPath(p string) (APIRequest, error) {
 	}
 	if len(seg) < 3 || len(seg) > 5 || seg[0] != "namespaces" {
 		return APIRequest{}, fmt.Errorf("path %q is not a namespaced resource path", p)
+	}
+	if isNamespaceSubresource(seg[2]) {
+		// kube-apiserver reads /namespaces/<ns>/status as the status of namespace <ns>,
+		// never as a resource named "status" in it.
+		return APIRequest{}, fmt.Errorf("path %q is a subresource of the namespace, not a namespaced resource", p)
 	}
 	r.Namespace, r.Resource = seg[1], seg[2]
 	if len(seg) >= 4 {
@@ -93,22 +116,24 @@ func (r APIRequest) Path() string {
 
 // Verb returns the Kubernetes authorization verb of the request, or an error
 // when the method is not allowed through the tunnel: plain resources are
-// read-only (get, list, watch), log is read, exec/attach/portforward are
-// create (as kube-apiserver authorises them, whatever the HTTP method).
+// read-only (get, list, watch; watch decided by IsWatch, only for
+// collections), log is read, exec/attach/portforward are create (as
+// kube-apiserver authorises them, whatever the HTTP method).
 func (r APIRequest) Verb(method string, query url.Values) (string, error) {
 	switch r.Subresource {
 	case "":
 		if method != http.MethodGet && method != http.MethodHead {
 			return "", fmt.Errorf("method %s is not allowed: only read-only requests cross the tunnel", method)
 		}
-		watch := query.Get("watch") == "true" || query.Get("watch") == "1"
+		// As kube-apiserver: a named GET is "get" whatever its query; only a
+		// collection becomes "watch" or "list".
 		switch {
-		case watch:
-			return "watch", nil
-		case r.Name == "":
-			return "list", nil
-		default:
+		case r.Name != "":
 			return "get", nil
+		case IsWatch(query):
+			return "watch", nil
+		default:
+			return "list", nil
 		}
 	case "log":
 		if method != http.MethodGet {

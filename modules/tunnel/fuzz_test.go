@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/coder/websocket"
 	"github.com/go-logr/logr"
@@ -19,7 +20,8 @@ import (
 )
 
 // FuzzParsePath: whatever path a client sends, ParsePath never panics, and a path it accepts
-// names a valid target whose endpoint path is exactly the prefix of the input.
+// names a valid target (a kcp cluster path and a Kubernetes name: valid UTF-8, bounded, no
+// wildcard) whose endpoint path is exactly the prefix of the input.
 func FuzzParsePath(f *testing.F) {
 	for _, s := range []string{
 		"/tunnel/v1/clusters/root:org/synctargets/c1",
@@ -28,6 +30,11 @@ func FuzzParsePath(f *testing.F) {
 		"/tunnel/v1/clusters/a%2Fb/synctargets/c1",
 		"/tunnel/v1/clusters//synctargets/",
 		"/other",
+		"/tunnel/v1/clusters/root/synctargets/\xff\xfe",
+		"/tunnel/v1/clusters/root/synctargets/%FF",
+		"/tunnel/v1/clusters/*/synctargets/*",
+		"/tunnel/v1/clusters/root:/synctargets/c1",
+		"/tunnel/v1/clusters/root/synctargets/" + strings.Repeat("a", 30<<10),
 	} {
 		f.Add(s)
 	}
@@ -40,6 +47,10 @@ func FuzzParsePath(f *testing.F) {
 		require.Equal(t, p, target.Path()+rest, "endpoint path and remainder rebuild the input")
 		require.NotContains(t, target.Cluster, "/")
 		require.NotContains(t, target.Name, "/")
+		require.True(t, utf8.ValidString(target.String()), "names are valid UTF-8 (Prometheus label values)")
+		require.LessOrEqual(t, len(target.Name), 253)
+		require.LessOrEqual(t, len(target.Cluster), tunnel.MaxClusterLength)
+		require.NotContains(t, target.String(), "*")
 	})
 }
 
@@ -54,8 +65,13 @@ func FuzzParseAPIPath(f *testing.F) {
 		{"/api/v1/namespaces/team-a/configmaps", "DELETE"},
 		{"/api/v1/namespaces/../secrets", "GET"},
 		{"/api/v1/nodes/n1/proxy", "GET"},
+		{"/api/v1/namespaces/team-a/status", "GET"},
+		{"/api/v1/namespaces/team-a/finalize/x", "GET"},
 	} {
 		f.Add(s[0], s[1], "watch=true")
+	}
+	for _, q := range []string{"watch=yes", "watch=True", "watch=", "watch", "watch=FALSE", "watch=0&watch=1", "watch=%ff"} {
+		f.Add("/api/v1/namespaces/team-a/configmaps", "GET", q)
 	}
 	f.Fuzz(func(t *testing.T, p, method, rawQuery string) {
 		r, err := tunnel.ParseAPIPath(p)
@@ -72,6 +88,8 @@ func FuzzParseAPIPath(f *testing.F) {
 			require.Contains(t, []string{"log", "exec", "attach", "portforward"}, r.Subresource)
 		}
 		q, _ := url.ParseQuery(rawQuery)
+		require.Equal(t, kubeAPIServerWatch(t, q), tunnel.IsWatch(q), "watch decided as kube-apiserver decides it")
+		require.NotContains(t, []string{"status", "finalize"}, r.Resource, "namespace subresources are not resources")
 		verb, err := r.Verb(method, q)
 		if err != nil {
 			return

@@ -43,6 +43,11 @@ const (
 	ReasonShutdown Reason = "shutdown"
 	// ReasonReplaced is a session replaced by a newer one for the same SyncTarget.
 	ReasonReplaced Reason = "replaced"
+	// ReasonRevoked is a session closed by the server because its token or its RBAC no
+	// longer allows it.
+	ReasonRevoked Reason = "revoked"
+	// ReasonConflict is a session refused because another identity holds the SyncTarget.
+	ReasonConflict Reason = "conflict"
 	// ReasonPingTimeout is a peer that missed too many pongs.
 	ReasonPingTimeout Reason = "ping_timeout"
 	// ReasonClosed is a connection closed or broken by the peer or the network.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 )
@@ -294,4 +296,111 @@ func tunneltestEventually(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func TestTargetValidateAcceptsOnlyKCPClusterPathsAndKubernetesNames(t *testing.T) {
+	for _, tc := range []struct {
+		target tunnel.Target
+		ok     bool
+	}{
+		{tunnel.Target{Cluster: "root", Name: "c1"}, true},
+		{tunnel.Target{Cluster: "root:org:ws", Name: "cluster-1.east"}, true},
+		{tunnel.Target{Cluster: "2ab9c", Name: strings.Repeat("a", 253)}, true},
+		{tunnel.Target{Cluster: "root", Name: strings.Repeat("a", 254)}, false},
+		{tunnel.Target{Cluster: strings.Repeat("a:", 511) + "a", Name: "c"}, true},
+		{tunnel.Target{Cluster: strings.Repeat("a:", 512) + "a", Name: "c"}, false},
+		{tunnel.Target{Cluster: strings.Repeat("a", 64), Name: "c"}, false},
+		{tunnel.Target{Cluster: "", Name: "c"}, false},
+		{tunnel.Target{Cluster: "root", Name: ""}, false},
+		{tunnel.Target{Cluster: "*", Name: "c"}, false},
+		{tunnel.Target{Cluster: "root", Name: "*"}, false},
+		{tunnel.Target{Cluster: "root:", Name: "c"}, false},
+		{tunnel.Target{Cluster: "-root", Name: "c"}, false},
+		{tunnel.Target{Cluster: "Root", Name: "c"}, false},
+		{tunnel.Target{Cluster: "root", Name: "C1"}, false},
+		{tunnel.Target{Cluster: "root", Name: "\xff"}, false},
+		{tunnel.Target{Cluster: "root", Name: "%FF"}, false},
+		{tunnel.Target{Cluster: "root", Name: ".."}, false},
+		{tunnel.Target{Cluster: "root", Name: "a/b"}, false},
+	} {
+		err := tc.target.Validate()
+		if tc.ok {
+			assert.NoError(t, err, "%.40q", tc.target.String())
+		} else {
+			assert.ErrorIs(t, err, tunnel.ErrInvalidTarget, "%.40q", tc.target.String())
+		}
+	}
+}
+
+// kubeAPIServerWatch decides watch with apimachinery's own conversion of the watch query
+// parameter (what kube-apiserver's request info uses), as the oracle for tunnel.IsWatch.
+func kubeAPIServerWatch(t testing.TB, q url.Values) bool {
+	t.Helper()
+	v, ok := q["watch"]
+	if !ok || len(v) == 0 {
+		return false
+	}
+	var watch bool
+	require.NoError(t, runtime.Convert_Slice_string_To_bool(&v, &watch, nil))
+	return watch
+}
+
+func TestVerbDecidesWatchExactlyAsKubeAPIServer(t *testing.T) {
+	for _, tc := range []struct {
+		path, method, query string
+		want                string
+	}{
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=true", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=1", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=yes", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=True", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=TRUE", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=on", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=2", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=true&watch=false", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "HEAD", "watch=yes", "watch"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=false", "list"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=False", "list"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=FALSE", "list"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=0", "list"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "watch=false&watch=true", "list"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "", "list"},
+		{"/api/v1/namespaces/a/configmaps", "GET", "Watch=true", "list"},
+		// A named GET is "get" whatever the query (kube-apiserver serves it as a get).
+		{"/api/v1/namespaces/a/configmaps/c", "GET", "watch=true", "get"},
+		{"/api/v1/namespaces/a/configmaps/c", "GET", "watch=yes", "get"},
+	} {
+		t.Run(tc.method+" "+tc.path+"?"+tc.query, func(t *testing.T) {
+			r, err := tunnel.ParseAPIPath(tc.path)
+			require.NoError(t, err)
+			q, err := url.ParseQuery(tc.query)
+			require.NoError(t, err)
+			verb, err := r.Verb(tc.method, q)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, verb)
+			assert.Equal(t, kubeAPIServerWatch(t, q), tunnel.IsWatch(q), "IsWatch agrees with apimachinery")
+		})
+	}
+}
+
+func TestNamespaceSubresourcesAreNeverResourceNames(t *testing.T) {
+	for _, p := range []string{
+		"/api/v1/namespaces/a/status",
+		"/api/v1/namespaces/a/finalize",
+		"/api/v1/namespaces/a/status/x",
+		"/api/v1/namespaces/a/finalize/x",
+		"/apis/apps/v1/namespaces/a/status",
+		"/apis/apps/v1/namespaces/a/finalize/x",
+	} {
+		t.Run(p, func(t *testing.T) {
+			_, err := tunnel.ParseAPIPath(p)
+			require.Error(t, err, "kube-apiserver reads this as the namespace's subresource")
+		})
+	}
+	// A resource that merely starts like one is still a resource.
+	r, err := tunnel.ParseAPIPath("/apis/example.io/v1/namespaces/a/statuses/s")
+	require.NoError(t, err)
+	assert.Equal(t, "statuses", r.Resource)
 }

@@ -50,5 +50,6 @@ func newManifestsCommand(version string) *cobra.Command {
 	fs.StringVar(&cfg.Namespace, "namespace", "", "namespace of the syncer (default: derived from the SyncTarget)")
 	fs.Int32Var(&cfg.Replicas, "replicas", cfg.Replicas, "replicas; more than one turns on leader election")
 	fs.StringVar(&cfg.TunnelURL, "tunnel-url", "", "tunnel server URL")
+	fs.BoolVar(&cfg.ExposeMetrics, "expose-metrics", false, "serve the syncer's /metrics on the pod's address (:8080) instead of loopback")
 	return cmd
 }

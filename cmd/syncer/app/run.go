@@ -126,7 +126,9 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	checks.AddLivez(state.watchdog.Check())
 	checks.AddReadyz(
 		health.Synced("informers", state.synced),
-		health.Reachable("upstream", health.RESTPinger(upKube.Discovery().RESTClient(), "/readyz")),
+		// One upstream request per upstreamCheckTTL at most, however often the kubelet
+		// or anyone else probes.
+		health.Cached(health.Reachable("upstream", health.RESTPinger(upKube.Discovery().RESTClient(), "/readyz")), upstreamCheckTTL, nil),
 	)
 	if tun != nil {
 		checks.AddReadyz(health.TunnelConnected(tun))
@@ -485,6 +487,9 @@ func classify(err error) error {
 		return withCode(ExitFailure, err)
 	}
 }
+
+// upstreamCheckTTL is how long the readiness check's upstream answer is reused.
+const upstreamCheckTTL = 15 * time.Second
 
 func listen(flag, addr string) (net.Listener, error) {
 	if addr == "" {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,8 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/klog/v2"
 
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
@@ -33,6 +36,7 @@ import (
 // tunnelServerOptions are the settings of `syncer tunnel-server`.
 type tunnelServerOptions struct {
 	bindAddress     string
+	internalAddress string
 	certFile        string
 	keyFile         string
 	clientCAFile    string
@@ -42,10 +46,17 @@ type tunnelServerOptions struct {
 	upstreamAddress string
 	kcp             bool
 	cluster         string
+	reviewQPS       float32
+	reviewBurst     int
+	reviewTimeout   time.Duration
+	tokenCacheTTL   time.Duration
+	reauthorize     time.Duration
 }
 
 func newTunnelServerCommand() *cobra.Command {
-	o := tunnelServerOptions{bindAddress: ":8443"}
+	o := tunnelServerOptions{bindAddress: ":8443", internalAddress: "127.0.0.1:8444", reviewQPS: 50, reviewBurst: 100,
+		reviewTimeout: server.DefaultReviewTimeout, tokenCacheTTL: server.DefaultTokenTTL,
+		reauthorize: server.DefaultReauthorizePeriod}
 	cmd := &cobra.Command{
 		Use:   "tunnel-server",
 		Short: "Run the control-plane side of the tunnel that syncers dial out to",
@@ -57,6 +68,7 @@ func newTunnelServerCommand() *cobra.Command {
 	}
 	fs := cmd.Flags()
 	fs.StringVar(&o.bindAddress, "bind-address", o.bindAddress, "listen address")
+	fs.StringVar(&o.internalAddress, "internal-bind-address", o.internalAddress, "listen address of /status, /status.json, /metrics (and the health endpoints), plain HTTP, off the public tunnel port; empty disables")
 	fs.StringVar(&o.certFile, "tls-cert-file", "", "serving certificate")
 	fs.StringVar(&o.keyFile, "tls-private-key-file", "", "serving key")
 	fs.StringVar(&o.clientCAFile, "client-ca-file", "", "CA that signs client certificates (optional)")
@@ -66,12 +78,20 @@ func newTunnelServerCommand() *cobra.Command {
 	fs.StringVar(&o.upstreamAddress, "upstream-address", "", "host:port syncer streams are connected to (default: the --kubeconfig server)")
 	fs.BoolVar(&o.kcp, "kcp", false, "the control plane is kcp: review tokens in each SyncTarget's logical cluster")
 	fs.StringVar(&o.cluster, "cluster", "root", "logical cluster of SyncTargets without a kcp.io/cluster annotation (heartbeat monitor)")
+	fs.Float32Var(&o.reviewQPS, "review-qps", o.reviewQPS, "TokenReviews and SubjectAccessReviews per second (their own client and budget, apart from the heartbeat monitor's)")
+	fs.IntVar(&o.reviewBurst, "review-burst", o.reviewBurst, "burst of --review-qps")
+	fs.DurationVar(&o.reviewTimeout, "review-timeout", o.reviewTimeout, "bound of each TokenReview and SubjectAccessReview")
+	fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", o.tokenCacheTTL, "how long an accepted token's identity is reused (refused tokens: a fifth of it, at least 1s)")
+	fs.DurationVar(&o.reauthorize, "reauthorize-period", o.reauthorize, "how often a tunnel's token and RBAC are checked again; a revoked one is closed (negative disables)")
 	return cmd
 }
 
 func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if !o.insecure && (o.certFile == "" || o.keyFile == "") {
 		return errorf(ExitUsage, "--tls-cert-file and --tls-private-key-file are required (or --insecure for tests)")
+	}
+	if o.reviewQPS <= 0 || o.reviewBurst <= 0 || o.reviewTimeout <= 0 || o.tokenCacheTTL <= 0 {
+		return errorf(ExitUsage, "--review-qps, --review-burst, --review-timeout and --token-cache-ttl must be positive")
 	}
 	cfg, err := loadConfig("kubeconfig", o.kubeconfig, o.context)
 	if err != nil {
@@ -88,10 +108,6 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 			addr = net.JoinHostPort(u.Hostname(), "443")
 		}
 	}
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
-	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
 		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
@@ -100,10 +116,28 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if err != nil {
 		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
 	}
-	clusters := server.SingleCluster(kube)
-	if o.kcp {
-		clusters = server.KCPClusters(cfg)
+	// Reviews get a client of their own: its rate budget is not the monitor's, and a slow
+	// API server bounds each review instead of holding the request.
+	reviewCfg := rest.CopyConfig(cfg)
+	reviewCfg.QPS, reviewCfg.Burst, reviewCfg.Timeout = o.reviewQPS, o.reviewBurst, o.reviewTimeout
+	reviewCfg.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(o.reviewQPS, max(o.reviewBurst, 1))
+	reviewKube, err := kubernetes.NewForConfig(reviewCfg)
+	if err != nil {
+		return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
 	}
+	// TokenReviews run before the caller is known; with kcp they must not fill the
+	// per-cluster client cache (names come from the request path).
+	authnClusters, authzClusters := server.SingleCluster(reviewKube), server.SingleCluster(reviewKube)
+	if o.kcp {
+		kc, err := server.NewKCPClients(reviewCfg, server.DefaultMaxKCPClusters)
+		if err != nil {
+			return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+		}
+		authnClusters, authzClusters = kc.Unauthenticated, kc.Authenticated
+	}
+	authn := server.NewCachedAuthenticator(server.NewTokenReviewAuthenticator(authnClusters), server.TokenCacheOptions{
+		TTL: o.tokenCacheTTL, NegativeTTL: max(o.tokenCacheTTL/5, time.Second), Timeout: o.reviewTimeout,
+	})
 	ln, err := listen("bind-address", o.bindAddress)
 	if err != nil {
 		return err
@@ -127,34 +161,38 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		Counter: statuspage.NewUpstreamCounter(meta, mon, statuspage.CounterOptions{})})
 	checks := health.NewHandler()
 	checks.AddReadyz(health.Synced("synctargets", mon.HasSynced))
-	mux := http.NewServeMux()
-	mux.Handle("/status", page)
-	mux.Handle("/status.json", page)
-	mux.Handle("/metrics", tunnelmetrics.Handler(reg))
-	for _, p := range []string{"/livez", "/readyz", "/healthz"} {
-		mux.Handle(p, checks)
-	}
-	srv, err := server.New(server.Options{
-		Registry:        registry,
-		Handler:         mux,
-		Observer:        tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
-		UpstreamAddress: addr,
-		Authenticator:   server.NewTokenReviewAuthenticator(clusters),
-		Authorizer:      server.NewSubjectAccessReviewAuthorizer(clusters),
-		NamespaceMapper: syncTargetNamespaces(dyn),
-		Logger:          log,
-		CertFile:        o.certFile,
-		KeyFile:         o.keyFile,
-		ClientCAFile:    o.clientCAFile,
-		Insecure:        o.insecure,
-	})
+	public, internal := tunnelServerHandlers(page, tunnelmetrics.Handler(reg), checks)
+	internalLn, err := listen("internal-bind-address", o.internalAddress)
 	if err != nil {
 		_ = ln.Close()
+		return err
+	}
+	srv, err := server.New(server.Options{
+		Registry:          registry,
+		Handler:           public,
+		Observer:          tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
+		UpstreamAddress:   addr,
+		Authenticator:     authn,
+		ReauthorizePeriod: o.reauthorize,
+		Authorizer:        server.NewSubjectAccessReviewAuthorizer(authzClusters),
+		NamespaceMapper:   syncTargetNamespaces(dyn),
+		Logger:            log,
+		CertFile:          o.certFile,
+		KeyFile:           o.keyFile,
+		ClientCAFile:      o.clientCAFile,
+		Insecure:          o.insecure,
+	})
+	if err != nil {
+		closeAll(ln, internalLn)
 		return errorf(ExitUsage, "tunnel server: %w", err)
 	}
 	log.Info("tunnel server listening", "address", ln.Addr().String(), "upstream", addr)
+	if internalLn != nil {
+		log.Info("status page and metrics listening", "address", internalLn.Addr().String())
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mon.Run(gctx) })
+	g.Go(func() error { return serve(gctx, internalLn, internal) })
 	g.Go(func() error {
 		if err := srv.Serve(gctx, ln); err != nil && !errors.Is(err, context.Canceled) {
 			return err
@@ -162,6 +200,22 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		return nil
 	})
 	return ignoreCanceled(g.Wait())
+}
+
+// tunnelServerHandlers splits the tunnel server's own endpoints: the public tunnel port
+// serves only the health endpoints (kubelet probes) next to the tunnels; the status page,
+// which names every SyncTarget, user and address, and the metrics are on the internal
+// listener only.
+func tunnelServerHandlers(page, metrics, checks http.Handler) (public, internal http.Handler) {
+	pub, in := http.NewServeMux(), http.NewServeMux()
+	for _, p := range []string{"/livez", "/readyz", "/healthz"} {
+		pub.Handle(p, checks)
+		in.Handle(p, checks)
+	}
+	in.Handle("/status", page)
+	in.Handle("/status.json", page)
+	in.Handle("/metrics", metrics)
+	return pub, in
 }
 
 // newMonitor builds the heartbeat monitor: HeartbeatHealthy, TunnelConnected (when

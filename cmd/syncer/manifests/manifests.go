@@ -38,6 +38,9 @@ type Config struct {
 	Namespace string
 	Replicas  int32
 	TunnelURL string
+	// ExposeMetrics serves /metrics on every interface (and declares the port) for a
+	// scraper in the cluster; by default it stays on the pod's loopback.
+	ExposeMetrics bool
 }
 
 // Always-synced resources, as in kcp.
@@ -71,8 +74,15 @@ func Objects(c Config) []runtime.Object {
 		"--from-cluster=" + c.FromCluster,
 		"--sync-target-name=" + c.SyncTargetName,
 		"--sync-target-uid=" + c.SyncTargetUID,
+		// The kubelet's probes need the health port on the pod's address; the metrics
+		// stay on loopback unless asked for.
 		"--health-bind-address=:8081",
-		"--metrics-bind-address=:8080",
+		"--metrics-bind-address=127.0.0.1:8080",
+	}
+	ports := []corev1.ContainerPort{{Name: "health", ContainerPort: 8081}}
+	if c.ExposeMetrics {
+		args[len(args)-1] = "--metrics-bind-address=:8080"
+		ports = append(ports, corev1.ContainerPort{Name: "metrics", ContainerPort: 8080})
 	}
 	if len(c.Resources) > 0 {
 		args = append(args, "--resources="+strings.Join(c.Resources, ","))
@@ -137,10 +147,7 @@ func Objects(c Config) []runtime.Object {
 							Env: []corev1.EnvVar{{Name: "NAMESPACE", ValueFrom: &corev1.EnvVarSource{
 								FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"},
 							}}},
-							Ports: []corev1.ContainerPort{
-								{Name: "health", ContainerPort: 8081},
-								{Name: "metrics", ContainerPort: 8080},
-							},
+							Ports:          ports,
 							LivenessProbe:  probe("/livez"),
 							ReadinessProbe: probe("/readyz"),
 							Resources: corev1.ResourceRequirements{

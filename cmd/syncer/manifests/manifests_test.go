@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 )
@@ -59,6 +60,29 @@ func TestDeploymentIsHardenedAndProbed(t *testing.T) {
 	assert.Contains(t, c.Args, "--leader-elect", "two replicas elect a leader")
 	assert.Contains(t, c.Args, "--sync-target-uid=00000000-0000-0000-0000-000000000000")
 	assert.NotNil(t, c.Resources.Requests.Cpu())
+}
+
+func TestOnlyTheHealthPortIsExposedUnlessMetricsAreAskedFor(t *testing.T) {
+	container := func(c Config) corev1.Container {
+		for _, o := range Objects(c) {
+			if d, ok := o.(*appsv1.Deployment); ok {
+				return d.Spec.Template.Spec.Containers[0]
+			}
+		}
+		t.Fatal("no Deployment")
+		return corev1.Container{}
+	}
+	c := container(Example)
+	assert.Contains(t, c.Args, "--health-bind-address=:8081", "the kubelet probes the pod's address")
+	assert.Contains(t, c.Args, "--metrics-bind-address=127.0.0.1:8080", "metrics stay on loopback")
+	assert.Equal(t, []corev1.ContainerPort{{Name: "health", ContainerPort: 8081}}, c.Ports)
+	assert.Equal(t, "health", c.ReadinessProbe.HTTPGet.Port.String())
+
+	exposed := Example
+	exposed.ExposeMetrics = true
+	c = container(exposed)
+	assert.Contains(t, c.Args, "--metrics-bind-address=:8080")
+	assert.Contains(t, c.Ports, corev1.ContainerPort{Name: "metrics", ContainerPort: 8080})
 }
 
 func TestClusterRulesGrantOnlyWhatIsSynced(t *testing.T) {

@@ -86,8 +86,8 @@ func New() *Options {
 		Burst:                         20,
 		DownstreamNamespaceCleanDelay: 30 * time.Second,
 		ConflictPolicy:                ConflictAbort,
-		HealthBindAddress:             ":8081",
-		MetricsBindAddress:            ":8080",
+		HealthBindAddress:             "127.0.0.1:8081",
+		MetricsBindAddress:            "127.0.0.1:8080",
 		LeaseDuration:                 15 * time.Second,
 		RenewDeadline:                 10 * time.Second,
 		RetryPeriod:                   2 * time.Second,
@@ -123,7 +123,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.RetryPeriod, "leader-elect-retry-period", o.RetryPeriod, "how often candidates try to acquire the lease")
 	fs.IntVar(&o.Workers, "workers", o.Workers, "workers per controller")
 	fs.Float64Var(&o.EventRateLimit, "event-rate-limit", o.EventRateLimit, "Events per second forwarded upstream (global token bucket)")
-	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "serve pprof profiles under /debug/pprof/ on --metrics-bind-address")
+	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "serve pprof profiles under /debug/pprof/ on --metrics-bind-address, which must then be a loopback address")
 	fs.StringVar(&o.Config, "config", o.Config, "YAML file with the same settings, keyed by flag name; flags given on the command line win")
 	fs.DurationVar(&o.APIImportPollInterval, "api-import-poll-interval", o.APIImportPollInterval, "how often the physical cluster's schemas are published upstream as APIResourceImports (under kcp)")
 	fs.StringVar(&o.DNSImage, "dns-image", o.DNSImage, "image of the per-workspace DNS servers (kcp's flag; accepted, see docs/kcp.md)")
@@ -185,6 +185,20 @@ func (f *featureGates) Set(value string) error {
 }
 
 func (f *featureGates) Type() string { return "mapStringBool" }
+
+// IsLoopback reports whether the host of addr (host:port) is a loopback address or
+// "localhost"; an empty host (all interfaces) is not.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
 
 // ValidationError is bad input, with the setting it concerns.
 type ValidationError struct {
@@ -255,6 +269,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Profiling && o.MetricsBindAddress == "" {
 		bad("profiling", "needs --metrics-bind-address")
+	} else if o.Profiling && !IsLoopback(o.MetricsBindAddress) {
+		// Profiles show memory and command lines: never to the network.
+		bad("profiling", "needs a loopback --metrics-bind-address (127.0.0.1, ::1 or localhost), got %q", o.MetricsBindAddress)
 	}
 	if o.LeaderElect {
 		if o.Namespace == "" {

@@ -43,6 +43,10 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		{"health disabled", func(o *Options) { o.HealthBindAddress = "" }, ""},
 		{"profiling without metrics listener", func(o *Options) { o.Profiling, o.MetricsBindAddress = true, "" }, "--profiling: needs --metrics-bind-address"},
 		{"profiling", func(o *Options) { o.Profiling = true }, ""},
+		{"profiling on every interface", func(o *Options) { o.Profiling, o.MetricsBindAddress = true, ":8080" }, "--profiling: needs a loopback --metrics-bind-address"},
+		{"profiling on a public address", func(o *Options) { o.Profiling, o.MetricsBindAddress = true, "10.0.0.1:8080" }, "--profiling: needs a loopback"},
+		{"profiling on IPv6 loopback", func(o *Options) { o.Profiling, o.MetricsBindAddress = true, "[::1]:8080" }, ""},
+		{"profiling on localhost", func(o *Options) { o.Profiling, o.MetricsBindAddress = true, "localhost:0" }, ""},
 		{"leader election without namespace", func(o *Options) { o.LeaderElect = true; o.Namespace = "" }, "needs the syncer's namespace"},
 		{"lease shorter than renew", func(o *Options) {
 			o.LeaderElect, o.Namespace, o.LeaseDuration = true, "ns", 5*time.Second
@@ -181,4 +185,13 @@ func TestFeatureGatesRejectWhatKcpRejects(t *testing.T) {
 			assert.Contains(t, err.Error(), tt.want)
 		})
 	}
+}
+
+func TestListenersDefaultToLoopback(t *testing.T) {
+	o := New()
+	assert.Equal(t, "127.0.0.1:8081", o.HealthBindAddress)
+	assert.Equal(t, "127.0.0.1:8080", o.MetricsBindAddress)
+	assert.True(t, IsLoopback(o.HealthBindAddress))
+	assert.True(t, IsLoopback(o.MetricsBindAddress))
+	assert.False(t, IsLoopback(":8080"))
 }

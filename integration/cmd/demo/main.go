@@ -111,8 +111,13 @@ func run(ctx context.Context, syncerBin string, exitAfterTour bool) error {
 	if err != nil {
 		return err
 	}
-	step("Starting the tunnel server on %s", tunnelAddr)
-	tunnelSrv, err := start(dir, "tunnel-server", bin, "tunnel-server", "--insecure", "--bind-address="+tunnelAddr, "--kubeconfig="+env.KCP.Kubeconfig)
+	internalAddr, err := framework.FreeAddr()
+	if err != nil {
+		return err
+	}
+	step("Starting the tunnel server on %s (status page and metrics on %s)", tunnelAddr, internalAddr)
+	tunnelSrv, err := start(dir, "tunnel-server", bin, "tunnel-server", "--insecure", "--bind-address="+tunnelAddr,
+		"--internal-bind-address="+internalAddr, "--kubeconfig="+env.KCP.Kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -203,9 +208,9 @@ func run(ctx context.Context, syncerBin string, exitAfterTour bool) error {
 		return fmt.Errorf("events did not arrive upstream: %w", err)
 	}
 
-	step("The tunnel server's status page (http://%s/status; JSON at /status.json)", tunnelAddr)
+	step("The tunnel server's status page (http://%s/status; JSON at /status.json)", internalAddr)
 	if err := poll(ctx, func(ctx context.Context) (bool, error) {
-		body, err := framework.HTTPGet(ctx, "http://"+tunnelAddr+"/status.json")
+		body, err := framework.HTTPGet(ctx, "http://"+internalAddr+"/status.json")
 		// Wait for the monitor to see the heartbeat: Ready True.
 		if err != nil || !strings.Contains(body, targetName) || !strings.Contains(body, `"ready": "True"`) {
 			return false, nil

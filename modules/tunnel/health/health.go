@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 
@@ -286,4 +287,45 @@ func Closed(ch <-chan struct{}) func() bool {
 			return false
 		}
 	}
+}
+
+// Cached reuses c's result, success or failure, for ttl: a probe or a scrape of /readyz
+// then costs no request to what c checks (e.g. the upstream API server). Concurrent calls
+// share one run. clk nil means real time.
+func Cached(c Check, ttl time.Duration, clk clock.PassiveClock) Check {
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	cc := &cachedCheck{check: c.Check, ttl: ttl, clock: clk}
+	return Check{Name: c.Name, Check: cc.run}
+}
+
+type cachedCheck struct {
+	check CheckFunc
+	ttl   time.Duration
+	clock clock.PassiveClock
+	group singleflight.Group
+
+	mu   sync.Mutex
+	at   time.Time
+	err  error
+	done bool
+}
+
+func (c *cachedCheck) run(ctx context.Context) error {
+	c.mu.Lock()
+	if c.done && c.clock.Since(c.at) < c.ttl {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	c.mu.Unlock()
+	_, err, _ := c.group.Do("", func() (any, error) {
+		err := c.check(ctx)
+		c.mu.Lock()
+		c.at, c.err, c.done = c.clock.Now(), err, true
+		c.mu.Unlock()
+		return nil, err
+	})
+	return err // the check's own error, as if uncached
 }

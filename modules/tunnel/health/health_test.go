@@ -6,6 +6,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -111,4 +113,40 @@ func TestClosed(t *testing.T) {
 	assert.False(t, f())
 	close(ch)
 	assert.True(t, f())
+}
+
+func TestCachedCheckCostsOneRunPerTTLWhateverTheProbes(t *testing.T) {
+	clk := clocktesting.NewFakePassiveClock(time.Unix(1000, 0))
+	var runs atomic.Int64
+	var fail atomic.Bool
+	c := Cached(Reachable("upstream", func(context.Context) error {
+		runs.Add(1)
+		if fail.Load() {
+			return errors.New("down")
+		}
+		return nil
+	}), 15*time.Second, clk)
+	h := NewHandler()
+	h.AddReadyz(c)
+	probe := func() int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+		return rec.Code
+	}
+
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() { assert.Equal(t, http.StatusOK, probe()) })
+	}
+	wg.Wait()
+	assert.EqualValues(t, 1, runs.Load(), "fifty probes, one upstream request")
+
+	fail.Store(true)
+	clk.SetTime(clk.Now().Add(14 * time.Second))
+	assert.Equal(t, http.StatusOK, probe(), "within the TTL the last result stands")
+	assert.EqualValues(t, 1, runs.Load())
+	clk.SetTime(clk.Now().Add(time.Second))
+	assert.Equal(t, http.StatusInternalServerError, probe())
+	assert.Equal(t, http.StatusInternalServerError, probe(), "a failure is cached too")
+	assert.EqualValues(t, 2, runs.Load())
 }

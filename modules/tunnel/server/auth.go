@@ -6,13 +6,14 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync"
+	"time"
 
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 )
 
 // UserInfo is an authenticated identity.
@@ -88,27 +89,74 @@ func SingleCluster(c kubernetes.Interface) ClientForCluster {
 	return func(string) (kubernetes.Interface, error) { return c, nil }
 }
 
-// KCPClusters returns clientsets for cfg.Host + "/clusters/<cluster>", cached
-// per cluster (a kcp upstream).
-func KCPClusters(cfg *rest.Config) ClientForCluster {
-	var mu sync.Mutex
-	cache := map[string]kubernetes.Interface{}
-	return func(cluster string) (kubernetes.Interface, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if c, ok := cache[cluster]; ok {
-			return c, nil
-		}
-		cc := rest.CopyConfig(cfg)
-		cc.Host = strings.TrimSuffix(cc.Host, "/") + "/clusters/" + cluster
-		c, err := kubernetes.NewForConfig(cc)
-		if err != nil {
-			return nil, fmt.Errorf("client for cluster %s: %w", cluster, err)
-		}
-		cache[cluster] = c
-		return c, nil
-	}
+// DefaultMaxKCPClusters bounds the clientsets KCPClients keeps.
+const DefaultMaxKCPClusters = 1024
+
+// KCPClients hands out clientsets for cfg.Host + "/clusters/<cluster>" (a kcp upstream).
+// They share one HTTP client (connections, TLS) and, unless cfg has its own, one rate
+// limiter built from cfg.QPS and cfg.Burst: the reviews of every cluster draw from a single
+// budget. Only clusters of authenticated callers are kept, at most MaxClusters, least
+// recently used first out, so that names sent by unauthenticated clients cannot grow the
+// server's memory.
+type KCPClients struct {
+	cfg   *rest.Config
+	http  *http.Client
+	cache *lru[string, kubernetes.Interface]
 }
+
+// NewKCPClients prepares clientsets for a kcp upstream; maxClusters <= 0 means
+// DefaultMaxKCPClusters.
+func NewKCPClients(cfg *rest.Config, maxClusters int) (*KCPClients, error) {
+	cc := rest.CopyConfig(cfg)
+	if cc.RateLimiter == nil && cc.QPS > 0 {
+		burst := max(cc.Burst, 1)
+		cc.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cc.QPS, burst)
+	}
+	hc, err := rest.HTTPClientFor(cc)
+	if err != nil {
+		return nil, fmt.Errorf("kcp clients: %w", err)
+	}
+	if maxClusters <= 0 {
+		maxClusters = DefaultMaxKCPClusters
+	}
+	return &KCPClients{cfg: cc, http: hc, cache: newLRU[string, kubernetes.Interface](maxClusters)}, nil
+}
+
+func (c *KCPClients) build(cluster string) (kubernetes.Interface, error) {
+	cc := rest.CopyConfig(c.cfg)
+	cc.Host = strings.TrimSuffix(cc.Host, "/") + "/clusters/" + cluster
+	k, err := kubernetes.NewForConfigAndClient(cc, c.http)
+	if err != nil {
+		return nil, fmt.Errorf("client for cluster %s: %w", cluster, err)
+	}
+	return k, nil
+}
+
+// Authenticated returns the (kept) clientset of cluster; use it for callers already
+// authenticated (the SubjectAccessReviewAuthorizer).
+func (c *KCPClients) Authenticated(cluster string) (kubernetes.Interface, error) {
+	if k, ok := c.cache.get(cluster, time.Time{}); ok {
+		return k, nil
+	}
+	k, err := c.build(cluster)
+	if err != nil {
+		return nil, err
+	}
+	c.cache.add(cluster, k, time.Time{})
+	return k, nil
+}
+
+// Unauthenticated returns the kept clientset of cluster, or a new one that is not kept;
+// use it before the caller is authenticated (the TokenReviewAuthenticator).
+func (c *KCPClients) Unauthenticated(cluster string) (kubernetes.Interface, error) {
+	if k, ok := c.cache.get(cluster, time.Time{}); ok {
+		return k, nil
+	}
+	return c.build(cluster)
+}
+
+// Len returns the number of clientsets kept.
+func (c *KCPClients) Len() int { return c.cache.len() }
 
 // TokenReviewAuthenticator validates tokens with the upstream TokenReview API.
 type TokenReviewAuthenticator struct {
@@ -205,7 +253,12 @@ func (s *Server) authenticate(r *http.Request, cluster string) (UserInfo, int, e
 	if !ok || token == "" {
 		return UserInfo{}, http.StatusUnauthorized, fmt.Errorf("missing bearer token")
 	}
+	src := sourceOf(r.RemoteAddr)
+	if !s.reviews.take(src) {
+		return UserInfo{}, http.StatusTooManyRequests, fmt.Errorf("too many unauthenticated requests in flight from %s (limit %d)", src, s.opts.Limits.MaxReviewsPerSource)
+	}
 	u, ok, err := s.opts.Authenticator.AuthenticateToken(r.Context(), cluster, token)
+	s.reviews.release(src)
 	if err != nil {
 		return UserInfo{}, http.StatusServiceUnavailable, fmt.Errorf("authentication unavailable: %w", err)
 	}

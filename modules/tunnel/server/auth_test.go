@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -96,17 +97,32 @@ func TestSubjectAccessReviewAuthorizer(t *testing.T) {
 	require.Error(t, err)
 }
 
-func TestKCPClustersAddsTheClusterPathAndCaches(t *testing.T) {
-	clients := server.KCPClusters(&rest.Config{Host: "https://kcp.example:6443/"})
-	a, err := clients("root:org")
+func TestKCPClientsAddTheClusterPathAndKeepOnlyAuthenticatedClusters(t *testing.T) {
+	clients, err := server.NewKCPClients(&rest.Config{Host: "https://kcp.example:6443/", QPS: 50, Burst: 100}, 3)
 	require.NoError(t, err)
-	b, err := clients("root:org")
+	a, err := clients.Authenticated("root:org")
+	require.NoError(t, err)
+	b, err := clients.Authenticated("root:org")
 	require.NoError(t, err)
 	assert.Same(t, a.(*kubernetes.Clientset), b.(*kubernetes.Clientset))
 	rc := a.(*kubernetes.Clientset).CoreV1().RESTClient().Get().URL()
 	assert.Contains(t, rc.String(), "https://kcp.example:6443/clusters/root:org/api/v1")
+	u, err := clients.Unauthenticated("root:org")
+	require.NoError(t, err)
+	assert.Same(t, a.(*kubernetes.Clientset), u.(*kubernetes.Clientset), "a kept client serves unauthenticated reviews too")
 
-	bad := server.KCPClusters(&rest.Config{Host: "https://x", TLSClientConfig: rest.TLSClientConfig{CAFile: "/does/not/exist"}})
-	_, err = bad("root")
+	for i := range 1000 {
+		c, err := clients.Unauthenticated(fmt.Sprintf("random-%d", i))
+		require.NoError(t, err)
+		assert.Contains(t, c.(*kubernetes.Clientset).CoreV1().RESTClient().Get().URL().String(), fmt.Sprintf("/clusters/random-%d/", i))
+	}
+	assert.Equal(t, 1, clients.Len(), "unauthenticated clusters are not kept")
+	for i := range 10 {
+		_, err := clients.Authenticated(fmt.Sprintf("ws-%d", i))
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 3, clients.Len(), "at most MaxClusters kept")
+
+	_, err = server.NewKCPClients(&rest.Config{Host: "https://x", TLSClientConfig: rest.TLSClientConfig{CAFile: "/does/not/exist"}}, 0)
 	require.Error(t, err)
 }

@@ -2,12 +2,13 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 
-	"github.com/go-logr/logr"
 	"github.com/stretchr/testify/require"
 
 	"github.com/tmc-syncer/syncer/modules/tunnel"
@@ -16,8 +17,9 @@ import (
 )
 
 // FuzzServerHandshakeAndProxyRequest sends arbitrary paths, methods and handshake headers to
-// the tunnel server (no SyncTarget connected). It never panics, never answers 2xx (nothing is
-// connected, so nothing may be served), and every question it asks the Authorizer is one the
+// the tunnel server (no SyncTarget connected), observed by the real Prometheus metrics. It
+// never panics, never answers 2xx (nothing is connected, so nothing may be served), refuses an
+// invalid cluster or SyncTarget name with 400 before any review, grows no metric series, and every question it asks the Authorizer is one the
 // tunnel may legitimately forward: the syncer's tunnel update, a read-only verb on a plain
 // resource or a pod subresource.
 func FuzzServerHandshakeAndProxyRequest(f *testing.F) {
@@ -31,16 +33,19 @@ func FuzzServerHandshakeAndProxyRequest(f *testing.F) {
 		{ep + "/proxy/apis/apps/v1/namespaces/team-a/deployments", "DELETE", "", "", "", "Bearer " + tunneltest.UserToken},
 		{ep + "/proxy/api/v1/namespaces/team-a/secrets/../../../nodes", "GET", "", "", "", "Bearer " + tunneltest.BrokenToken},
 		{"/tunnel/v1/clusters/root:org:ws/synctargets/cluster-1/other", "GET", "", "", "", ""},
+		// Hostile names (issue 17, item 1): refused with 400 before any review or metric.
+		{"/tunnel/v1/clusters/root/synctargets/\xff\xfe", "GET", "Upgrade", "websocket", tunnel.Subprotocol, "Bearer " + tunneltest.SyncerToken},
+		{"/tunnel/v1/clusters/root:\xc3\x28/synctargets/c/proxy/api/v1/namespaces/team-a/pods/web/log", "GET", "", "", "", "Bearer " + tunneltest.UserToken},
+		{"/tunnel/v1/clusters/root/synctargets/%FF/proxy/api/v1/namespaces/team-a/configmaps", "GET", "", "", "", "Bearer x"},
+		{"/tunnel/v1/clusters/*/synctargets/*", "GET", "Upgrade", "websocket", tunnel.Subprotocol, "Bearer " + tunneltest.SyncerToken},
+		{"/tunnel/v1/clusters/root/synctargets/" + strings.Repeat("n", 30<<10), "GET", "", "", "", "Bearer " + tunneltest.UserToken},
+		{"/tunnel/v1/clusters/" + strings.Repeat("c", 30<<10) + "/synctargets/c1/proxy/api/v1/namespaces/team-a/pods", "GET", "", "", "", ""},
 	} {
 		f.Add(s[0], s[1], s[2], s[3], s[4], s[5], "watch=true")
 	}
-	auth := &tunneltest.Auth{}
-	srv, err := server.New(server.Options{
-		UpstreamAddress: "127.0.0.1:1", Authenticator: auth, Authorizer: auth,
-		NamespaceMapper: tunneltest.MapNamespace, Insecure: true, Logger: logr.Discard(),
-	})
-	require.NoError(f, err)
-	f.Cleanup(srv.Close)
+	h := newHostileServer(f, nil)
+	auth, srv := h.auth, h.srv
+	baseline := h.series(f)
 
 	f.Fuzz(func(t *testing.T, p, method, connection, upgrade, proto, authz, rawQuery string) {
 		r := (&http.Request{
@@ -53,9 +58,16 @@ func FuzzServerHandshakeAndProxyRequest(f *testing.F) {
 			Host: "tunnel.test", RemoteAddr: "192.0.2.1:1234",
 		}).WithContext(context.Background())
 		auth.Asked = nil
+		auth.Reviews = 0
 		rec := httptest.NewRecorder()
-		srv.ServeHTTP(rec, r)
+		srv.ServeHTTP(rec, r) // with the Prometheus observer: a refused label value would panic here
 		require.GreaterOrEqual(t, rec.Code, 400, "nothing is connected, so nothing may succeed: %d %s", rec.Code, rec.Body)
+		if _, _, err := tunnel.ParsePath(p); errors.Is(err, tunnel.ErrInvalidTarget) {
+			require.Equal(t, http.StatusBadRequest, rec.Code, "an invalid target is refused with 400")
+			require.Zero(t, auth.Reviews, "an invalid target is refused before any TokenReview")
+			require.Empty(t, auth.Asked, "an invalid target is refused before any SubjectAccessReview")
+		}
+		require.Equal(t, baseline, h.series(t), "nothing connected: no metric series appears")
 		for _, a := range auth.Asked {
 			switch {
 			case a.Resource == "synctargets":

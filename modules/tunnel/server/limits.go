@@ -3,9 +3,12 @@ package server
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Limits bound what one tunnel session may hold on the server, so that one syncer (or the
@@ -19,19 +22,32 @@ type Limits struct {
 	// session (log follows and exec sessions count while they last); beyond it: 429.
 	// Default 256.
 	MaxProxyRequests int
+	// MaxProxyRequestsPerUser is the most of those one user (name and UID) may hold, so
+	// that one user cannot take all of a target's slots; beyond it: 429. Default 64.
+	MaxProxyRequestsPerUser int
+	// MaxRequestDuration ends a control plane → cluster request (a followed log, an
+	// exec or port-forward session, a watch) that lasts longer. Default 4 h.
+	MaxRequestDuration time.Duration
 	// MaxRequestBodyBytes bounds the body of a forwarded request that is not an upgrade;
 	// beyond it: 413. Default 1 MiB.
 	MaxRequestBodyBytes int64
 	// MaxHeaderBytes bounds the request headers the server reads. Default 64 KiB.
 	MaxHeaderBytes int
+	// MaxReviewsPerSource is the most bearer-token reviews in flight for callers of one
+	// source IP address; beyond it: 429, before any review. Cached tokens hold a slot only
+	// for the cache lookup. Default 16.
+	MaxReviewsPerSource int
 }
 
 // Default limits.
 const (
 	DefaultMaxUpstreamStreams  = 1024
 	DefaultMaxProxyRequests    = 256
+	DefaultMaxRequestsPerUser  = 64
+	DefaultMaxRequestDuration  = 4 * time.Hour
 	DefaultMaxRequestBodyBytes = 1 << 20
 	DefaultMaxHeaderBytes      = 64 << 10
+	DefaultMaxReviewsPerSource = 16
 )
 
 func (l Limits) withDefaults() Limits {
@@ -41,11 +57,20 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxProxyRequests <= 0 {
 		l.MaxProxyRequests = DefaultMaxProxyRequests
 	}
+	if l.MaxProxyRequestsPerUser <= 0 {
+		l.MaxProxyRequestsPerUser = DefaultMaxRequestsPerUser
+	}
+	if l.MaxRequestDuration <= 0 {
+		l.MaxRequestDuration = DefaultMaxRequestDuration
+	}
 	if l.MaxRequestBodyBytes <= 0 {
 		l.MaxRequestBodyBytes = DefaultMaxRequestBodyBytes
 	}
 	if l.MaxHeaderBytes <= 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.MaxReviewsPerSource <= 0 {
+		l.MaxReviewsPerSource = DefaultMaxReviewsPerSource
 	}
 	return l
 }
@@ -55,9 +80,13 @@ type sessionLimits struct {
 	max      Limits
 	streams  atomic.Int64
 	requests atomic.Int64
+	perUser  *sourceLimiter // requests in flight per user
 }
 
-func newSessionLimits(l Limits) *sessionLimits { return &sessionLimits{max: l.withDefaults()} }
+func newSessionLimits(l Limits) *sessionLimits {
+	l = l.withDefaults()
+	return &sessionLimits{max: l, perUser: newSourceLimiter(l.MaxProxyRequestsPerUser)}
+}
 
 // take increments c unless that would exceed limit.
 func take(c *atomic.Int64, limit int) bool {
@@ -68,10 +97,29 @@ func take(c *atomic.Int64, limit int) bool {
 	return true
 }
 
-func (l *sessionLimits) takeStream() bool  { return take(&l.streams, l.max.MaxUpstreamStreams) }
-func (l *sessionLimits) releaseStream()    { l.streams.Add(-1) }
-func (l *sessionLimits) takeRequest() bool { return take(&l.requests, l.max.MaxProxyRequests) }
-func (l *sessionLimits) releaseRequest()   { l.requests.Add(-1) }
+func (l *sessionLimits) takeStream() bool { return take(&l.streams, l.max.MaxUpstreamStreams) }
+func (l *sessionLimits) releaseStream()   { l.streams.Add(-1) }
+
+// userKey identifies a user for the per-user limit.
+func userKey(u UserInfo) string { return u.Name + "\x00" + u.UID }
+
+// takeRequest takes a slot of the session and one of the user; it reports which limit
+// refused it ("" when taken).
+func (l *sessionLimits) takeRequest(user string) string {
+	if !l.perUser.take(user) {
+		return "per user"
+	}
+	if !take(&l.requests, l.max.MaxProxyRequests) {
+		l.perUser.release(user)
+		return "per target"
+	}
+	return ""
+}
+
+func (l *sessionLimits) releaseRequest(user string) {
+	l.requests.Add(-1)
+	l.perUser.release(user)
+}
 
 // limitBody refuses a declared body over max with 413 and caps an undeclared one (chunked);
 // upgrades are streams, not bodies, and are not capped. It reports whether to go on.
@@ -107,4 +155,45 @@ func proxyErrorStatus(err error) int {
 		return http.StatusRequestEntityTooLarge
 	}
 	return http.StatusBadGateway
+}
+
+// sourceLimiter counts work in flight per key (a source address, a user). Entries leave
+// the map when their count drops to zero, so it holds at most one entry per request in
+// flight.
+type sourceLimiter struct {
+	max   int
+	mu    sync.Mutex
+	count map[string]int
+}
+
+func newSourceLimiter(limit int) *sourceLimiter {
+	return &sourceLimiter{max: limit, count: map[string]int{}}
+}
+
+// sourceOf is the IP address of a request's peer (RemoteAddr without the port).
+func sourceOf(remoteAddr string) string {
+	if host, _, err := net.SplitHostPort(remoteAddr); err == nil {
+		return host
+	}
+	return remoteAddr
+}
+
+func (l *sourceLimiter) take(src string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.count[src] >= l.max {
+		return false
+	}
+	l.count[src]++
+	return true
+}
+
+func (l *sourceLimiter) release(src string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.count[src] <= 1 {
+		delete(l.count, src)
+		return
+	}
+	l.count[src]--
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -120,4 +121,100 @@ func TestRequestBodiesAreLimited(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode)
+}
+
+func TestOneUserCannotTakeAllOfATargetsRequestSlots(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			entered <- struct{}{}
+			<-release
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	p := newPair(t, "127.0.0.1:1", h, func(o *server.Options) {
+		o.Limits.MaxProxyRequests, o.Limits.MaxProxyRequestsPerUser = 4, 2
+	})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			code, body := p.do(t, http.MethodGet, "/api/v1/namespaces/team/configmaps/slow", tunneltest.UserToken, nil)
+			assert.Equal(t, 200, code, body)
+		})
+		<-entered
+	}
+	code, body := p.do(t, http.MethodGet, "/api/v1/namespaces/team/configmaps/fast", tunneltest.UserToken, nil)
+	assert.Equal(t, http.StatusTooManyRequests, code, body)
+	assert.Contains(t, body, `for user "alice"`)
+	assert.Contains(t, body, "limit 2 per user")
+
+	code, body = p.do(t, http.MethodGet, "/api/v1/namespaces/team/configmaps/fast", tunneltest.BobToken, nil)
+	assert.Equal(t, 200, code, "another user of the same target still has slots: %s", body)
+	close(release)
+	wg.Wait()
+	code, body = p.do(t, http.MethodGet, "/api/v1/namespaces/team/configmaps/fast", tunneltest.UserToken, nil)
+	assert.Equal(t, 200, code, body, "the user's slots are free again")
+}
+
+func TestFollowedStreamsEndAtTheMaximumRequestDuration(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A followed log that never ends by itself.
+		for {
+			if _, err := io.WriteString(w, "line\n"); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+	p := newPair(t, "127.0.0.1:1", h, func(o *server.Options) { o.Limits.MaxRequestDuration = 300 * time.Millisecond })
+	start := time.Now()
+	code, body := p.do(t, http.MethodGet, "/api/v1/namespaces/team/pods/web/log", tunneltest.UserToken, nil)
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "line")
+	assert.Less(t, time.Since(start), 5*time.Second, "the stream was ended by the server")
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+}
+
+func TestExecSessionsEndAtTheMaximumRequestDuration(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer func() { _ = ws.CloseNow() }()
+		for { // an exec session that never ends by itself
+			typ, msg, err := ws.Read(context.Background())
+			if err != nil {
+				return
+			}
+			_ = ws.Write(context.Background(), typ, msg)
+		}
+	})
+	p := newPair(t, "127.0.0.1:1", h, func(o *server.Options) { o.Limits.MaxRequestDuration = 300 * time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u := strings.Replace(proxyURL(p.srv, "/api/v1/namespaces/team/pods/web/exec?command=sh"), "https://", "wss://", 1)
+	start := time.Now()
+	ws, resp, err := websocket.Dial(ctx, u, &websocket.DialOptions{
+		HTTPClient: p.hc, HTTPHeader: http.Header{"Authorization": {"Bearer " + tunneltest.UserToken}},
+	})
+	require.NoError(t, err)
+	if resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	defer func() { _ = ws.CloseNow() }()
+	require.NoError(t, ws.Write(ctx, websocket.MessageBinary, []byte("echo")))
+	_, got, err := ws.Read(ctx)
+	require.NoError(t, err)
+	assert.Equal(t, "echo", string(got))
+	_, _, err = ws.Read(ctx) // nothing more comes: the server ends the session
+	require.Error(t, err)
+	require.NoError(t, ctx.Err(), "ended by the server, not by the test's deadline")
+	assert.Less(t, time.Since(start), 5*time.Second)
 }

@@ -66,10 +66,7 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 	}
 	user, code, err := s.authenticate(r, t.Cluster)
 	if err != nil {
-		if code == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tmc-syncer-tunnel"`)
-		}
-		http.Error(w, err.Error(), code)
+		refuseAuthentication(w, code, err)
 		return
 	}
 	attrs := Attributes{
@@ -85,11 +82,23 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 		http.Error(w, fmt.Sprintf("sync target %s is not connected", t), http.StatusServiceUnavailable)
 		return
 	}
-	if !sess.limits.takeRequest() {
+	// Counted from here on only: the caller is authorised and the target connected, so
+	// no unauthenticated input can add a label value.
+	if ro, ok := s.obs.(RequestObserver); ok {
+		rec := &statusRecorder{ResponseWriter: w}
+		defer func() { ro.ProxiedRequest(t, rec.code()) }()
+		w = rec
+	}
+	uk := userKey(user)
+	switch sess.limits.takeRequest(uk) {
+	case "per user":
+		http.Error(w, fmt.Sprintf("too many requests in flight for user %q through the tunnel of %s (limit %d per user)", user.Name, t, s.opts.Limits.MaxProxyRequestsPerUser), http.StatusTooManyRequests)
+		return
+	case "per target":
 		http.Error(w, fmt.Sprintf("too many requests in flight through the tunnel of %s (limit %d)", t, s.opts.Limits.MaxProxyRequests), http.StatusTooManyRequests)
 		return
 	}
-	defer sess.limits.releaseRequest()
+	defer sess.limits.releaseRequest(uk)
 	downNS, err := s.opts.NamespaceMapper(r.Context(), t, req.Namespace)
 	if err != nil {
 		http.Error(w, fmt.Sprintf("namespace %s has no downstream namespace on %s: %v", req.Namespace, t, err), http.StatusNotFound)
@@ -98,7 +107,11 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 	down := req
 	down.Namespace = downNS
 	s.log.V(2).Info("forwarding request through tunnel", "syncTarget", t.String(), "user", user.Name, "verb", verb, "path", down.Path())
-	r2 := r.Clone(r.Context())
+	// Followed logs, exec and port-forward sessions and watches end at the latest here
+	// (ReverseProxy closes an upgraded connection when the request's context ends).
+	ctx, cancel := context.WithTimeout(r.Context(), s.opts.Limits.MaxRequestDuration)
+	defer cancel()
+	r2 := r.Clone(ctx)
 	r2.URL = &url.URL{Path: down.Path(), RawQuery: r.URL.RawQuery}
 	r2.RequestURI = ""
 	sess.proxy.ServeHTTP(w, r2)

@@ -23,6 +23,8 @@ type Session struct {
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 	limits    *sessionLimits
+	cred      credential // what the session was authenticated with, to check it again
+	attrs     Attributes // the authorisation it was granted, to ask again
 }
 
 // SessionInfo describes a live session, for status pages and health checks.
@@ -91,13 +93,31 @@ func (r *Registry) List() []SessionInfo {
 	return out
 }
 
-// put registers s and returns the session it replaces, if any.
-func (r *Registry) put(s *Session) *Session {
+// sameIdentity reports whether a and b are the same authenticated identity (name and UID;
+// groups may change between tokens of one identity).
+func sameIdentity(a, b UserInfo) bool { return a.Name == b.Name && a.UID == b.UID }
+
+// holder returns the identity holding t's session and whether there is one.
+func (r *Registry) holder(t tunnel.Target) (UserInfo, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s, ok := r.sessions[t]; ok {
+		return s.User, true
+	}
+	return UserInfo{}, false
+}
+
+// put registers s and returns the session it replaces, if any. A session of another
+// identity is not replaced: put then registers nothing and reports false.
+func (r *Registry) put(s *Session) (*Session, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.sessions[s.Target()]
+	if old != nil && !sameIdentity(old.User, s.User) {
+		return old, false
+	}
 	r.sessions[s.Target()] = s
-	return old
+	return old, true
 }
 
 // remove unregisters s unless a newer session replaced it already.

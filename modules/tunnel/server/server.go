@@ -53,6 +53,11 @@ type Options struct {
 	UpstreamDialTimeout time.Duration
 	// Limits bound each session's streams, requests and request sizes.
 	Limits Limits
+	// ReauthorizePeriod is how often a session's identity is checked again (token still
+	// valid for the same user, RBAC still allowing the tunnel, client certificate not
+	// expired); a definite no closes the session (reason revoked). Default 1 min;
+	// negative disables.
+	ReauthorizePeriod time.Duration
 
 	// Addr is the listen address of ListenAndServe, e.g. ":8443".
 	Addr string
@@ -70,9 +75,14 @@ type Options struct {
 	Handler http.Handler
 }
 
+// DefaultReauthorizePeriod is the default Options.ReauthorizePeriod.
+const DefaultReauthorizePeriod = time.Minute
+
 // RequestObserver is implemented by an Observer that also wants to count
 // control plane → cluster requests by response status code. Upgrades that
-// succeed count as 101.
+// succeed count as 101. Only requests that were authorised and found their
+// target connected are counted, so its target labels stay bounded by the
+// sessions the server held.
 type RequestObserver interface {
 	ProxiedRequest(t tunnel.Target, code int)
 }
@@ -85,6 +95,7 @@ type Server struct {
 	obs      tunnel.Observer
 	registry *Registry
 	tls      *tls.Config
+	reviews  *sourceLimiter // bearer-token reviews in flight per source address
 
 	baseCtx context.Context
 	stop    context.CancelFunc
@@ -118,8 +129,12 @@ func New(opts Options) (*Server, error) {
 	if opts.UpstreamDialTimeout <= 0 {
 		opts.UpstreamDialTimeout = 10 * time.Second
 	}
+	if opts.ReauthorizePeriod == 0 {
+		opts.ReauthorizePeriod = DefaultReauthorizePeriod
+	}
 	opts.Limits = opts.Limits.withDefaults()
-	s := &Server{opts: opts, log: opts.Logger, obs: opts.Observer, registry: opts.Registry}
+	s := &Server{opts: opts, log: opts.Logger, obs: opts.Observer, registry: opts.Registry,
+		reviews: newSourceLimiter(opts.Limits.MaxReviewsPerSource)}
 	if !opts.Insecure {
 		cfg, err := serverTLS(opts)
 		if err != nil {
@@ -183,6 +198,11 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 // Serve serves on ln (wrapped in TLS unless Insecure) until ctx ends, then
 // closes every session gracefully and returns.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.wg.Go(s.reauthorizeLoop)
+	}
+	s.mu.Unlock()
 	ln = corkListener{ln}
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
@@ -236,24 +256,37 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.opts.Handler.ServeHTTP(w, r)
 		return
 	}
+	// The target is checked before anything else: an invalid name never reaches the
+	// Authenticator, the Authorizer, the registry, logs or metric labels.
 	t, rest, err := tunnel.ParsePath(r.URL.Path)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusNotFound)
+		code := http.StatusNotFound
+		if errors.Is(err, tunnel.ErrInvalidTarget) {
+			code = http.StatusBadRequest
+		}
+		http.Error(w, err.Error(), code)
 		return
 	}
 	switch {
 	case rest == "":
 		s.serveTunnel(w, r, t)
 	case strings.HasPrefix(rest, "/"+tunnel.ProxySegment+"/"):
-		if ro, ok := s.obs.(RequestObserver); ok {
-			rec := &statusRecorder{ResponseWriter: w}
-			defer func() { ro.ProxiedRequest(t, rec.code()) }()
-			w = rec
-		}
 		s.serveProxy(w, r, t, strings.TrimPrefix(rest, "/"+tunnel.ProxySegment))
 	default:
 		http.Error(w, fmt.Sprintf("no such tunnel endpoint %q", r.URL.Path), http.StatusNotFound)
 	}
+}
+
+// refuseAuthentication answers a failed authentication: 401 with a Bearer challenge, 429
+// with a hint to come back in a second, 503 as it is.
+func refuseAuthentication(w http.ResponseWriter, code int, err error) {
+	switch code {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tmc-syncer-tunnel"`)
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "1")
+	}
+	http.Error(w, err.Error(), code)
 }
 
 func isWebSocketUpgrade(r *http.Request) bool {
@@ -287,10 +320,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	user, code, err := s.authenticate(r, t.Cluster)
 	if err != nil {
 		log.Info("tunnel refused", "code", code, "err", err.Error())
-		if code == http.StatusUnauthorized {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="tmc-syncer-tunnel"`)
-		}
-		http.Error(w, err.Error(), code)
+		refuseAuthentication(w, code, err)
 		return
 	}
 	attrs := Attributes{
@@ -300,6 +330,13 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	if code, err := s.authorize(r.Context(), attrs); err != nil {
 		log.Info("tunnel refused", "user", user.Name, "code", code, "err", err.Error())
 		http.Error(w, err.Error(), code)
+		return
+	}
+	// Only the identity holding a target's session may replace it: another one, even
+	// authorised, would take over the target's traffic (hijack).
+	if holder, ok := s.registry.holder(t); ok && !sameIdentity(holder, user) {
+		log.Info("tunnel refused: held by another identity", "user", user.Name, "holder", holder.Name)
+		http.Error(w, fmt.Sprintf("sync target %s is connected with another identity", t), http.StatusConflict)
 		return
 	}
 	s.mu.Lock()
@@ -322,9 +359,18 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		log.Error(err, "tunnel session")
 		return
 	}
-	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now(), limits: newSessionLimits(s.opts.Limits)}
+	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now(), limits: newSessionLimits(s.opts.Limits),
+		cred: credentialOf(r), attrs: attrs}
 	sess.transport, sess.proxy = newSessionProxy(sess, log)
-	if old := s.registry.put(sess); old != nil {
+	old, ok := s.registry.put(sess)
+	if !ok {
+		// Another identity won the race since the check above.
+		log.Info("tunnel refused: held by another identity", "user", user.Name, "holder", old.User.Name)
+		sess.Close(tunnel.ReasonConflict)
+		sess.transport.CloseIdleConnections()
+		return
+	}
+	if old != nil {
 		log.Info("newer tunnel replaces the older one", "old", old.RemoteAddr)
 		s.wg.Go(func() { old.Close(tunnel.ReasonReplaced) })
 	}

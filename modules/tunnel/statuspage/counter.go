@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -29,12 +30,15 @@ type CounterOptions struct {
 // UpstreamCounter counts, per SyncTarget and per resource of its status.syncedResources in
 // state Accepted, the upstream objects labelled state.workload.kcp.io/<key>=Sync: what
 // the control plane has assigned to that physical cluster. It lists metadata only, in
-// pages, and only when the page is viewed and the last count is older than the TTL; when
-// a count fails the previous one is kept. A resource the server may not list is left out.
+// pages, and only when the page is viewed and the last count (or failed attempt) is older
+// than the TTL; when a count fails the previous one is kept. A resource the server may not
+// list is left out.
 type UpstreamCounter struct {
 	client  metadata.Interface
 	targets Targets
 	opts    CounterOptions
+
+	group singleflight.Group // one count per target at a time
 
 	mu    sync.Mutex
 	cache map[tunnel.Target]counted
@@ -65,28 +69,43 @@ func NewUpstreamCounter(client metadata.Interface, targets Targets, opts Counter
 	return &UpstreamCounter{client: client, targets: targets, opts: opts, cache: map[tunnel.Target]counted{}}
 }
 
-// SyncedObjects implements Counter.
+// SyncedObjects implements Counter. Each target is counted at most once per TTL whatever
+// the number of viewers: concurrent views share one count, and a failed count is
+// remembered like a successful one (the previous counts are shown until the TTL is over).
 func (c *UpstreamCounter) SyncedObjects(ctx context.Context, t tunnel.Target) map[string]int {
-	c.mu.Lock()
-	last, ok := c.cache[t]
-	c.mu.Unlock()
-	if ok && c.opts.Clock.Since(last.at) < c.opts.TTL {
-		return last.counts
+	if counts, fresh := c.cached(t); fresh {
+		return counts
 	}
-	st := c.syncTarget(t)
-	if st == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
-	defer cancel()
-	counts, err := c.count(ctx, t, st)
-	if err != nil {
-		return last.counts
-	}
-	c.mu.Lock()
-	c.cache[t] = counted{at: c.opts.Clock.Now(), counts: counts}
-	c.mu.Unlock()
+	v, _, _ := c.group.Do(t.String(), func() (any, error) {
+		if counts, fresh := c.cached(t); fresh {
+			return counts, nil // counted by the flight that just ended
+		}
+		st := c.syncTarget(t)
+		if st == nil {
+			return map[string]int(nil), nil
+		}
+		// Shared by every viewer waiting: one of them leaving must not cancel it.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.Timeout)
+		defer cancel()
+		counts, err := c.count(cctx, t, st)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil {
+			counts = c.cache[t].counts
+		}
+		c.cache[t] = counted{at: c.opts.Clock.Now(), counts: counts}
+		return counts, nil
+	})
+	counts, _ := v.(map[string]int)
 	return counts
+}
+
+// cached returns the last counts of t and whether they are younger than the TTL.
+func (c *UpstreamCounter) cached(t tunnel.Target) (map[string]int, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	last, ok := c.cache[t]
+	return last.counts, ok && c.opts.Clock.Since(last.at) < c.opts.TTL
 }
 
 func (c *UpstreamCounter) syncTarget(t tunnel.Target) *workloadv1alpha1.SyncTarget {

@@ -3,6 +3,8 @@ package statuspage
 import (
 	"context"
 	"errors"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,4 +75,51 @@ func TestUpstreamCounterCountsObjectsAssignedWithStateSync(t *testing.T) {
 	clk.Step(31 * time.Second)
 	assert.Equal(t, want, c.SyncedObjects(ctx, east), "a failed count keeps the previous one")
 	assert.Positive(t, lists)
+}
+
+func TestUpstreamCounterCountsOncePerTTLWhateverTheViewersAndFailures(t *testing.T) {
+	east := tunnel.Target{Cluster: "root:org", Name: "east"}
+	st := &workloadv1alpha1.SyncTarget{ObjectMeta: metav1.ObjectMeta{Name: "east", Annotations: map[string]string{"kcp.io/cluster": "root:org"}}}
+	st.Status.SyncedResources = []workloadv1alpha1.ResourceToSync{
+		{GroupResource: metav1.GroupResource{Resource: "configmaps"}, Versions: []string{"v1"}, State: workloadv1alpha1.ResourceSchemaAcceptedState},
+	}
+	scheme := metadatafake.NewTestScheme()
+	_ = metav1.AddMetaToScheme(scheme)
+	client := metadatafake.NewSimpleMetadataClient(scheme)
+	var lists atomic.Int64
+	release := make(chan struct{})
+	fail := atomic.Bool{}
+	client.PrependReactor("list", "*", func(clienttesting.Action) (bool, runtime.Object, error) {
+		lists.Add(1)
+		<-release
+		if fail.Load() {
+			return true, nil, errors.New("upstream down")
+		}
+		return false, nil, nil // the fake's tracker answers: an empty list
+	})
+	clk := clocktesting.NewFakeClock(now)
+	c := NewUpstreamCounter(client, fakeTargets{st}, CounterOptions{TTL: 30 * time.Second, Clock: clk})
+
+	// Twenty viewers at once: one count.
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() { assert.Equal(t, map[string]int{"configmaps": 0}, c.SyncedObjects(context.Background(), east)) })
+	}
+	time.Sleep(50 * time.Millisecond) // let them all queue behind the first
+	close(release)
+	wg.Wait()
+	assert.EqualValues(t, 1, lists.Load(), "concurrent views share one count")
+
+	// A failed count is remembered too: no list again until the TTL is over.
+	fail.Store(true)
+	clk.Step(31 * time.Second)
+	assert.Equal(t, map[string]int{"configmaps": 0}, c.SyncedObjects(context.Background(), east), "the previous counts stay")
+	assert.EqualValues(t, 2, lists.Load())
+	for range 10 {
+		c.SyncedObjects(context.Background(), east)
+	}
+	assert.EqualValues(t, 2, lists.Load(), "a failure is not retried on every view")
+	clk.Step(31 * time.Second)
+	c.SyncedObjects(context.Background(), east)
+	assert.EqualValues(t, 3, lists.Load())
 }

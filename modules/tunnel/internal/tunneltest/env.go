@@ -26,10 +26,17 @@ const (
 	SyncerToken = "syncer-token"
 	// UserToken authenticates "alice", who may do anything in namespaces "team*".
 	UserToken = "alice-token"
+	// BobToken authenticates "bob", who may do what alice may.
+	BobToken = "bob-token"
 	// OtherToken authenticates "mallory", who may do nothing.
 	OtherToken = "mallory-token"
 	// BrokenToken makes the authenticator fail.
 	BrokenToken = "broken-token"
+	// IntruderToken authenticates another service account that RBAC also lets update
+	// the Target's tunnel.
+	IntruderToken = "intruder-token"
+	// SyncerUser is the identity of SyncerToken.
+	SyncerUser = "system:serviceaccount:default:syncer"
 )
 
 // Auth is a fake Authenticator and Authorizer.
@@ -38,18 +45,48 @@ type Auth struct {
 	Denied  bool // deny every question
 	Asked   []server.Attributes
 	Reviews int
+	revoked map[string]bool
+	broken  bool
+}
+
+// SetBroken makes every token review fail (true) or work again.
+func (a *Auth) SetBroken(b bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.broken = b
+}
+
+// Revoke makes token invalid from now on.
+func (a *Auth) Revoke(token string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.revoked == nil {
+		a.revoked = map[string]bool{}
+	}
+	a.revoked[token] = true
 }
 
 // AuthenticateToken implements server.Authenticator.
 func (a *Auth) AuthenticateToken(_ context.Context, _ string, token string) (server.UserInfo, bool, error) {
 	a.mu.Lock()
 	a.Reviews++
+	revoked, broken := a.revoked[token], a.broken
 	a.mu.Unlock()
+	if broken {
+		return server.UserInfo{}, false, errors.New("token review backend down")
+	}
+	if revoked {
+		return server.UserInfo{}, false, nil
+	}
 	switch token {
 	case SyncerToken:
-		return server.UserInfo{Name: "system:serviceaccount:default:syncer", Groups: []string{"system:serviceaccounts"}}, true, nil
+		return server.UserInfo{Name: SyncerUser, UID: "uid-syncer", Groups: []string{"system:serviceaccounts"}}, true, nil
+	case IntruderToken:
+		return server.UserInfo{Name: "system:serviceaccount:other:intruder", UID: "uid-intruder"}, true, nil
 	case UserToken:
 		return server.UserInfo{Name: "alice"}, true, nil
+	case BobToken:
+		return server.UserInfo{Name: "bob"}, true, nil
 	case OtherToken:
 		return server.UserInfo{Name: "mallory"}, true, nil
 	case BrokenToken:
@@ -67,10 +104,10 @@ func (a *Auth) Authorize(_ context.Context, at server.Attributes) (bool, string,
 		return false, "denied by test", nil
 	}
 	switch at.User.Name {
-	case "system:serviceaccount:default:syncer":
+	case SyncerUser, "system:serviceaccount:other:intruder":
 		return at.Verb == "update" && at.Resource == "synctargets" && at.Subresource == "tunnel" &&
 			at.Group == "workload.kcp.io" && at.Name == Target.Name && at.Cluster == Target.Cluster, "", nil
-	case "alice", "cert-user":
+	case "alice", "bob", "cert-user":
 		return strings.HasPrefix(at.Namespace, "team") && at.Cluster == Target.Cluster, "", nil
 	}
 	return false, "no RBAC", nil
