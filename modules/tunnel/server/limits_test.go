@@ -218,3 +218,17 @@ func TestExecSessionsEndAtTheMaximumRequestDuration(t *testing.T) {
 	require.NoError(t, ctx.Err(), "ended by the server, not by the test's deadline")
 	assert.Less(t, time.Since(start), 5*time.Second)
 }
+
+func TestIdleConnectionsAreClosed(t *testing.T) {
+	srv := tunneltest.NewServer(t, nil, "127.0.0.1:1", func(o *server.Options) { o.IdleTimeout = 200 * time.Millisecond })
+	c, err := net.Dial("tcp", srv.Addr)
+	require.NoError(t, err)
+	defer func() { _ = c.Close() }()
+	_, err = io.WriteString(c, "GET "+tunneltest.Target.Path()+" HTTP/1.1\r\nHost: tunnel.test\r\n\r\n")
+	require.NoError(t, err)
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(5*time.Second)))
+	start := time.Now()
+	_, err = io.ReadAll(c) // the response, then EOF once the server closes the idle connection
+	require.NoError(t, err, "closed by the server before the test's deadline")
+	assert.Less(t, time.Since(start), 3*time.Second)
+}

@@ -58,6 +58,9 @@ type Options struct {
 	// expired); a definite no closes the session (reason revoked). Default 1 min;
 	// negative disables.
 	ReauthorizePeriod time.Duration
+	// IdleTimeout closes a keep-alive connection that sends no new request for this
+	// long (tunnels and upgraded streams are not idle connections). Default 2 min.
+	IdleTimeout time.Duration
 
 	// Addr is the listen address of ListenAndServe, e.g. ":8443".
 	Addr string
@@ -75,8 +78,11 @@ type Options struct {
 	Handler http.Handler
 }
 
-// DefaultReauthorizePeriod is the default Options.ReauthorizePeriod.
-const DefaultReauthorizePeriod = time.Minute
+// Defaults of Options.
+const (
+	DefaultReauthorizePeriod = time.Minute
+	DefaultIdleTimeout       = 2 * time.Minute
+)
 
 // RequestObserver is implemented by an Observer that also wants to count
 // control plane → cluster requests by response status code. Upgrades that
@@ -128,6 +134,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.UpstreamDialTimeout <= 0 {
 		opts.UpstreamDialTimeout = 10 * time.Second
+	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
 	}
 	if opts.ReauthorizePeriod == 0 {
 		opts.ReauthorizePeriod = DefaultReauthorizePeriod
@@ -211,6 +220,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		Handler:           s,
 		ConnContext:       withConn,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       s.opts.IdleTimeout,
 		MaxHeaderBytes:    s.opts.Limits.MaxHeaderBytes,
 		ErrorLog:          stdlog.New(logWriter{s.log}, "", 0),
 	}
