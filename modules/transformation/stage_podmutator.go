@@ -283,7 +283,11 @@ func mutateContainer(container map[string]any, env [][2]string, upstreamNamespac
 		for i, e := range vars {
 			v := asMap(e)
 			if fieldPath, _ := asMap(asMap(v["valueFrom"])["fieldRef"])["fieldPath"].(string); fieldPath == "metadata.namespace" {
-				vars[i] = map[string]any{"name": v["name"], "value": upstreamNamespace}
+				resolved := map[string]any{"value": upstreamNamespace}
+				if name, ok := v["name"]; ok {
+					resolved["name"] = name
+				}
+				vars[i] = resolved
 			}
 		}
 		container["env"] = vars
