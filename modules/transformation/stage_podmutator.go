@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/url"
 	"path"
+	"slices"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -115,13 +117,14 @@ func podTemplatePaths() map[schema.GroupKind][]string {
 	}
 }
 
-// PodMutatorKinds returns the kinds the pod mutator changes.
+// PodMutatorKinds returns the kinds the pod mutator changes, sorted.
 func PodMutatorKinds() []schema.GroupKind {
 	paths := podTemplatePaths()
 	out := make([]schema.GroupKind, 0, len(paths))
 	for gk := range paths {
 		out = append(out, gk)
 	}
+	slices.SortFunc(out, func(a, b schema.GroupKind) int { return strings.Compare(a.String(), b.String()) })
 	return out
 }
 
@@ -153,7 +156,7 @@ func WithPodMutator(cfg PodMutatorConfig) Option {
 // without a pod template, are left alone. A missing token Secret is an error wrapping
 // ErrPodInputsNotReady; an invalid cfg fails every object it would change.
 func NewPodMutator(cfg PodMutatorConfig) Stage {
-	m := podMutator{inputs: cfg.Inputs, upsync: cfg.UpsyncPods, err: cfg.Validate()}
+	m := podMutator{paths: podTemplatePaths(), inputs: cfg.Inputs, upsync: cfg.UpsyncPods, err: cfg.Validate()}
 	if m.err == nil {
 		m.host, m.port, _ = cfg.endpoint()
 	}
@@ -161,6 +164,7 @@ func NewPodMutator(cfg PodMutatorConfig) Stage {
 }
 
 type podMutator struct {
+	paths      map[schema.GroupKind][]string // read-only once built
 	host, port string
 	inputs     PodInputs
 	upsync     bool
@@ -168,7 +172,7 @@ type podMutator struct {
 }
 
 func (m podMutator) transform(req *Request, obj *unstructured.Unstructured) error {
-	templatePath, ok := podTemplatePaths()[req.GroupKind]
+	templatePath, ok := m.paths[req.GroupKind]
 	if !ok {
 		return nil
 	}
