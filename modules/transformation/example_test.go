@@ -3,6 +3,7 @@ package transformation_test
 import (
 	"errors"
 	"fmt"
+	"net/url"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
@@ -48,4 +49,52 @@ func ExamplePipeline_ToDownstream() {
 		fmt.Println(ns.GetName(), downstream.GetNamespace(), downstream.GetName())
 	}
 	// Output: kcp-77hmyjhzed9x kcp-77hmyjhzed9x kcp-root-ca.crt
+}
+
+// workspaceInputs is what the downstream module would implement over its caches: the upstream
+// token Secrets by ServiceAccount, and the per-workspace DNS Service IPs.
+type workspaceInputs struct{}
+
+func (workspaceInputs) TokenSecret(cluster, ns, serviceAccount string) (string, error) {
+	if serviceAccount == "default" {
+		return "default-token-abc", nil
+	}
+	return "", nil // none yet: the object fails with ErrPodInputsNotReady and is retried
+}
+
+func (workspaceInputs) Nameserver(string) (string, error) { return "10.96.0.53", nil }
+
+// The pod mutator makes a Deployment's pods talk to their workspace.
+func ExampleWithPodMutator() {
+	api, _ := url.Parse("https://kcp.example.com:6443")
+	p := transformation.NewPipeline(transformation.WithPodMutator(transformation.PodMutatorConfig{
+		APIURL: api,
+		Inputs: workspaceInputs{},
+	}))
+	ctx := transformation.Context{SyncTargetKey: "6Rz1e1QbnQwqAsYPw4GJ3H", SyncTargetName: "us-east1"}
+	upstream := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apps/v1",
+		"kind":       "Deployment",
+		"metadata": map[string]any{
+			"name":        "web",
+			"namespace":   "team-a",
+			"labels":      map[string]any{kcp.StateLabel(ctx.SyncTargetKey): kcp.StateSync},
+			"annotations": map[string]any{kcp.ClusterAnnotation: "root:org:ws"},
+		},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
+			"containers": []any{map[string]any{"name": "web", "image": "web:1"}},
+		}}},
+	}}
+	downstream, err := p.ToDownstream(ctx, upstream)
+	if err != nil {
+		panic(err)
+	}
+	spec, _, _ := unstructured.NestedMap(downstream.Object, "spec", "template", "spec")
+	env := spec["containers"].([]any)[0].(map[string]any)["env"].([]any)
+	fmt.Println(env[2], spec["dnsPolicy"], spec["automountServiceAccountToken"])
+	sources, _, _ := unstructured.NestedSlice(spec["volumes"].([]any)[0].(map[string]any), "projected", "sources")
+	fmt.Println(sources[0].(map[string]any)["secret"].(map[string]any)["name"])
+	// Output:
+	// map[name:KUBERNETES_SERVICE_HOST value:kcp.example.com] None false
+	// kcp-default-token-abc
 }
