@@ -1,8 +1,6 @@
 package upstream
 
 import (
-	"k8s.io/apimachinery/pkg/api/meta"
-
 	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 )
@@ -27,16 +25,7 @@ func (l namespaceLookup) Existing(loc namespace.Locator) (string, bool) {
 		if err != nil {
 			return "", false
 		}
-		for _, it := range items {
-			m, err := meta.Accessor(it)
-			if err != nil {
-				continue
-			}
-			if got, found, err := namespace.LocatorFromAnnotations(m.GetAnnotations()); err == nil && found && got == loc {
-				return m.GetName(), true
-			}
-		}
-		return "", false
+		return namespace.FindExisting(items, loc)
 	}
 	return "", false
 }

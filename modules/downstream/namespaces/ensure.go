@@ -81,16 +81,7 @@ func (e *Ensurer) Existing(l namespace.Locator) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	for _, it := range items {
-		m, err := meta.Accessor(it)
-		if err != nil {
-			continue
-		}
-		if got, ok, err := namespace.LocatorFromAnnotations(m.GetAnnotations()); err == nil && ok && got == l {
-			return m.GetName(), true
-		}
-	}
-	return "", false
+	return namespace.FindExisting(items, l)
 }
 
 // Ensure returns the name of l's downstream namespace, creating it when missing: the

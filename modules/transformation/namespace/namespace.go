@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"math/big"
 	"strings"
 
@@ -154,6 +155,22 @@ func LocatorFromAnnotations(annotations map[string]string) (Locator, bool, error
 		l.SyncTarget.Cluster = w.SyncTarget.Path
 	}
 	return l, true, nil
+}
+
+// FindExisting returns the name of the first namespace among candidates (cached
+// objects, typically the entries of a locator index) whose locator annotation is
+// exactly l: the Existing of a Lookup over a cache.
+func FindExisting(candidates []any, l Locator) (string, bool) {
+	for _, c := range candidates {
+		ns, err := meta.Accessor(c)
+		if err != nil {
+			continue
+		}
+		if got, ok, err := LocatorFromAnnotations(ns.GetAnnotations()); err == nil && ok && got == l {
+			return ns.GetName(), true
+		}
+	}
+	return "", false
 }
 
 // LocatorFromNamespace reads the locator of a downstream namespace (or of any object carrying
