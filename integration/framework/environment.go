@@ -115,26 +115,39 @@ var shared struct {
 // Main starts the bed, runs the tests, stops the bed and checks that no server is
 // left running. Use it from TestMain: os.Exit(framework.Main(m)).
 func Main(m *testing.M) int {
+	return runBed(m, "test bed", func(ctx context.Context) (*Environment, error) {
+		shared.once.Do(func() { shared.env, shared.err = Start(ctx) })
+		return shared.env, shared.err
+	})
+}
+
+// bed is what runBed needs of a test bed.
+type bed interface {
+	Stop()
+	Leaked() []string
+	Processes() []string
+}
+
+// runBed starts a bed with start, runs the tests, stops the bed and checks that no
+// server is left running; it returns the exit code.
+func runBed[B bed](m *testing.M, name string, start func(context.Context) (B, error)) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	start := time.Now()
-	shared.once.Do(func() { shared.env, shared.err = Start(ctx) })
-	env := shared.env
-	if shared.err != nil {
-		fmt.Fprintf(os.Stderr, "framework: test bed did not start: %v\n", shared.err)
-		if env != nil {
-			env.Stop()
-		}
+	began := time.Now()
+	env, err := start(ctx)
+	if err != nil {
+		// Start and StartKCPEnvironment stop what they started when they fail.
+		fmt.Fprintf(os.Stderr, "framework: %s did not start: %v\n", name, err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "framework: test bed up in %s: %s\n", time.Since(start).Round(time.Millisecond), strings.Join(env.Processes(), " "))
+	fmt.Fprintf(os.Stderr, "framework: %s up in %s: %s\n", name, time.Since(began).Round(time.Millisecond), strings.Join(env.Processes(), " "))
 	code := m.Run()
 	env.Stop()
 	if left := env.Leaked(); len(left) > 0 {
 		fmt.Fprintf(os.Stderr, "framework: processes left running after teardown: %s\n", strings.Join(left, ", "))
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "framework: test bed stopped, no process left\n")
+	fmt.Fprintf(os.Stderr, "framework: %s stopped, no process left\n", name)
 	return code
 }
 

@@ -5,10 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 )
 
 // KCPEnvironment is the kcp flavour of the test bed: a real kcp (upstream) and a
@@ -115,27 +113,10 @@ var sharedKCP struct {
 // MainKCP is Main for the kcp flavour: it starts kcp and a physical cluster, runs
 // the tests, stops the bed and checks that no server is left running.
 func MainKCP(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
-	defer cancel()
-	start := time.Now()
-	sharedKCP.once.Do(func() { sharedKCP.env, sharedKCP.err = StartKCPEnvironment(ctx) })
-	env := sharedKCP.env
-	if sharedKCP.err != nil {
-		fmt.Fprintf(os.Stderr, "framework: kcp test bed did not start: %v\n", sharedKCP.err)
-		if env != nil {
-			env.Stop()
-		}
-		return 1
-	}
-	fmt.Fprintf(os.Stderr, "framework: kcp test bed up in %s: %s\n", time.Since(start).Round(time.Millisecond), strings.Join(env.Processes(), " "))
-	code := m.Run()
-	env.Stop()
-	if left := env.Leaked(); len(left) > 0 {
-		fmt.Fprintf(os.Stderr, "framework: processes left running after teardown: %s\n", strings.Join(left, ", "))
-		return 1
-	}
-	fmt.Fprintf(os.Stderr, "framework: kcp test bed stopped, no process left\n")
-	return code
+	return runBed(m, "kcp test bed", func(ctx context.Context) (*KCPEnvironment, error) {
+		sharedKCP.once.Do(func() { sharedKCP.env, sharedKCP.err = StartKCPEnvironment(ctx) })
+		return sharedKCP.env, sharedKCP.err
+	})
 }
 
 // SharedKCP returns the bed started by MainKCP.
