@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
+	"github.com/tmc-syncer/syncer/modules/downstream/namespaces"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 )
 
@@ -91,6 +92,14 @@ func TestKCPTwoWorkspacesWithTheSameNamesSyncWithoutCollision(t *testing.T) {
 	}
 	assert.NotEmpty(t, tenant(nsA), "downstream namespaces carry kcp's tenant id")
 	assert.NotEqual(t, tenant(nsA), tenant(nsB), "two workspaces are two tenants")
+	for _, ns := range []string{nsA, nsB} {
+		np, err := physical.NetworkingV1().NetworkPolicies(ns).Get(ctx, namespaces.IsolationPolicyName, metav1.GetOptions{})
+		require.NoError(t, err, "%s has its tenant isolation NetworkPolicy", ns)
+		require.Len(t, np.Spec.Ingress, 1)
+		require.Len(t, np.Spec.Ingress[0].From, 2)
+		assert.Equal(t, map[string]string{"kcp.io/tenant-id": tenant(ns)}, np.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels,
+			"%s admits only its own tenant's namespaces (and those of no tenant)", ns)
+	}
 	waitConfigMapValue(t, physical, nsA, "settings", "from-a", p)
 	waitConfigMapValue(t, physical, nsB, "settings", "from-b", p)
 

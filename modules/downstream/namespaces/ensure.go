@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sync"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -44,11 +45,25 @@ func IndexByLocator(obj any) ([]string, error) {
 	return []string{informers.LocatorKey(l.Cluster, l.Namespace)}, nil
 }
 
+// IsolationPolicyName names the NetworkPolicy every downstream namespace gets: it
+// admits traffic only from namespaces of its own tenant (kcp.io/tenant-id) and from
+// namespaces of no tenant (the cluster's own: ingress controllers, monitoring), so
+// that one workspace's pods cannot reach another's.
+const IsolationPolicyName = "tmc-syncer-tenant-isolation"
+
+// NetworkPoliciesResource is the NetworkPolicy resource.
+var NetworkPoliciesResource = schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}
+
 // Ensurer creates downstream namespaces on first use and finds existing ones by locator.
 type Ensurer struct {
-	client dynamic.ResourceInterface
-	cache  Store
-	key    string
+	client   dynamic.ResourceInterface
+	policies dynamic.NamespaceableResourceInterface
+	cache    Store
+	key      string
+	// isolated holds the namespaces whose isolation policy this process made or
+	// found: one create per namespace and process, and no namespace patch (kcp's
+	// plugin grants create on NetworkPolicies, not patch on namespaces).
+	isolated sync.Map
 }
 
 var _ namespace.Lookup = (*Ensurer)(nil)
@@ -58,7 +73,7 @@ var _ namespace.Lookup = (*Ensurer)(nil)
 // with ByLocatorIndex, namespaces an older kcp named otherwise are found too), labelled for
 // the sync target key and with kcp's tenant ID.
 func NewEnsurer(client dynamic.Interface, cache Store, key string) *Ensurer {
-	return &Ensurer{client: client.Resource(Resource), cache: cache, key: key}
+	return &Ensurer{client: client.Resource(Resource), policies: client.Resource(NetworkPoliciesResource), cache: cache, key: key}
 }
 
 // TerminatingError reports a downstream namespace that is being deleted; retry later.
@@ -111,10 +126,10 @@ func (e *Ensurer) Ensure(ctx context.Context, l namespace.Locator) (string, erro
 	case !apierrors.IsNotFound(err):
 		return "", fmt.Errorf("get downstream namespace %s: %w", name, err)
 	}
-	_, err = e.client.Create(ctx, want, metav1.CreateOptions{})
+	created, err := e.client.Create(ctx, want, metav1.CreateOptions{})
 	switch {
 	case err == nil:
-		return name, nil
+		return name, e.check(ctx, created, l, tenant)
 	case apierrors.IsAlreadyExists(err):
 		existing, err = e.client.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -150,6 +165,12 @@ func (e *Ensurer) check(ctx context.Context, ns *unstructured.Unstructured, l na
 	if ns.GetDeletionTimestamp() != nil {
 		return &TerminatingError{Name: ns.GetName()}
 	}
+	if _, done := e.isolated.Load(ns.GetName()); !done {
+		if err := e.isolate(ctx, ns.GetName(), tenant); err != nil {
+			return err
+		}
+		e.isolated.Store(ns.GetName(), struct{}{})
+	}
 	if ns.GetLabels()[kcp.TenantIDLabel] == tenant {
 		return nil
 	}
@@ -161,4 +182,34 @@ func (e *Ensurer) check(ctx context.Context, ns *unstructured.Unstructured, l na
 		return fmt.Errorf("label downstream namespace %s with %s: %w", ns.GetName(), kcp.TenantIDLabel, err)
 	}
 	return nil
+}
+
+// isolate creates the namespace's tenant isolation NetworkPolicy (an existing one is
+// left as it is: a policy of that name is the syncer's).
+func (e *Ensurer) isolate(ctx context.Context, ns, tenant string) error {
+	_, err := e.policies.Namespace(ns).Create(ctx, IsolationPolicy(ns, tenant), metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create tenant isolation NetworkPolicy in %s: %w", ns, err)
+	}
+	return nil
+}
+
+// IsolationPolicy is the NetworkPolicy of a downstream namespace of tenant: every pod
+// of the namespace accepts traffic from its own tenant's namespaces and from namespaces
+// without a tenant, and from nobody else; egress is not restricted.
+func IsolationPolicy(ns, tenant string) *unstructured.Unstructured {
+	return &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+		"metadata": map[string]any{"name": IsolationPolicyName, "namespace": ns},
+		"spec": map[string]any{
+			"podSelector": map[string]any{},
+			"policyTypes": []any{"Ingress"},
+			"ingress": []any{map[string]any{"from": []any{
+				map[string]any{"namespaceSelector": map[string]any{"matchLabels": map[string]any{kcp.TenantIDLabel: tenant}}},
+				map[string]any{"namespaceSelector": map[string]any{"matchExpressions": []any{
+					map[string]any{"key": kcp.TenantIDLabel, "operator": "DoesNotExist"},
+				}}},
+			}}},
+		},
+	}}
 }

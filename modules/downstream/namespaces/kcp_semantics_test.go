@@ -116,6 +116,9 @@ func TestEnsurePortsKcpsNamespaceCases(t *testing.T) {
 			}
 			var creates, patches []clienttesting.Action
 			for _, a := range client.Actions() {
+				if a.GetResource() != Resource {
+					continue // the tenant isolation NetworkPolicy: TestNamespacesAreIsolatedByTenant
+				}
 				switch a.GetVerb() {
 				case "create":
 					creates = append(creates, a)

@@ -3,6 +3,7 @@ package namespaces
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -32,7 +33,7 @@ func locator(ns string) namespace.Locator {
 }
 
 func kinds() map[schema.GroupVersionResource]string {
-	return map[schema.GroupVersionResource]string{cmGVR: "ConfigMapList", Resource: "NamespaceList"}
+	return map[schema.GroupVersionResource]string{cmGVR: "ConfigMapList", Resource: "NamespaceList", NetworkPoliciesResource: "NetworkPolicyList"}
 }
 
 func TestEnsureCreatesOnceAndRefusesCollisions(t *testing.T) {
@@ -273,7 +274,9 @@ func TestLookupAndMetadataOnlyNamespaces(t *testing.T) {
 	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
 	_, err := NewEnsurer(client, store, target.Key).Ensure(context.Background(), locator("team"))
 	require.NoError(t, err)
-	assert.Empty(t, client.Actions())
+	for _, a := range client.Actions() {
+		assert.Equal(t, NetworkPoliciesResource, a.GetResource(), "no namespace request, only the isolation policy (once)")
+	}
 }
 
 func TestTheSameUpstreamNamespaceInAnotherClusterDoesNotKeepANamespace(t *testing.T) {
@@ -294,4 +297,46 @@ func TestTheSameUpstreamNamespaceInAnotherClusterDoesNotKeepANamespace(t *testin
 	var ra *queue.RequeueAfterError
 	require.ErrorAs(t, f.ctl.Reconcile(context.Background(), Key(f.name)), &ra)
 	assert.True(t, f.exists(t))
+}
+
+// Tenant isolation: each downstream namespace gets a NetworkPolicy that admits its
+// own tenant's namespaces and namespaces of no tenant; the policy is created once per
+// namespace and process (an existing one is kept), and no namespace is patched for it.
+func TestNamespacesAreIsolatedByTenant(t *testing.T) {
+	ctx := context.Background()
+	tenant, err := namespace.TenantID(locator("team"))
+	require.NoError(t, err)
+
+	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	e := NewEnsurer(client, store, target.Key)
+	name, err := e.Ensure(ctx, locator("team"))
+	require.NoError(t, err)
+	policy, err := client.Resource(NetworkPoliciesResource).Namespace(name).Get(ctx, IsolationPolicyName, metav1.GetOptions{})
+	require.NoError(t, err)
+	assert.Equal(t, IsolationPolicy(name, tenant).Object["spec"], policy.Object["spec"])
+	from, _, _ := unstructured.NestedSlice(policy.Object, "spec", "ingress")
+	require.Len(t, from, 1)
+	assert.Contains(t, fmt.Sprint(from), tenant, "its own tenant is let in")
+	assert.Contains(t, fmt.Sprint(from), "DoesNotExist", "so are namespaces of no tenant")
+
+	created, err := client.Resource(Resource).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.NoError(t, store.Add(created))
+	before := len(client.Actions())
+	_, err = e.Ensure(ctx, locator("team"))
+	require.NoError(t, err)
+	assert.Len(t, client.Actions(), before, "isolated once: no more requests")
+	for _, a := range client.Actions() {
+		assert.NotEqual(t, "patch", a.GetVerb(), "no namespace patch")
+	}
+
+	// A namespace an earlier run made, with its policy: a new process creates it again
+	// once, and AlreadyExists is fine.
+	existing := ourNamespace(t, "team")
+	client = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds(), existing, IsolationPolicy(existing.GetName(), tenant))
+	store = cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	require.NoError(t, store.Add(existing))
+	_, err = NewEnsurer(client, store, target.Key).Ensure(ctx, locator("team"))
+	require.NoError(t, err)
 }
