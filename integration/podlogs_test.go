@@ -72,6 +72,8 @@ type tunnelServerProcess struct {
 	*framework.SyncerProcess
 	url    string
 	caFile string
+	// internal is the plain-HTTP base URL of /status.json and /metrics.
+	internal string
 }
 
 func startTunnelServerBinary(t *testing.T, env *framework.Environment) *tunnelServerProcess {
@@ -79,10 +81,10 @@ func startTunnelServerBinary(t *testing.T, env *framework.Environment) *tunnelSe
 	dir := t.TempDir()
 	cert, key, err := env.KCP.IssueServingCert(dir, "tunnel-server")
 	require.NoError(t, err)
-	addr := freeAddr(t)
-	p := startSyncerBinary(t, "tunnel-server", "--bind-address="+addr, "--internal-bind-address="+freeAddr(t), "--kubeconfig="+env.KCP.Kubeconfig,
+	addr, internal := freeAddr(t), freeAddr(t)
+	p := startSyncerBinary(t, "tunnel-server", "--bind-address="+addr, "--internal-bind-address="+internal, "--kubeconfig="+env.KCP.Kubeconfig,
 		"--tls-cert-file="+cert, "--tls-private-key-file="+key)
-	ts := &tunnelServerProcess{SyncerProcess: p, url: "https://" + addr, caFile: env.KCP.CAFile()}
+	ts := &tunnelServerProcess{SyncerProcess: p, url: "https://" + addr, caFile: env.KCP.CAFile(), internal: "http://" + internal}
 	hc := ts.httpClient(t)
 	require.Eventually(t, func() bool {
 		resp, err := hc.Get(ts.url + "/readyz") //nolint:noctx // readiness poll
@@ -265,7 +267,8 @@ func TestPodLogsThroughTheTunnel(t *testing.T) {
 // tunnel is up.
 func (ts *tunnelServerProcess) srvConnected(t *testing.T, cluster, name string) bool {
 	t.Helper()
-	resp, err := ts.httpClient(t).Get(ts.url + "/status.json") //nolint:noctx // status poll
+	// /status.json is served on the internal listener only.
+	resp, err := http.Get(ts.internal + "/status.json") //nolint:noctx,gosec // status poll of a loopback address
 	if err != nil {
 		return false
 	}
