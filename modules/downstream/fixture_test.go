@@ -20,6 +20,7 @@ import (
 	metadatafake "k8s.io/client-go/metadata/fake"
 	clienttesting "k8s.io/client-go/testing"
 
+	"github.com/tmc-syncer/syncer/modules/downstream/namespaces"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/engine/engine"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
@@ -36,6 +37,7 @@ func kinds() map[schema.GroupVersionResource]string {
 		{Version: "v1", Resource: "secrets"}:         "SecretList",
 		{Version: "v1", Resource: "serviceaccounts"}: "ServiceAccountList",
 		workloadv1alpha1.SyncTargetsResource:         "SyncTargetList",
+		namespaces.NetworkPoliciesResource:           "NetworkPolicyList",
 	}
 }
 

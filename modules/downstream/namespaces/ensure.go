@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
@@ -184,10 +185,21 @@ func (e *Ensurer) check(ctx context.Context, ns *unstructured.Unstructured, l na
 	return nil
 }
 
-// isolate creates the namespace's tenant isolation NetworkPolicy (an existing one is
-// left as it is: a policy of that name is the syncer's).
+// isolate creates the namespace's tenant isolation NetworkPolicy unless it exists (a
+// policy of that name is the syncer's). It looks first, with a list by name (kcp's
+// plugin grants list and create on NetworkPolicies, not get), so that a restart
+// writes nothing for namespaces that have it.
 func (e *Ensurer) isolate(ctx context.Context, ns, tenant string) error {
-	_, err := e.policies.Namespace(ns).Create(ctx, IsolationPolicy(ns, tenant), metav1.CreateOptions{})
+	list, err := e.policies.Namespace(ns).List(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", IsolationPolicyName).String(),
+	})
+	if err != nil {
+		return fmt.Errorf("look up tenant isolation NetworkPolicy in %s: %w", ns, err)
+	}
+	if len(list.Items) > 0 {
+		return nil
+	}
+	_, err = e.policies.Namespace(ns).Create(ctx, IsolationPolicy(ns, tenant), metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create tenant isolation NetworkPolicy in %s: %w", ns, err)
 	}
