@@ -45,6 +45,34 @@ func waitConfigMapValue(t *testing.T, kube kubernetes.Interface, ns, name, value
 	}, time.Minute, 250*time.Millisecond, "ConfigMap %s/%s has value %q downstream; syncer output:\n%s", ns, name, value, p.Output)
 }
 
+// updateConfigMap sets the ConfigMap's value upstream.
+func updateConfigMap(t *testing.T, kube kubernetes.Interface, ns, name, value string) {
+	t.Helper()
+	ctx := context.Background()
+	got, err := kube.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	require.NoError(t, err)
+	got.Data["value"] = value
+	_, err = kube.CoreV1().ConfigMaps(ns).Update(ctx, got, metav1.UpdateOptions{})
+	require.NoError(t, err)
+}
+
+// deleteConfigMapEverywhere deletes the ConfigMap upstream and waits until its
+// downstream copy in downNS is deleted and the upstream object is gone (the syncer
+// released its finalizer through the virtual workspace).
+func deleteConfigMapEverywhere(t *testing.T, up, physical kubernetes.Interface, ns, downNS, name string, p *framework.SyncerProcess) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, up.CoreV1().ConfigMaps(ns).Delete(ctx, name, metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		_, err := physical.CoreV1().ConfigMaps(downNS).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, time.Minute, 250*time.Millisecond, "%s/%s is deleted downstream; output:\n%s", downNS, name, p.Output)
+	require.Eventually(t, func() bool {
+		_, err := up.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+		return apierrors.IsNotFound(err)
+	}, time.Minute, 250*time.Millisecond, "%s/%s is gone upstream (finalizer released); output:\n%s", ns, name, p.Output)
+}
+
 func conditionStatus(obj *unstructured.Unstructured, condType string) string {
 	conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
 	for _, c := range conds {
@@ -104,25 +132,12 @@ func TestKCPTwoWorkspacesWithTheSameNamesSyncWithoutCollision(t *testing.T) {
 	waitConfigMapValue(t, physical, nsB, "settings", "from-b", p)
 
 	// An update in one workspace changes only its own copy.
-	got, err := kubeA.CoreV1().ConfigMaps("shop").Get(ctx, "settings", metav1.GetOptions{})
-	require.NoError(t, err)
-	got.Data["value"] = "from-a-2"
-	_, err = kubeA.CoreV1().ConfigMaps("shop").Update(ctx, got, metav1.UpdateOptions{})
-	require.NoError(t, err)
+	updateConfigMap(t, kubeA, "shop", "settings", "from-a-2")
 	waitConfigMapValue(t, physical, nsA, "settings", "from-a-2", p)
 	waitConfigMapValue(t, physical, nsB, "settings", "from-b", p)
 
-	// Deleting upstream deletes downstream (the syncer's finalizer is released
-	// through the virtual workspace), in that workspace only.
-	require.NoError(t, kubeA.CoreV1().ConfigMaps("shop").Delete(ctx, "settings", metav1.DeleteOptions{}))
-	require.Eventually(t, func() bool {
-		_, err := physical.CoreV1().ConfigMaps(nsA).Get(ctx, "settings", metav1.GetOptions{})
-		return apierrors.IsNotFound(err)
-	}, time.Minute, 250*time.Millisecond, "team-a's copy is deleted downstream; output:\n%s", p.Output)
-	require.Eventually(t, func() bool {
-		_, err := kubeA.CoreV1().ConfigMaps("shop").Get(ctx, "settings", metav1.GetOptions{})
-		return apierrors.IsNotFound(err)
-	}, time.Minute, 250*time.Millisecond, "team-a's ConfigMap is gone upstream (finalizer released); output:\n%s", p.Output)
+	// Deleting upstream deletes downstream, in that workspace only.
+	deleteConfigMapEverywhere(t, kubeA, physical, "shop", nsA, "settings", p)
 	waitConfigMapValue(t, physical, nsB, "settings", "from-b", p)
 
 	// Deleting the user's namespace removes the downstream namespace (after kcp's
@@ -132,6 +147,6 @@ func TestKCPTwoWorkspacesWithTheSameNamesSyncWithoutCollision(t *testing.T) {
 		ns, err := physical.CoreV1().Namespaces().Get(ctx, nsB, metav1.GetOptions{})
 		return apierrors.IsNotFound(err) || (err == nil && ns.DeletionTimestamp != nil)
 	}, 2*time.Minute, time.Second, "team-b's downstream namespace goes with its upstream namespace; output:\n%s", p.Output)
-	_, err = physical.CoreV1().Namespaces().Get(ctx, nsA, metav1.GetOptions{})
+	_, err := physical.CoreV1().Namespaces().Get(ctx, nsA, metav1.GetOptions{})
 	assert.NoError(t, err, "team-a's namespace stays")
 }

@@ -114,21 +114,9 @@ func TestKCPTakeOverFromKcpsSyncer(t *testing.T) {
 	}
 
 	// Still ours to update and to delete.
-	cm, err := teamKube.CoreV1().ConfigMaps("default").Get(ctx, "cm-a", metav1.GetOptions{})
-	require.NoError(t, err)
-	cm.Data["value"] = "v2"
-	_, err = teamKube.CoreV1().ConfigMaps("default").Update(ctx, cm, metav1.UpdateOptions{})
-	require.NoError(t, err)
+	updateConfigMap(t, teamKube, "default", "cm-a", "v2")
 	waitConfigMapValue(t, physical, downNS, "cm-a", "v2", ours)
-	require.NoError(t, teamKube.CoreV1().ConfigMaps("default").Delete(ctx, "cm-b", metav1.DeleteOptions{}))
-	require.Eventually(t, func() bool {
-		_, err := physical.CoreV1().ConfigMaps(downNS).Get(ctx, "cm-b", metav1.GetOptions{})
-		return apierrors.IsNotFound(err)
-	}, time.Minute, 250*time.Millisecond, "deleting upstream deletes the taken-over object; output:\n%s", ours.Output)
-	require.Eventually(t, func() bool {
-		_, err := teamKube.CoreV1().ConfigMaps("default").Get(ctx, "cm-b", metav1.GetOptions{})
-		return apierrors.IsNotFound(err)
-	}, time.Minute, 250*time.Millisecond, "and releases kcp's finalizer upstream; output:\n%s", ours.Output)
+	deleteConfigMapEverywhere(t, teamKube, physical, "default", downNS, "cm-b", ours)
 }
 
 // countLines counts the lines of text that contain every one of parts.
