@@ -36,7 +36,7 @@ func TestSyncerBinarySyncsAnAppThroughTheTunnel(t *testing.T) {
 		"--sync-target-name=app-tunnelled", "--sync-target-uid="+string(st.GetUID()),
 		"--resources=deployments.apps,services",
 		"--health-bind-address=", "--metrics-bind-address=",
-		"--tunnel-url=http://"+ts.addr)
+		"--tunnel-url=http://"+ts.addr, "--tunnel-insecure")
 	require.Eventually(t, func() bool { return ts.connected("root", "app-tunnelled") }, 60*time.Second, 50*time.Millisecond,
 		"the syncer connects to the tunnel server; output:\n%s", p.Output)
 

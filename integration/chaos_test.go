@@ -114,7 +114,7 @@ func TestChaosConvergence(t *testing.T) {
 	argsOf := func(tg identity.Target, kubeconfig string, extra ...string) []string {
 		return append(append([]string{"--from-kubeconfig=" + kubeconfig, "--sync-target-name=" + tg.Name, "--sync-target-uid=" + string(tg.UID)}, common...), extra...)
 	}
-	syncerA := startSupervisedSyncer(t, "syncer-a", bin, logDir, argsOf(targets[0], syncerIdentity(t, env, "chaos-a"), "--tunnel-url=http://"+proxy.Addr()))
+	syncerA := startSupervisedSyncer(t, "syncer-a", bin, logDir, argsOf(targets[0], syncerIdentity(t, env, "chaos-a"), "--tunnel-url=http://"+proxy.Addr(), "--tunnel-insecure"))
 	syncers := []*supervisedSyncer{syncerA}
 	var syncersMu sync.Mutex
 	faults := &chaosFaults{

@@ -96,7 +96,7 @@ func TestTunnelCarriesAllUpstreamTrafficAndSurvivesServerRestart(t *testing.T) {
 		"--from-kubeconfig="+kubeconfig, "--to-kubeconfig="+env.Physical.Kubeconfig,
 		"--sync-target-name=tunnelled", "--sync-target-uid="+string(st.GetUID()),
 		"--health-bind-address=", "--metrics-bind-address=",
-		"--tunnel-url=http://"+ts.addr)
+		"--tunnel-url=http://"+ts.addr, "--tunnel-insecure")
 
 	ns := env.KCP.CreateNamespace(t, "tunnelled")
 	downNS, err := namespace.DownstreamName(namespace.Locator{

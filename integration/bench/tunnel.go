@@ -116,7 +116,7 @@ func (r *runner) tunnelled(ctx context.Context) error {
 		return err
 	}
 	start := time.Now()
-	p, err := startSyncer(r.cfg.SyncerBin, r.cfg.WorkDir, "syncer-tunnel", r.syncerArgs(t, kubeconfig, "--tunnel-url=http://"+ts.addr)...)
+	p, err := startSyncer(r.cfg.SyncerBin, r.cfg.WorkDir, "syncer-tunnel", r.syncerArgs(t, kubeconfig, "--tunnel-url=http://"+ts.addr, "--tunnel-insecure")...)
 	if err != nil {
 		return err
 	}

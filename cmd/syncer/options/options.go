@@ -44,6 +44,9 @@ type Options struct {
 
 	TunnelURL    string
 	TunnelCAFile string
+	// TunnelInsecure allows an http:// --tunnel-url (tests, demos): the syncer's
+	// upstream token would cross the network in clear text.
+	TunnelInsecure bool
 
 	ConflictPolicy     string
 	HealthBindAddress  string
@@ -114,6 +117,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.DownstreamNamespaceCleanDelay, "downstream-namespace-clean-delay", o.DownstreamNamespaceCleanDelay, "how long an emptied downstream namespace stays before it is deleted")
 	fs.StringVar(&o.TunnelURL, "tunnel-url", o.TunnelURL, "https URL of the tunnel server; empty means no tunnel")
 	fs.StringVar(&o.TunnelCAFile, "tunnel-ca-file", o.TunnelCAFile, "CA bundle that signs the tunnel server's certificate")
+	fs.BoolVar(&o.TunnelInsecure, "tunnel-insecure", o.TunnelInsecure, "allow an http:// --tunnel-url (the upstream token then crosses the network in clear text; tests and demos only)")
 	fs.StringVar(&o.ConflictPolicy, "conflict-policy", o.ConflictPolicy, "what to do with a downstream object that is not ours: Abort, Adopt or Overwrite")
 	fs.StringVar(&o.HealthBindAddress, "health-bind-address", o.HealthBindAddress, "address of /livez, /readyz, /healthz; empty disables")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "address of /metrics; empty disables")
@@ -252,9 +256,16 @@ func (o *Options) Validate() error {
 		}
 	}
 	if o.TunnelURL != "" {
-		if u, err := url.Parse(o.TunnelURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		u, err := url.Parse(o.TunnelURL)
+		switch {
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 			bad("tunnel-url", "%q is not an http(s) URL with a host", o.TunnelURL)
+		case u.Scheme == "http" && !o.TunnelInsecure:
+			bad("tunnel-url", "%q is plain http: the upstream token would cross the network in clear text; use https, or --tunnel-insecure for a test", o.TunnelURL)
 		}
+	}
+	if o.TunnelInsecure && o.TunnelURL == "" {
+		bad("tunnel-insecure", "set without --tunnel-url")
 	}
 	if o.TunnelCAFile != "" && o.TunnelURL == "" {
 		bad("tunnel-ca-file", "set without --tunnel-url")

@@ -128,7 +128,7 @@ func run(ctx context.Context, syncerBin string, exitAfterTour bool) error {
 		"--from-kubeconfig="+kubeconfig, "--to-kubeconfig="+env.Physical.Kubeconfig,
 		"--sync-target-name="+targetName, "--sync-target-uid="+string(st.GetUID()),
 		"--resources=deployments.apps,services",
-		"--tunnel-url=http://"+tunnelAddr,
+		"--tunnel-url=http://"+tunnelAddr, "--tunnel-insecure",
 		"--health-bind-address=127.0.0.1:0", "--metrics-bind-address=127.0.0.1:0")
 	if err != nil {
 		return err
