@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -151,11 +152,16 @@ func TestRefusedSyncerKeepsRetryingWithBackoff(t *testing.T) {
 			cert, key := tc.serverCert(t.TempDir())
 			serverURL, accepts := startRefusingTunnelServer(t, env, cert, key)
 			metricsAddr := freeAddr(t)
-			p := startSyncerBinary(t,
-				"--from-kubeconfig="+tc.kubeconfig(syncerIdentity(t, env, stName)), "--to-kubeconfig="+env.Physical.Kubeconfig,
-				"--sync-target-name="+stName, "--sync-target-uid="+string(st.GetUID()),
-				"--health-bind-address=", "--metrics-bind-address="+metricsAddr,
-				"--tunnel-url="+serverURL, "--tunnel-ca-file="+env.KCP.CAFile())
+			args := []string{
+				"--from-kubeconfig=" + tc.kubeconfig(syncerIdentity(t, env, stName)), "--to-kubeconfig=" + env.Physical.Kubeconfig,
+				"--sync-target-name=" + stName, "--sync-target-uid=" + string(st.GetUID()),
+				"--health-bind-address=", "--metrics-bind-address=" + metricsAddr,
+				"--tunnel-url=" + serverURL, "--tunnel-ca-file=" + env.KCP.CAFile(),
+			}
+			if strings.HasPrefix(serverURL, "http://") {
+				args = append(args, "--tunnel-insecure")
+			}
+			p := startSyncerBinary(t, args...)
 
 			require.Eventually(t, func() bool { return len(accepts.accepted()) >= 3 && len(failedAttempts(t, p.Output.String())) >= 3 },
 				30*time.Second, 50*time.Millisecond, "the syncer tries at least 3 times; output:\n%s", p.Output)
