@@ -349,3 +349,9 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// HostPort returns the loopback address and port of the cluster's kube-apiserver.
+func (c *Cluster) HostPort(t testing.TB) (string, int32) {
+	t.Helper()
+	return "127.0.0.1", int32(c.apiPort) //nolint:gosec // a TCP port fits
+}

@@ -185,9 +185,3 @@ func ApplyManifests(ctx context.Context, c *Cluster, yamlDocs []byte) ([]*unstru
 		out = append(out, created)
 	}
 }
-
-// HostPort returns the loopback address and port of the cluster's kube-apiserver.
-func (c *Cluster) HostPort(t testing.TB) (string, int32) {
-	t.Helper()
-	return "127.0.0.1", int32(c.apiPort) //nolint:gosec // a TCP port fits
-}

@@ -59,7 +59,7 @@ func resolveUpstream(ctx context.Context, cfg *rest.Config, fromCluster, name, u
 		if serr != nil {
 			return upstreamConfigs{}, errorf(ExitUsage, "--from-cluster: %w", serr)
 		}
-		if sst, gerr := getSyncTarget(ctx, scoped, name); gerr == nil || !isPathNotFound(gerr) {
+		if sst, gerr := getSyncTarget(ctx, scoped, name); gerr == nil || !isUnservedPath(gerr) {
 			stCfg, st, err = scoped, sst, gerr
 		}
 	}
@@ -137,13 +137,22 @@ func hasClusterPath(host string) bool {
 	return err == nil && strings.Contains(u.Path, "/clusters/")
 }
 
-// isPathNotFound tells a 404 for a path the server does not serve at all (client-go
-// makes up "the server could not find the requested resource" for a body that is no
-// Status) from a 404 for a missing SyncTarget (a Status naming it).
-func isPathNotFound(err error) bool {
+// isUnservedPath tells an answer for a path the server does not serve at all from
+// one about the SyncTarget: a plain kube-apiserver answers /clusters/… with a 404
+// whose body is no Status (client-go makes up "the server could not find the requested
+// resource") or, to an identity without access to that non-resource path, with a 403
+// "cannot get path"; kcp's answers about a SyncTarget name it.
+func isUnservedPath(err error) bool {
 	var status apierrors.APIStatus
-	if !errors.As(err, &status) || !apierrors.IsNotFound(err) {
+	if !errors.As(err, &status) {
 		return false
 	}
-	return strings.HasPrefix(status.Status().Message, "the server could not find the requested resource")
+	msg := status.Status().Message
+	switch {
+	case apierrors.IsNotFound(err):
+		return strings.HasPrefix(msg, "the server could not find the requested resource")
+	case apierrors.IsForbidden(err):
+		return strings.Contains(msg, "cannot get path")
+	}
+	return false
 }

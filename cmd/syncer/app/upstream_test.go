@@ -17,10 +17,17 @@ const syncTargetJSON = `{"apiVersion":"workload.kcp.io/v1alpha1","kind":"SyncTar
 
 // fakeControlPlane answers the SyncTarget GET at path, 404s like kube-apiserver
 // elsewhere (a body that is no Status), and 404s like kcp for a missing SyncTarget.
-func fakeControlPlane(t *testing.T, path, status string) *httptest.Server {
+// With forbidPaths it answers /clusters/… as kube-apiserver does to an identity
+// without that non-resource path: 403 "cannot get path".
+func fakeControlPlane(t *testing.T, path, status string, forbidPaths ...bool) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
+		case len(forbidPaths) > 0 && forbidPaths[0] && strings.HasPrefix(r.URL.Path, "/clusters/"):
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Forbidden","code":403,
+			  "message":"forbidden: User \"system:serviceaccount:s:syncer\" cannot get path \"` + r.URL.Path + `\"","details":{}}`))
 		case r.URL.Path == path:
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = w.Write([]byte(strings.Replace(syncTargetJSON, "%s", status, 1)))
@@ -43,6 +50,7 @@ func TestResolveUpstreamFindsTheFlavour(t *testing.T) {
 	tests := []struct {
 		name          string
 		path, status  string
+		forbidPaths   bool
 		fromCluster   string
 		wantKCP       bool
 		wantSTSuffix  string
@@ -50,6 +58,7 @@ func TestResolveUpstreamFindsTheFlavour(t *testing.T) {
 	}{
 		{name: "plain kube-apiserver", path: stPath, fromCluster: "root", wantSTSuffix: ""},
 		{name: "plain kube-apiserver, custom --from-cluster", path: stPath, fromCluster: "root:e2e", wantSTSuffix: ""},
+		{name: "plain kube-apiserver, identity without /clusters/ paths", path: stPath, forbidPaths: true, fromCluster: "root", wantSTSuffix: ""},
 		{
 			name: "kcp, bare host", path: "/clusters/root:loc" + stPath, status: vw, fromCluster: "root:loc", wantKCP: true,
 			wantSTSuffix: "/clusters/root:loc", wantWorkloads: "https://kcp:6443/services/syncer/root:loc/st/u1/clusters/*",
@@ -57,7 +66,7 @@ func TestResolveUpstreamFindsTheFlavour(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := fakeControlPlane(t, tt.path, tt.status)
+			srv := fakeControlPlane(t, tt.path, tt.status, tt.forbidPaths)
 			up, err := resolveUpstream(context.Background(), &rest.Config{Host: srv.URL}, tt.fromCluster, "st", "u1")
 			require.NoError(t, err)
 			assert.Equal(t, tt.wantKCP, up.KCP)
