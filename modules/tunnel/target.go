@@ -14,6 +14,9 @@ const (
 	// ProxySegment separates a SyncTarget endpoint from the Kubernetes API path
 	// of a control plane → physical cluster request.
 	ProxySegment = "proxy"
+	// EventsSegment separates a SyncTarget endpoint from the Event API path of the
+	// Event relay (syncer → workspace Events under kcp, whose virtual workspace serves none).
+	EventsSegment = "events"
 	// Subprotocol is the WebSocket subprotocol both ends must agree on; it
 	// versions the tunnel protocol.
 	Subprotocol = "v1.tunnel.tmc-syncer.io"
@@ -95,6 +98,10 @@ func (t Target) Path() string {
 // ProxyPath returns the path prefix under which the control plane reaches the
 // target's physical cluster: <Path()>/proxy.
 func (t Target) ProxyPath() string { return t.Path() + "/" + ProxySegment }
+
+// EventsPath returns the path of t's Event relay; a kcp-style client appends
+// "/clusters/<cluster>/api/v1/namespaces/<ns>/events[/<name>]".
+func (t Target) EventsPath() string { return t.Path() + "/" + EventsSegment }
 
 // ParsePath splits a tunnel server path into its Target and the remainder
 // after the target endpoint ("" for the syncer endpoint itself, or

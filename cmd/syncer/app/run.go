@@ -207,6 +207,26 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 	if err != nil {
 		return err
 	}
+	// Events go straight to a plain hub; under kcp only through the tunnel server's relay.
+	var eventsKube kubernetes.Interface = upKube
+	if upCfgs.KCP {
+		eventsKube = nil
+		if opts.TunnelURL != "" {
+			relay := eventRelayConfig(opts.TunnelURL, opts.TunnelCAFile, upCfgs.SyncTarget,
+				tunnel.Target{Cluster: opts.FromCluster, Name: opts.SyncTargetName})
+			if eventsKube, err = kubernetes.NewForConfig(relay); err != nil {
+				return fmt.Errorf("event relay client: %w", err)
+			}
+		}
+	}
+	if eventsKube != nil {
+		// kcp's plugin grants no Events on the physical cluster; forwarding them is then
+		// off, with a warning, rather than a syncer that never becomes ready.
+		if ok, why := mayWatchEvents(ctx, downKube); !ok {
+			log.Info("WARNING: Events of synced objects are not forwarded upstream: the syncer may not list and watch events on the physical cluster (grant it, see docs/kcp.md)", "reason", why)
+			eventsKube = nil
+		}
+	}
 	eng, err := engine.New(engine.Config{
 		SyncTargetName:    opts.SyncTargetName,
 		SyncTargetUID:     types.UID(opts.SyncTargetUID),
@@ -289,7 +309,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 				Target:      eng.Target(),
 				FromCluster: opts.FromCluster,
 				Resources:   gvrs,
-				Upstream:    upstream.Clients{Dynamic: up.Dynamic, Kube: upKube},
+				Upstream:    upstream.Clients{Dynamic: up.Dynamic, Kube: eventsKube},
 				Downstream:  upstream.Clients{Dynamic: down.Dynamic, Kube: downKube, Metadata: down.Metadata},
 				Informers:   eng.Informers(),
 				Registry:    reg,
@@ -297,8 +317,9 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 					StatusWorkers: opts.Workers,
 					Events:        events.Options{Limits: events.Limits{QPS: opts.EventRateLimit}},
 					// kcp's syncer virtual workspace serves no Events, and the syncer's
-					// ServiceAccount may write nothing else in the user's workspace.
-					DisableEvents: upCfgs.KCP,
+					// ServiceAccount may write nothing else in the user's workspace: under
+					// kcp, Events go up only through the tunnel server's Event relay.
+					DisableEvents: eventsKube == nil,
 				},
 			})
 			if err != nil {

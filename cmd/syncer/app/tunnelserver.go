@@ -51,6 +51,8 @@ type tunnelServerOptions struct {
 	reviewTimeout   time.Duration
 	tokenCacheTTL   time.Duration
 	reauthorize     time.Duration
+	verbosity       int
+	vmodule         string
 }
 
 func newTunnelServerCommand() *cobra.Command {
@@ -76,19 +78,24 @@ func newTunnelServerCommand() *cobra.Command {
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the control plane, for TokenReviews and SubjectAccessReviews (empty: in-cluster)")
 	fs.StringVar(&o.context, "context", "", "context in --kubeconfig")
 	fs.StringVar(&o.upstreamAddress, "upstream-address", "", "host:port syncer streams are connected to (default: the --kubeconfig server)")
-	fs.BoolVar(&o.kcp, "kcp", false, "the control plane is kcp: review tokens in each SyncTarget's logical cluster")
+	fs.BoolVar(&o.kcp, "kcp", false, "the control plane is kcp: review tokens in each SyncTarget's logical cluster, accept kcp's get on synctargets/tunnel, relay syncers' Events into their workspaces")
 	fs.StringVar(&o.cluster, "cluster", "root", "logical cluster of SyncTargets without a kcp.io/cluster annotation (heartbeat monitor)")
 	fs.Float32Var(&o.reviewQPS, "review-qps", o.reviewQPS, "TokenReviews and SubjectAccessReviews per second (their own client and budget, apart from the heartbeat monitor's)")
 	fs.IntVar(&o.reviewBurst, "review-burst", o.reviewBurst, "burst of --review-qps")
 	fs.DurationVar(&o.reviewTimeout, "review-timeout", o.reviewTimeout, "bound of each TokenReview and SubjectAccessReview")
 	fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", o.tokenCacheTTL, "how long an accepted token's identity is reused (refused tokens: a fifth of it, at least 1s)")
 	fs.DurationVar(&o.reauthorize, "reauthorize-period", o.reauthorize, "how often a tunnel's token and RBAC are checked again; a revoked one is closed (negative disables)")
+	fs.IntVarP(&o.verbosity, "v", "v", 0, "klog verbosity (2: refused Event relay requests; 4: every relayed Event)")
+	fs.StringVar(&o.vmodule, "vmodule", "", "klog per-file verbosity, e.g. events=4")
 	return cmd
 }
 
 func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if !o.insecure && (o.certFile == "" || o.keyFile == "") {
 		return errorf(ExitUsage, "--tls-cert-file and --tls-private-key-file are required (or --insecure for tests)")
+	}
+	if err := configureLogging(o.verbosity, o.vmodule); err != nil {
+		return errorf(ExitUsage, "%w", err)
 	}
 	if o.reviewQPS <= 0 || o.reviewBurst <= 0 || o.reviewTimeout <= 0 || o.tokenCacheTTL <= 0 {
 		return errorf(ExitUsage, "--review-qps, --review-burst, --review-timeout and --token-cache-ttl must be positive")
@@ -128,12 +135,22 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	// TokenReviews run before the caller is known; with kcp they must not fill the
 	// per-cluster client cache (names come from the request path).
 	authnClusters, authzClusters := server.SingleCluster(reviewKube), server.SingleCluster(reviewKube)
+	var events server.EventSink
 	if o.kcp {
 		kc, err := server.NewKCPClients(reviewCfg, server.DefaultMaxKCPClusters)
 		if err != nil {
 			return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
 		}
 		authnClusters, authzClusters = kc.Unauthenticated, kc.Authenticated
+		// kcp's syncer virtual workspace serves no Events: the server writes the
+		// syncers' Events into their workspaces (a plain hub takes them directly).
+		ec, err := server.NewKCPClients(cfg, server.DefaultMaxKCPClusters)
+		if err != nil {
+			return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+		}
+		if events, err = newKCPEventSink(cfg, ec); err != nil {
+			return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+		}
 	}
 	authn := server.NewCachedAuthenticator(server.NewTokenReviewAuthenticator(authnClusters), server.TokenCacheOptions{
 		TTL: o.tokenCacheTTL, NegativeTTL: max(o.tokenCacheTTL/5, time.Second), Timeout: o.reviewTimeout,
@@ -160,7 +177,11 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	page := statuspage.New(statuspage.Options{Targets: mon, Sessions: registry, Errors: errs,
 		Counter: statuspage.NewUpstreamCounter(meta, mon, statuspage.CounterOptions{})})
 	checks := health.NewHandler()
-	checks.AddReadyz(health.Synced("synctargets", mon.HasSynced))
+	if !o.kcp {
+		// Under kcp, kcp's own heartbeat controller judges SyncTargets (and the server's
+		// identity need not list them in every workspace): no monitor to wait for.
+		checks.AddReadyz(health.Synced("synctargets", mon.HasSynced))
+	}
 	public, internal := tunnelServerHandlers(page, tunnelmetrics.Handler(reg), checks)
 	internalLn, err := listen("internal-bind-address", o.internalAddress)
 	if err != nil {
@@ -176,6 +197,8 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		ReauthorizePeriod: o.reauthorize,
 		Authorizer:        server.NewSubjectAccessReviewAuthorizer(authzClusters),
 		NamespaceMapper:   syncTargetNamespaces(dyn),
+		Events:            events,
+		TunnelVerb:        tunnelVerb(o.kcp),
 		Logger:            log,
 		CertFile:          o.certFile,
 		KeyFile:           o.keyFile,
@@ -191,7 +214,9 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		log.Info("status page and metrics listening", "address", internalLn.Addr().String())
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return mon.Run(gctx) })
+	if !o.kcp {
+		g.Go(func() error { return mon.Run(gctx) })
+	}
 	g.Go(func() error { return serve(gctx, internalLn, internal) })
 	g.Go(func() error {
 		if err := srv.Serve(gctx, ln); err != nil && !errors.Is(err, context.Canceled) {
@@ -308,4 +333,13 @@ func syncTargetNamespaces(client dynamic.Interface) server.NamespaceMapper {
 			Namespace:  upstreamNS,
 		})
 	}
+}
+
+// tunnelVerb is the verb on synctargets/tunnel that lets a syncer hold its tunnel:
+// kcp's plugin grants get (for kcp's own syncer tunnel), our manifests update.
+func tunnelVerb(kcp bool) string {
+	if kcp {
+		return "get"
+	}
+	return server.DefaultTunnelVerb
 }

@@ -41,6 +41,13 @@ type Options struct {
 	// NamespaceMapper maps namespaces for control plane → cluster requests.
 	// Nil disables those requests (404).
 	NamespaceMapper NamespaceMapper
+	// TunnelVerb is the verb on synctargets/tunnel (resource name = the SyncTarget) that
+	// lets an identity hold a target's tunnel. Default "update"; kcp's plugin grants
+	// "get", so a server for kcp sets that.
+	TunnelVerb string
+	// Events relays syncers' Events into the workspaces placed on their SyncTargets
+	// (<target>/events/clusters/<cluster>/api/v1/...). Nil disables the relay (404).
+	Events EventSink
 	// Registry holds live sessions. Default a new one.
 	Registry *Registry
 	// Logger receives structured logs. Default logr.Discard().
@@ -82,6 +89,7 @@ type Options struct {
 const (
 	DefaultReauthorizePeriod = time.Minute
 	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultTunnelVerb        = "update"
 )
 
 // RequestObserver is implemented by an Observer that also wants to count
@@ -102,6 +110,7 @@ type Server struct {
 	registry *Registry
 	tls      *tls.Config
 	reviews  *sourceLimiter // bearer-token reviews in flight per source address
+	events   *eventRelay    // nil: no Event relay
 
 	baseCtx context.Context
 	stop    context.CancelFunc
@@ -138,12 +147,15 @@ func New(opts Options) (*Server, error) {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
 	}
+	if opts.TunnelVerb == "" {
+		opts.TunnelVerb = DefaultTunnelVerb
+	}
 	if opts.ReauthorizePeriod == 0 {
 		opts.ReauthorizePeriod = DefaultReauthorizePeriod
 	}
 	opts.Limits = opts.Limits.withDefaults()
 	s := &Server{opts: opts, log: opts.Logger, obs: opts.Observer, registry: opts.Registry,
-		reviews: newSourceLimiter(opts.Limits.MaxReviewsPerSource)}
+		reviews: newSourceLimiter(opts.Limits.MaxReviewsPerSource), events: newEventRelay(opts.Events, maxRelayTargets)}
 	if !opts.Insecure {
 		cfg, err := serverTLS(opts)
 		if err != nil {
@@ -282,6 +294,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveTunnel(w, r, t)
 	case strings.HasPrefix(rest, "/"+tunnel.ProxySegment+"/"):
 		s.serveProxy(w, r, t, strings.TrimPrefix(rest, "/"+tunnel.ProxySegment))
+	case strings.HasPrefix(rest, "/"+tunnel.EventsSegment+"/"):
+		s.serveEvents(w, r, t, strings.TrimPrefix(rest, "/"+tunnel.EventsSegment))
 	default:
 		http.Error(w, fmt.Sprintf("no such tunnel endpoint %q", r.URL.Path), http.StatusNotFound)
 	}
@@ -334,7 +348,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		return
 	}
 	attrs := Attributes{
-		User: user, Cluster: t.Cluster, Verb: "update",
+		User: user, Cluster: t.Cluster, Verb: s.opts.TunnelVerb,
 		Group: "workload.kcp.io", Resource: "synctargets", Subresource: "tunnel", Name: t.Name,
 	}
 	if code, err := s.authorize(r.Context(), attrs); err != nil {

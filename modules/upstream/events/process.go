@@ -15,6 +15,7 @@ import (
 	eventslisters "k8s.io/client-go/listers/events/v1"
 	"k8s.io/klog/v2"
 
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 	"github.com/tmc-syncer/syncer/modules/upstream/metrics"
 )
@@ -131,6 +132,10 @@ func (c *Controller) send(ctx context.Context, key queue.Key) error {
 		}
 	}
 	ev := c.upstreamEvent(rec, t)
+	if t.Owner.Cluster != "" {
+		// Under kcp each Event goes to the workspace of the object it is about.
+		ctx = clients.WithCluster(ctx, t.Owner.Cluster)
+	}
 	c.mu.Lock()
 	_, known := c.sent.Get(rec.UID)
 	c.mu.Unlock()

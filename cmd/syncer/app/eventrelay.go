@@ -1,0 +1,105 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
+	"github.com/tmc-syncer/syncer/modules/engine/clients"
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/tunnel"
+	"github.com/tmc-syncer/syncer/modules/tunnel/server"
+)
+
+// kcpEventSink is the tunnel server's side of the Event relay under kcp: it reads the
+// SyncTarget and the namespace with the server's own identity and writes the Events
+// with it.
+type kcpEventSink struct {
+	cfg      *rest.Config
+	http     *http.Client
+	clusters *server.KCPClients
+}
+
+func newKCPEventSink(cfg *rest.Config, clusters *server.KCPClients) (*kcpEventSink, error) {
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("event relay: %w", err)
+	}
+	return &kcpEventSink{cfg: cfg, http: hc, clusters: clusters}, nil
+}
+
+// Placed reports whether namespace of cluster carries the state label of the SyncTarget t,
+// whose key comes from its own kcp.io/cluster annotation as everywhere else.
+func (s *kcpEventSink) Placed(ctx context.Context, t tunnel.Target, cluster, namespace string) (bool, error) {
+	stCfg, err := clients.ForCluster(s.cfg, strings.TrimSuffix(s.cfg.Host, "/"), t.Cluster)
+	if err != nil {
+		return false, err
+	}
+	dyn, err := dynamic.NewForConfigAndClient(stCfg, s.http)
+	if err != nil {
+		return false, err
+	}
+	st, err := dyn.Resource(v1alpha1.SyncTargetsResource).Get(ctx, t.Name, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("read SyncTarget %s: %w", t, err)
+	}
+	key := identity.TargetOf(st, t.Cluster).Key
+	kube, err := s.clusters.Authenticated(cluster)
+	if err != nil {
+		return false, err
+	}
+	ns, err := kube.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{})
+	if err != nil {
+		return false, fmt.Errorf("read namespace %s of %s: %w", namespace, cluster, err)
+	}
+	return ns.Labels[identity.StateLabel(key)] != "", nil
+}
+
+// Client returns the server's clientset of cluster.
+func (s *kcpEventSink) Client(cluster string) (kubernetes.Interface, error) {
+	return s.clusters.Authenticated(cluster)
+}
+
+// eventRelayConfig is the syncer's client of its tunnel server's Event relay: the
+// tunnel's URL, CA and credential, and kcp-style cluster routing so that each Event
+// goes to the workspace of the object it is about.
+func eventRelayConfig(tunnelURL, caFile string, upCfg *rest.Config, target tunnel.Target) *rest.Config {
+	cfg := &rest.Config{
+		Host:            strings.TrimSuffix(tunnelURL, "/") + target.EventsPath(),
+		BearerToken:     upCfg.BearerToken,
+		BearerTokenFile: upCfg.BearerTokenFile,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: caFile},
+		QPS:             upCfg.QPS,
+		Burst:           upCfg.Burst,
+		UserAgent:       upCfg.UserAgent,
+		// The relay reads and answers JSON only (client-go would send protobuf).
+		ContentConfig: rest.ContentConfig{ContentType: "application/json", AcceptContentTypes: "application/json"},
+	}
+	return clients.ForAllClusters(cfg, cfg.Host)
+}
+
+// mayWatchEvents asks the physical cluster whether the syncer may list and watch Events
+// in every namespace, as the event forwarder does.
+func mayWatchEvents(ctx context.Context, kube kubernetes.Interface) (bool, string) {
+	for _, verb := range []string{"list", "watch"} {
+		r, err := kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{Verb: verb, Resource: "events"}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			// Undecided: try, the forwarder reports its own errors.
+			return true, ""
+		}
+		if !r.Status.Allowed {
+			return false, verb + " events denied: " + r.Status.Reason
+		}
+	}
+	return true, ""
+}
