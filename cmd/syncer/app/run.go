@@ -208,7 +208,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		return err
 	}
 	// Events go straight to a plain hub; under kcp only through the tunnel server's relay.
-	var eventsKube kubernetes.Interface = upKube
+	eventsKube := upKube
 	if upCfgs.KCP {
 		eventsKube = nil
 		if opts.TunnelURL != "" {

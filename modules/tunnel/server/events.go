@@ -255,7 +255,7 @@ func decodeEvent(body io.Reader, p eventPath, reporter string) (*corev1.Event, e
 		return nil, fmt.Errorf("the Event's namespace %.64q is not the request's %s", in.Namespace, p.namespace)
 	}
 	if errs := validation.IsDNS1123Subdomain(in.Name); len(errs) > 0 {
-		return nil, fmt.Errorf("Event name %.64q: %s", in.Name, strings.Join(errs, "; "))
+		return nil, fmt.Errorf("event name %.64q: %s", in.Name, strings.Join(errs, "; "))
 	}
 	if in.InvolvedObject.Namespace != p.namespace {
 		return nil, fmt.Errorf("the Event is about an object in namespace %.64q, not in %s", in.InvolvedObject.Namespace, p.namespace)
@@ -264,7 +264,7 @@ func decodeEvent(body io.Reader, p eventPath, reporter string) (*corev1.Event, e
 		return nil, errors.New("the Event names no object (involvedObject kind and name)")
 	}
 	if in.Type != corev1.EventTypeNormal && in.Type != corev1.EventTypeWarning {
-		return nil, fmt.Errorf("Event type %.32q is neither Normal nor Warning", in.Type)
+		return nil, fmt.Errorf("event type %.32q is neither Normal nor Warning", in.Type)
 	}
 	msg := in.Message
 	if len(msg) > maxEventMessage {
