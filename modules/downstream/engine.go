@@ -109,6 +109,9 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 		return nil, false
 	})
 	w.useNamespaces(nsStore)
+	if opts.PodMutator != nil && opts.PodMutator.PrepareNamespace != nil {
+		w.ensurer.OnFirstUse(opts.PodMutator.PrepareNamespace)
+	}
 
 	specCtl := spec.NewController(w.specConfig(nil, lookup))
 	nsCtl := namespaces.NewController(w.namespacesConfig(nsStore, nil, func() ([]schema.GroupVersionResource, []namespaces.Indexer, []namespaces.Indexer) {

@@ -1,6 +1,7 @@
 package downstream
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/url"
@@ -30,6 +31,10 @@ type PodMutatorOptions struct {
 	// Nameservers gives each workspace's DNS server; nil means none (pods keep the
 	// physical cluster's DNS).
 	Nameservers Nameservers
+	// PrepareNamespace, when set, runs once per downstream namespace and process before the
+	// first object goes into it (the tunnel's pod API endpoint keeps its CAConfigMap there).
+	// An error fails that object's sync, which is retried.
+	PrepareNamespace func(ctx context.Context, namespace string) error
 	// UpsyncPods labels pod templates for upsync (kcp's upsyncPods).
 	UpsyncPods bool
 }

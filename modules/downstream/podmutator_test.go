@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,7 +103,7 @@ func TestRegisterRefusesAPodMutatorWithoutAPIURL(t *testing.T) {
 // syncs within seconds once its token Secret appears.
 func TestEnginePathMutatesPodsToReachTheirWorkspace(t *testing.T) {
 	target := identity.NewTarget("root", "east", "st-uid")
-	sync := map[string]any{target.StateLabel(): "Sync"}
+	syncLabels := map[string]any{target.StateLabel(): "Sync"}
 	t0 := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	pod := func(name, sa string) *unstructured.Unstructured {
 		spec := map[string]any{"containers": []any{map[string]any{"name": "c", "image": "busybox"}}}
@@ -111,16 +112,24 @@ func TestEnginePathMutatesPodsToReachTheirWorkspace(t *testing.T) {
 		}
 		return &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "v1", "kind": "Pod",
-			"metadata": map[string]any{"name": name, "namespace": "team", "uid": "uid-" + name, "labels": sync},
+			"metadata": map[string]any{"name": name, "namespace": "team", "uid": "uid-" + name, "labels": syncLabels},
 			"spec":     spec,
 		}}
 	}
+	var mu sync.Mutex
+	prepared := map[string]int{}
 	f := startFakeEngineSyncing(t, target, []string{"pods"}, []runtime.Object{
-		tokenSecret("root", "team", "app-token-1", "app", "x", t0, sync),
-		tokenSecret("root", "team", "default-token-abc", "default", "x", t0, sync),
+		tokenSecret("root", "team", "app-token-1", "app", "x", t0, syncLabels),
+		tokenSecret("root", "team", "default-token-abc", "default", "x", t0, syncLabels),
 		pod("app", "app"), pod("plain", ""), pod("waiting", "late"),
 	}, nil, Options{
-		PodMutator:          &PodMutatorOptions{APIURL: &url.URL{Scheme: "https", Host: "kcp.example:6443"}},
+		PodMutator: &PodMutatorOptions{APIURL: &url.URL{Scheme: "https", Host: "kcp.example:6443"},
+			PrepareNamespace: func(_ context.Context, ns string) error {
+				mu.Lock()
+				defer mu.Unlock()
+				prepared[ns]++
+				return nil
+			}},
 		PodInputsRetryDelay: 100 * time.Millisecond,
 	})
 	downNS, err := namespace.DownstreamName(namespace.Locator{SyncTarget: namespace.SyncTarget{Cluster: "root", Name: "east", UID: "st-uid"}, Cluster: "root", Namespace: "team"})
@@ -156,7 +165,7 @@ func TestEnginePathMutatesPodsToReachTheirWorkspace(t *testing.T) {
 
 	_, err = get(podsGVR, "waiting")
 	require.Error(t, err, "no token Secret for ServiceAccount late yet: not synced")
-	_, err = f.up.Resource(secretsGVR).Namespace("team").Create(ctx, tokenSecret("root", "team", "late-token", "late", "x", t0, sync), metav1.CreateOptions{})
+	_, err = f.up.Resource(secretsGVR).Namespace("team").Create(ctx, tokenSecret("root", "team", "late-token", "late", "x", t0, syncLabels), metav1.CreateOptions{})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
 		p, err := get(podsGVR, "waiting")
@@ -169,11 +178,14 @@ func TestEnginePathMutatesPodsToReachTheirWorkspace(t *testing.T) {
 	waiting, err := f.up.Resource(podsGVR).Namespace("team").Get(ctx, "waiting", metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.NotContains(t, waiting.GetAnnotations(), spec.SyncErrorAnnotation, "waiting for inputs is not a sync error")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[string]int{downNS: 1}, prepared, "the namespace is prepared once")
 }
 
 func TestNotReadyNameserverWaitsToo(t *testing.T) {
 	target := identity.NewTarget("root", "east", "st-uid")
-	sync := map[string]any{target.StateLabel(): "Sync"}
+	syncLabels := map[string]any{target.StateLabel(): "Sync"}
 	ready := make(chan struct{})
 	dns := NameserversFunc(func(string) (string, error) {
 		select {
@@ -185,11 +197,11 @@ func TestNotReadyNameserverWaitsToo(t *testing.T) {
 	})
 	p := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "v1", "kind": "Pod",
-		"metadata": map[string]any{"name": "app", "namespace": "team", "uid": "uid-app", "labels": sync},
+		"metadata": map[string]any{"name": "app", "namespace": "team", "uid": "uid-app", "labels": syncLabels},
 		"spec":     map[string]any{"containers": []any{map[string]any{"name": "c", "image": "busybox"}}},
 	}}
 	f := startFakeEngineSyncing(t, target, []string{"pods"}, []runtime.Object{
-		tokenSecret("root", "team", "default-token-abc", "default", "x", time.Now(), sync), p,
+		tokenSecret("root", "team", "default-token-abc", "default", "x", time.Now(), syncLabels), p,
 	}, nil, Options{
 		PodMutator:          &PodMutatorOptions{APIURL: &url.URL{Scheme: "https", Host: "kcp.example:6443"}, Nameservers: dns},
 		PodInputsRetryDelay: 50 * time.Millisecond,
