@@ -2,6 +2,7 @@ package kcp
 
 import (
 	"context"
+	"net"
 	"net/url"
 	"strings"
 	"testing"
@@ -197,4 +198,74 @@ func TestKCPPodsReachTheirWorkspaceWithTheirOwnToken(t *testing.T) {
 	// probe's "default" namespace downstream has no such ConfigMap.
 	out := runProbe(t, env, downNS, spec, nil, pr, team.Cluster, "only-in-the-workspace")
 	assert.Contains(t, out, "server "+strings.TrimSuffix(env.KCP.Host, "/")+"\n", "straight to kcp")
+}
+
+// freeAddr is a free loopback address.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// startKCPTunnelServer runs `syncer tunnel-server --kcp` against the bed's kcp, serving
+// HTTPS with a certificate of the physical cluster's CA; it returns its URL.
+func startKCPTunnelServer(t *testing.T, env *framework.KCPEnvironment) string {
+	t.Helper()
+	cert, key, err := env.Physical.IssueServingCert(t.TempDir(), "tunnel-server")
+	require.NoError(t, err)
+	addr := freeAddr(t)
+	framework.StartSyncer(t, framework.SyncerBinary(t, env.Root), nil, "tunnel-server", "--kcp",
+		"--bind-address="+addr, "--internal-bind-address="+freeAddr(t),
+		"--kubeconfig="+env.KCP.Kubeconfig, "--context=base",
+		"--tls-cert-file="+cert, "--tls-private-key-file="+key)
+	return "https://" + addr
+}
+
+// The same, with the syncer's tunnel: pods reach their workspace through the syncer (a
+// Service in its namespace, HTTPS with the syncer's own CA, which every downstream
+// namespace gets as a ConfigMap), which forwards their requests with their own token
+// through the tunnel to kcp. The test bed has no kube-proxy: the program is started with
+// the pod spec's env, except that the Service address it names is replaced by the syncer's
+// listener behind it (KUBERNETES_SERVICE_HOST/PORT); everything else is as the pod spec says.
+func TestKCPPodsReachTheirWorkspaceThroughTheTunnel(t *testing.T) {
+	env := framework.SharedKCP(t)
+	st := installWithKcpsPlugin(t, env, "podtunnel", "deployments.apps", "services")
+	tunnelURL := startKCPTunnelServer(t, env)
+	podAPIAddr := freeAddr(t)
+	p := runOurSyncer(t, env, st, "--tunnel-url="+tunnelURL, "--tunnel-ca-file="+env.Physical.CAFile(),
+		"--pod-api-bind-address="+podAPIAddr, "--pod-api-selector=app=tmc-syncer")
+	waitComputeAccepted(t, st, p)
+
+	team := userWorkspace(t, env, "team-podtunnel", st)
+	kube := kubernetes.NewForConfigOrDie(team.Config)
+	createConfigMap(t, kube, "default", "only-in-the-workspace", "x")
+	pr := createProber(t, kube, "default")
+
+	ctx := context.Background()
+	physical := env.Physical.Kube(t)
+	var svc corev1.Service
+	require.Eventually(t, func() bool {
+		list, err := physical.CoreV1().Services(st.deployment.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=pod-api"})
+		if err != nil || len(list.Items) != 1 {
+			return false
+		}
+		svc = list.Items[0]
+		return true
+	}, time.Minute, 250*time.Millisecond, "the syncer creates its pod API Service; output:\n%s", p.Output)
+	assert.Equal(t, map[string]string{"app": "tmc-syncer"}, svc.Spec.Selector)
+	_, port, err := net.SplitHostPort(podAPIAddr)
+	require.NoError(t, err)
+	require.Len(t, svc.Spec.Ports, 1)
+	assert.Equal(t, int32(443), svc.Spec.Ports[0].Port)
+	assert.Equal(t, port, svc.Spec.Ports[0].TargetPort.String())
+
+	downNS := downstreamNamespace(t, physical, st, team.Cluster, "default")
+	apiURL := &url.URL{Scheme: "https", Host: net.JoinHostPort(svc.Spec.ClusterIP, "443")}
+	spec := downstreamProberSpec(t, physical, downNS, pr, apiURL, "tmc-syncer-pod-api-ca.crt", p)
+
+	out := runProbe(t, env, downNS, spec, map[string]string{"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": port}, pr, team.Cluster, "only-in-the-workspace")
+	assert.Contains(t, out, "server https://"+podAPIAddr+"\n", "through the syncer's endpoint")
 }

@@ -72,6 +72,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	if err != nil {
 		return err
 	}
+	directUp := rest.CopyConfig(upCfg) // before the tunnel: how pods' requests reach the API
 	downCfg, err := loadConfig("to-kubeconfig", opts.ToKubeconfig, opts.ToContext)
 	if err != nil {
 		return err
@@ -96,12 +97,20 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		closeAll(healthLn)
 		return err
 	}
+	// With the tunnel, pods reach their workspace through the syncer (under kcp).
+	var podAPILn net.Listener
+	if opts.TunnelURL != "" {
+		if podAPILn, err = listen("pod-api-bind-address", opts.PodAPIBindAddress); err != nil {
+			closeAll(healthLn, metricsLn)
+			return err
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	tunnelMetrics, err := tunnelmetrics.NewTunnel(reg)
 	if err != nil {
-		closeAll(healthLn, metricsLn)
+		closeAll(healthLn, metricsLn, podAPILn)
 		return err
 	}
 
@@ -110,7 +119,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	var tun *tunnelclient.Client
 	if opts.TunnelURL != "" {
 		if tun, err = newTunnelClient(opts, upCfg, downCfg, state.managedNamespace, tunnelMetrics, log); err != nil {
-			closeAll(healthLn, metricsLn)
+			closeAll(healthLn, metricsLn, podAPILn)
 			return err
 		}
 		upCfg = tun.UpstreamConfig(upCfg)
@@ -125,7 +134,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 
 	upKube, err := kubernetes.NewForConfig(upCfg)
 	if err != nil {
-		closeAll(healthLn, metricsLn)
+		closeAll(healthLn, metricsLn, podAPILn)
 		return errorf(ExitKubeconfig, "--from-kubeconfig: %w", err)
 	}
 	checks := health.NewHandler()
@@ -158,8 +167,19 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 			return err
 		}
 		var mutator *downstream.PodMutatorOptions
-		if up.KCP {
+		switch {
+		case up.KCP && podAPILn != nil:
+			downKube, err := kubernetes.NewForConfig(downCfg)
+			if err != nil {
+				return err
+			}
+			if mutator, err = startPodAPI(gctx, g, opts, directUp, tun.DialContext, downKube, podAPILn, log); err != nil {
+				return err
+			}
+		case up.KCP:
 			mutator = &downstream.PodMutatorOptions{APIURL: podAPI}
+		default:
+			closeAll(podAPILn)
 		}
 		sync := func(ctx context.Context) error {
 			return runSync(ctx, opts, up, downCfg, upKube, reg, state, mutator, log)
