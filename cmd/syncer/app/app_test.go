@@ -207,7 +207,7 @@ func TestPodAPIURLIsTheUpstreamServerWithoutPath(t *testing.T) {
 	} {
 		got, err := podAPIURL(host)
 		if want == "" {
-			assert.Error(t, err, host)
+			require.Error(t, err, host)
 			continue
 		}
 		require.NoError(t, err, host)
