@@ -210,6 +210,28 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
+// grantTunnel lets the syncer's ServiceAccount open its tunnel: our tunnel server asks for
+// update on synctargets/tunnel, kcp's plugin grants only get (for kcp's own tunnel).
+func grantTunnel(t *testing.T, st syncTarget) {
+	t.Helper()
+	ctx := context.Background()
+	kube := kubernetes.NewForConfigOrDie(st.location.Config)
+	name := "tmc-syncer-tunnel-" + st.name
+	_, err := kube.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"workload.kcp.io"}, Resources: []string{"synctargets/tunnel"},
+			ResourceNames: []string{st.name}, Verbs: []string{"update"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	_, err = kube.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "default",
+			Name: st.deployment.Spec.Template.Spec.ServiceAccountName}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+}
+
 // startKCPTunnelServer runs `syncer tunnel-server --kcp` against the bed's kcp, serving
 // HTTPS with a certificate of the physical cluster's CA; it returns its URL.
 func startKCPTunnelServer(t *testing.T, env *framework.KCPEnvironment) string {
@@ -233,6 +255,7 @@ func startKCPTunnelServer(t *testing.T, env *framework.KCPEnvironment) string {
 func TestKCPPodsReachTheirWorkspaceThroughTheTunnel(t *testing.T) {
 	env := framework.SharedKCP(t)
 	st := installWithKcpsPlugin(t, env, "podtunnel", "deployments.apps", "services")
+	grantTunnel(t, st)
 	tunnelURL := startKCPTunnelServer(t, env)
 	podAPIAddr := freeAddr(t)
 	p := runOurSyncer(t, env, st, "--tunnel-url="+tunnelURL, "--tunnel-ca-file="+env.Physical.CAFile(),
