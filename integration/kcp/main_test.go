@@ -12,5 +12,6 @@ import (
 func TestMain(m *testing.M) {
 	code := framework.MainKCP(m)
 	framework.RemoveSyncerBinary()
+	framework.RemoveCommandBinaries()
 	os.Exit(code)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -53,11 +54,22 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 		return nil, errors.New("downstream: upstream and downstream clients are required")
 	}
 	target := e.Target()
+	m := e.Informers()
+	if opts.PodMutator != nil {
+		fromCluster := opts.FromCluster
+		if fromCluster == "" {
+			fromCluster = target.Cluster
+		}
+		mutator, err := podMutatorOption(opts.PodMutator, m, fromCluster)
+		if err != nil {
+			return nil, err
+		}
+		opts.Pipeline = append(slices.Clip(opts.Pipeline), mutator)
+	}
 	w, err := newWiring(clients, target, opts)
 	if err != nil {
 		return nil, err
 	}
-	m := e.Informers()
 	reg := &Registration{broadcaster: w.broadcaster}
 	if reg.broadcaster != nil {
 		reg.broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: clients.UpstreamEvents.CoreV1().Events("")})
@@ -97,6 +109,9 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 		return nil, false
 	})
 	w.useNamespaces(nsStore)
+	if opts.PodMutator != nil && opts.PodMutator.PrepareNamespace != nil {
+		w.ensurer.OnFirstUse(opts.PodMutator.PrepareNamespace)
+	}
 
 	specCtl := spec.NewController(w.specConfig(nil, lookup))
 	nsCtl := namespaces.NewController(w.namespacesConfig(nsStore, nil, func() ([]schema.GroupVersionResource, []namespaces.Indexer, []namespaces.Indexer) {
@@ -290,6 +305,7 @@ func (w *wiring) specConfig(resources []spec.Resource, lookup func(schema.GroupV
 		Namespaces: w.ensurer,
 		Recorder:   w.recorder, Policy: w.policy, DeletionPropagation: w.opts.DeletionPropagation,
 		PermanentRetryDelay: w.opts.PermanentRetryDelay, Workers: w.opts.Workers, Metrics: w.metrics,
+		NotReadyRetryDelay: w.opts.PodInputsRetryDelay,
 	}
 }
 

@@ -36,6 +36,7 @@ func kinds() map[schema.GroupVersionResource]string {
 		cmGVR: "ConfigMapList", namespacesGVR: "NamespaceList",
 		{Version: "v1", Resource: "secrets"}:         "SecretList",
 		{Version: "v1", Resource: "serviceaccounts"}: "ServiceAccountList",
+		{Version: "v1", Resource: "pods"}:            "PodList",
 		workloadv1alpha1.SyncTargetsResource:         "SyncTargetList",
 		namespaces.NetworkPoliciesResource:           "NetworkPolicyList",
 	}
@@ -66,6 +67,7 @@ func fakeDiscovery() *discoveryfake.FakeDiscovery {
 			{Name: "configmaps", Namespaced: true, Verbs: verbs},
 			{Name: "secrets", Namespaced: true, Verbs: verbs},
 			{Name: "serviceaccounts", Namespaced: true, Verbs: verbs},
+			{Name: "pods", Namespaced: true, Verbs: verbs},
 			{Name: "namespaces", Verbs: verbs},
 		},
 	}}}}
@@ -97,6 +99,12 @@ type fakeEngine struct {
 
 func startFakeEngine(t *testing.T, target identity.Target, upObjs, downObjs []runtime.Object, opts Options) *fakeEngine {
 	t.Helper()
+	return startFakeEngineSyncing(t, target, nil, upObjs, downObjs, opts)
+}
+
+// startFakeEngineSyncing is startFakeEngine with --resources (besides the ones always synced).
+func startFakeEngineSyncing(t *testing.T, target identity.Target, resources []string, upObjs, downObjs []runtime.Object, opts Options) *fakeEngine {
+	t.Helper()
 	st := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "workload.kcp.io/v1alpha1", "kind": "SyncTarget",
 		"metadata": map[string]any{"name": target.Name, "uid": string(target.UID)},
@@ -113,7 +121,7 @@ func startFakeEngine(t *testing.T, target identity.Target, upObjs, downObjs []ru
 		s.AddKnownTypeWithName(corev1.SchemeGroupVersion.WithKind("NamespaceList"), &metav1.PartialObjectMetadataList{})
 		return s
 	}
-	e, err := engine.New(engine.Config{SyncTargetName: target.Name, SyncTargetUID: target.UID, FromCluster: target.Cluster},
+	e, err := engine.New(engine.Config{SyncTargetName: target.Name, SyncTargetUID: target.UID, FromCluster: target.Cluster, Resources: resources},
 		engine.ClusterClients{Dynamic: f.up, Metadata: metadatafake.NewSimpleMetadataClient(metaScheme(), metadataOf(upObjs)...), Discovery: fakeDiscovery()},
 		engine.ClusterClients{Dynamic: f.down, Metadata: metadatafake.NewSimpleMetadataClient(metaScheme(), metadataOf(downObjs)...), Discovery: fakeDiscovery()})
 	require.NoError(t, err)

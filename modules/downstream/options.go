@@ -50,4 +50,10 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Pipeline adds transformation options (stages) to the default pipeline.
 	Pipeline []transformation.Option
+	// PodMutator, when set, makes the pods of synced workloads talk to their workspace
+	// (kcp's pod-spec mutator); nil leaves pod specs as written.
+	PodMutator *PodMutatorOptions
+	// PodInputsRetryDelay is when an object whose pod mutator inputs are not ready yet (no
+	// token Secret upstream, workspace DNS not ready) is looked at again (3 s when zero).
+	PodInputsRetryDelay time.Duration
 }

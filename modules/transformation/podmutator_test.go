@@ -293,3 +293,23 @@ func TestPodMutatorIsDeterministic(t *testing.T) {
 		map[string]any{"name": APIAccessVolume, "mountPath": ServiceAccountMountPath, "readOnly": true},
 	}, mounts[0].(map[string]any)["volumeMounts"], "the template's own service-account mount gives way")
 }
+
+func TestPodMutatorCAConfigMapNamesTheProjectedCA(t *testing.T) {
+	for _, tt := range []struct{ configured, want string }{
+		{"", "kcp-root-ca.crt"},
+		{"tmc-syncer-pod-api-ca", "tmc-syncer-pod-api-ca"},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			cfg, _ := podMutatorTestConfig(t, "")
+			cfg.CAConfigMap = tt.configured
+			out := toDownstream(t, synced("v1", "Pod", "team-a", "p", map[string]any{"spec": podSpec()}), WithPodMutator(cfg))
+			volumes, _, err := unstructured.NestedSlice(out.Object, "spec", "volumes")
+			require.NoError(t, err)
+			require.Len(t, volumes, 1)
+			sources := volumes[0].(map[string]any)["projected"].(map[string]any)["sources"].([]any)
+			assert.Equal(t, tt.want, sources[1].(map[string]any)["configMap"].(map[string]any)["name"])
+			assert.Equal(t, "kcp-default-token-abc", sources[0].(map[string]any)["secret"].(map[string]any)["name"],
+				"the default ServiceAccount's token under its downstream name")
+		})
+	}
+}

@@ -63,6 +63,10 @@ type PodMutatorConfig struct {
 	APIURL *url.URL
 	// Inputs resolves the per-workspace inputs. Required.
 	Inputs PodInputs
+	// CAConfigMap is the downstream ConfigMap whose ca.crt pods trust for APIURL; empty
+	// means kcp-root-ca.crt (the workspace's kube-root-ca.crt synced down), right when
+	// APIURL is kcp's own address. A tunnel's in-cluster endpoint serves another CA.
+	CAConfigMap string
 	// UpsyncPods labels pod templates state.workload.kcp.io/<key>=Upsync, so that the pods
 	// the physical cluster creates from them can go up to the workspace (kcp's upsyncPods).
 	UpsyncPods bool
@@ -156,7 +160,10 @@ func WithPodMutator(cfg PodMutatorConfig) Option {
 // without a pod template, are left alone. A missing token Secret is an error wrapping
 // ErrPodInputsNotReady; an invalid cfg fails every object it would change.
 func NewPodMutator(cfg PodMutatorConfig) Stage {
-	m := podMutator{paths: podTemplatePaths(), inputs: cfg.Inputs, upsync: cfg.UpsyncPods, err: cfg.Validate()}
+	m := podMutator{paths: podTemplatePaths(), inputs: cfg.Inputs, upsync: cfg.UpsyncPods, err: cfg.Validate(), caConfigMap: cfg.CAConfigMap}
+	if m.caConfigMap == "" {
+		m.caConfigMap = rename.DownstreamRootCAConfigMap
+	}
 	if m.err == nil {
 		m.host, m.port, _ = cfg.endpoint()
 	}
@@ -164,11 +171,12 @@ func NewPodMutator(cfg PodMutatorConfig) Stage {
 }
 
 type podMutator struct {
-	paths      map[schema.GroupKind][]string // read-only once built
-	host, port string
-	inputs     PodInputs
-	upsync     bool
-	err        error
+	paths       map[schema.GroupKind][]string // read-only once built
+	host, port  string
+	caConfigMap string
+	inputs      PodInputs
+	upsync      bool
+	err         error
 }
 
 func (m podMutator) transform(req *Request, obj *unstructured.Unstructured) error {
@@ -229,7 +237,7 @@ func (m podMutator) transform(req *Request, obj *unstructured.Unstructured) erro
 		}
 	}
 	setAPIAccessVolume(spec, rename.DownstreamName(schema.GroupKind{Kind: "Secret"}, secret,
-		map[string]string{rename.ServiceAccountNameAnnotation: serviceAccount}))
+		map[string]string{rename.ServiceAccountNameAnnotation: serviceAccount}), m.caConfigMap)
 
 	if nameserver != "" {
 		spec["dnsPolicy"] = dnsPolicyNone
@@ -348,7 +356,7 @@ func setAPIAccessMount(mounts []any) []any {
 
 // setAPIAccessVolume replaces every volume called kcp-api-access by the projected one, or
 // appends it.
-func setAPIAccessVolume(spec map[string]any, secret string) {
+func setAPIAccessVolume(spec map[string]any, secret, caConfigMap string) {
 	volume := func() map[string]any {
 		keys := func(names ...string) []any {
 			out := make([]any, len(names))
@@ -363,7 +371,7 @@ func setAPIAccessVolume(spec map[string]any, secret string) {
 				"defaultMode": apiAccessDefaultMode,
 				"sources": []any{
 					map[string]any{"secret": map[string]any{"name": secret, "items": keys("token", "namespace")}},
-					map[string]any{"configMap": map[string]any{"name": rename.DownstreamRootCAConfigMap, "items": keys("ca.crt")}},
+					map[string]any{"configMap": map[string]any{"name": caConfigMap, "items": keys("ca.crt")}},
 				},
 			},
 		}

@@ -195,3 +195,22 @@ func TestWaitDrainedBoundsTheShutdown(t *testing.T) {
 		})
 	}
 }
+
+func TestPodAPIURLIsTheUpstreamServerWithoutPath(t *testing.T) {
+	for host, want := range map[string]string{
+		"https://kcp.example:6443":                 "https://kcp.example:6443",
+		"https://kcp.example:6443/clusters/root:a": "https://kcp.example:6443",
+		"kcp.example:6443":                         "https://kcp.example:6443",
+		"http://127.0.0.1:8080/":                   "http://127.0.0.1:8080",
+		"":                                         "",
+		"ftp://x":                                  "",
+	} {
+		got, err := podAPIURL(host)
+		if want == "" {
+			require.Error(t, err, host)
+			continue
+		}
+		require.NoError(t, err, host)
+		assert.Equal(t, want, got.String(), host)
+	}
+}

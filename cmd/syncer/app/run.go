@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -71,7 +72,14 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	if err != nil {
 		return err
 	}
+	directUp := rest.CopyConfig(upCfg) // before the tunnel: how pods' requests reach the API
 	downCfg, err := loadConfig("to-kubeconfig", opts.ToKubeconfig, opts.ToContext)
+	if err != nil {
+		return err
+	}
+	// Pods of synced workloads reach their workspace where the syncer does (kcp's
+	// syncer takes the kubeconfig's host too): kcp's external address.
+	podAPI, err := podAPIURL(upCfg.Host)
 	if err != nil {
 		return err
 	}
@@ -89,12 +97,20 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		closeAll(healthLn)
 		return err
 	}
+	// With the tunnel, pods reach their workspace through the syncer (under kcp).
+	var podAPILn net.Listener
+	if opts.TunnelURL != "" {
+		if podAPILn, err = listen("pod-api-bind-address", opts.PodAPIBindAddress); err != nil {
+			closeAll(healthLn, metricsLn)
+			return err
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	tunnelMetrics, err := tunnelmetrics.NewTunnel(reg)
 	if err != nil {
-		closeAll(healthLn, metricsLn)
+		closeAll(healthLn, metricsLn, podAPILn)
 		return err
 	}
 
@@ -103,7 +119,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	var tun *tunnelclient.Client
 	if opts.TunnelURL != "" {
 		if tun, err = newTunnelClient(opts, upCfg, downCfg, state.managedNamespace, tunnelMetrics, log); err != nil {
-			closeAll(healthLn, metricsLn)
+			closeAll(healthLn, metricsLn, podAPILn)
 			return err
 		}
 		upCfg = tun.UpstreamConfig(upCfg)
@@ -118,7 +134,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 
 	upKube, err := kubernetes.NewForConfig(upCfg)
 	if err != nil {
-		closeAll(healthLn, metricsLn)
+		closeAll(healthLn, metricsLn, podAPILn)
 		return errorf(ExitKubeconfig, "--from-kubeconfig: %w", err)
 	}
 	checks := health.NewHandler()
@@ -150,7 +166,24 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 			// imports; on a plain hub a typo must not look like a pending resource.
 			return err
 		}
-		sync := func(ctx context.Context) error { return runSync(ctx, opts, up, downCfg, upKube, reg, state, log) }
+		var mutator *downstream.PodMutatorOptions
+		switch {
+		case up.KCP && podAPILn != nil:
+			downKube, err := kubernetes.NewForConfig(downCfg)
+			if err != nil {
+				return err
+			}
+			if mutator, err = startPodAPI(gctx, g, opts, directUp, tun.DialContext, downKube, podAPILn, log); err != nil {
+				return err
+			}
+		case up.KCP:
+			mutator = &downstream.PodMutatorOptions{APIURL: podAPI}
+		default:
+			closeAll(podAPILn)
+		}
+		sync := func(ctx context.Context) error {
+			return runSync(ctx, opts, up, downCfg, upKube, reg, state, mutator, log)
+		}
 		if opts.LeaderElect {
 			return runLeaderElected(gctx, opts, downCfg, sync, log)
 		}
@@ -190,7 +223,8 @@ func waitDrained(ctx context.Context, wait func() error, grace time.Duration) er
 }
 
 // runSync runs the engine and the downstream and upstream syncers until ctx ends.
-func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs, downCfg *rest.Config, upKube kubernetes.Interface, reg prometheus.Registerer, p *syncState, log logr.Logger) error {
+// Under kcp, podMutator makes the pods of synced workloads talk to their workspace.
+func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs, downCfg *rest.Config, upKube kubernetes.Interface, reg prometheus.Registerer, p *syncState, podMutator *downstream.PodMutatorOptions, log logr.Logger) error {
 	up, err := engine.ClientsFor(upCfgs.Workloads)
 	if err != nil {
 		return err
@@ -255,6 +289,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 			Workers:             opts.Workers,
 			FromCluster:         opts.FromCluster,
 			Registerer:          reg,
+			PodMutator:          podMutator,
 		})
 	if err != nil {
 		return err
@@ -563,6 +598,20 @@ func serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	}
 	return nil
+}
+
+// podAPIURL is the address pods reach their workspace API at: the scheme and host of the
+// upstream kubeconfig's server, without a path (kcp routes a ServiceAccount token at the
+// bare host to the ServiceAccount's own workspace).
+func podAPIURL(host string) (*url.URL, error) {
+	if !strings.Contains(host, "://") {
+		host = "https://" + host // client-go's default for a bare host:port
+	}
+	u, err := url.Parse(host)
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, errorf(ExitKubeconfig, "--from-kubeconfig: server %q is not an http(s) URL with a host", host)
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
 }
 
 // loadConfig reads a kubeconfig; an empty path means the in-cluster configuration.

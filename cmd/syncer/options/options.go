@@ -47,6 +47,13 @@ type Options struct {
 	// TunnelInsecure allows an http:// --tunnel-url (tests, demos): the syncer's
 	// upstream token would cross the network in clear text.
 	TunnelInsecure bool
+	// PodAPIBindAddress is where, with the tunnel under kcp, the syncer serves the API
+	// endpoint pods reach their workspace through (a Service in Namespace points at it);
+	// empty: pods reach kcp's address directly.
+	PodAPIBindAddress string
+	// PodAPISelector selects the syncer's pods for that Service (key=value pairs); empty
+	// means the labels of the syncer's own Pod ($HOSTNAME in Namespace).
+	PodAPISelector map[string]string
 
 	ConflictPolicy     string
 	HealthBindAddress  string
@@ -99,6 +106,7 @@ func New() *Options {
 		APIImportPollInterval:         time.Minute,
 		FeatureGates:                  map[string]bool{},
 		Namespace:                     os.Getenv("NAMESPACE"),
+		PodAPIBindAddress:             ":9443",
 	}
 }
 
@@ -118,6 +126,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.TunnelURL, "tunnel-url", o.TunnelURL, "https URL of the tunnel server; empty means no tunnel")
 	fs.StringVar(&o.TunnelCAFile, "tunnel-ca-file", o.TunnelCAFile, "CA bundle that signs the tunnel server's certificate")
 	fs.BoolVar(&o.TunnelInsecure, "tunnel-insecure", o.TunnelInsecure, "allow an http:// --tunnel-url (the upstream token then crosses the network in clear text; tests and demos only)")
+	fs.StringVar(&o.PodAPIBindAddress, "pod-api-bind-address", o.PodAPIBindAddress, "with --tunnel-url under kcp: address of the HTTPS endpoint that forwards pods' API requests, with their own token, through the tunnel to their workspace; empty: pods reach kcp's address directly")
+	fs.StringToStringVar(&o.PodAPISelector, "pod-api-selector", o.PodAPISelector, "labels of the syncer's pods, for the pod API Service (default: the labels of the syncer's own Pod)")
 	fs.StringVar(&o.ConflictPolicy, "conflict-policy", o.ConflictPolicy, "what to do with a downstream object that is not ours: Abort, Adopt or Overwrite")
 	fs.StringVar(&o.HealthBindAddress, "health-bind-address", o.HealthBindAddress, "address of /livez, /readyz, /healthz; empty disables")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "address of /metrics; empty disables")
@@ -270,7 +280,7 @@ func (o *Options) Validate() error {
 	if o.TunnelCAFile != "" && o.TunnelURL == "" {
 		bad("tunnel-ca-file", "set without --tunnel-url")
 	}
-	for setting, addr := range map[string]string{"health-bind-address": o.HealthBindAddress, "metrics-bind-address": o.MetricsBindAddress} {
+	for setting, addr := range map[string]string{"health-bind-address": o.HealthBindAddress, "metrics-bind-address": o.MetricsBindAddress, "pod-api-bind-address": o.PodAPIBindAddress} {
 		if addr == "" {
 			continue
 		}

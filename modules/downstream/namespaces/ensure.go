@@ -65,6 +65,16 @@ type Ensurer struct {
 	// found: one create per namespace and process, and no namespace patch (kcp's
 	// plugin grants create on NetworkPolicies, not patch on namespaces).
 	isolated sync.Map
+	// prepare, when set, runs with the isolation policy, once per namespace and process.
+	prepare func(ctx context.Context, namespace string) error
+}
+
+// OnFirstUse sets a function that prepares each downstream namespace for its workloads
+// (objects the syncer keeps in every namespace), run once per namespace and process when
+// an object first needs the namespace; an error fails that object's sync (it is retried).
+// Call it before the Ensurer is used.
+func (e *Ensurer) OnFirstUse(prepare func(ctx context.Context, namespace string) error) {
+	e.prepare = prepare
 }
 
 var _ namespace.Lookup = (*Ensurer)(nil)
@@ -169,6 +179,11 @@ func (e *Ensurer) check(ctx context.Context, ns *unstructured.Unstructured, l na
 	if _, done := e.isolated.Load(ns.GetName()); !done {
 		if err := e.isolate(ctx, ns.GetName(), tenant); err != nil {
 			return err
+		}
+		if e.prepare != nil {
+			if err := e.prepare(ctx, ns.GetName()); err != nil {
+				return fmt.Errorf("prepare downstream namespace %s: %w", ns.GetName(), err)
+			}
 		}
 		e.isolated.Store(ns.GetName(), struct{}{})
 	}

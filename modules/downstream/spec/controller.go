@@ -42,6 +42,10 @@ const (
 	ReasonSyncConflict = "SyncConflict"
 )
 
+// DefaultNotReadyRetryDelay is Config.NotReadyRetryDelay's default: short, since what is
+// missing (a ServiceAccount's token, the workspace DNS) usually comes within seconds.
+const DefaultNotReadyRetryDelay = 3 * time.Second
+
 // ByUpstreamIndex indexes downstream objects by the upstream object they were synced from
 // (see UpstreamIndexFunc).
 const ByUpstreamIndex = "tmc-syncer.upstream"
@@ -130,6 +134,10 @@ type Config struct {
 	// PermanentRetryDelay is when a permanently failing or conflicting object is looked at
 	// again (queue.PermanentRetryDelay when zero).
 	PermanentRetryDelay time.Duration
+	// NotReadyRetryDelay is when an object whose transformation inputs are not ready
+	// (transformation.ErrPodInputsNotReady) is looked at again (DefaultNotReadyRetryDelay
+	// when zero). It is not an error: nothing is reported upstream.
+	NotReadyRetryDelay time.Duration
 	// Workers reconciling keys; zero means 1.
 	Workers int
 	// Metrics may be nil.
@@ -160,6 +168,9 @@ var _ queue.Controller = (*Controller)(nil)
 func NewController(cfg Config) *Controller {
 	if cfg.PermanentRetryDelay <= 0 {
 		cfg.PermanentRetryDelay = queue.PermanentRetryDelay
+	}
+	if cfg.NotReadyRetryDelay <= 0 {
+		cfg.NotReadyRetryDelay = DefaultNotReadyRetryDelay
 	}
 	if cfg.DeletionPropagation == "" {
 		cfg.DeletionPropagation = metav1.DeletePropagationBackground

@@ -100,7 +100,7 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 		return nil
 	}
 	if err != nil {
-		return c.permanent(ctx, r, key, up, "", "transform", err)
+		return c.transformFailed(ctx, r, key, up, err)
 	}
 	// The finalizer goes on before any downstream write; reading the live object is not a
 	// write, so on a first sync both requests run at once.
@@ -119,7 +119,7 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 			if transformation.IsSkip(err) {
 				return nil
 			}
-			return c.permanent(ctx, r, key, up, "", "transform", err)
+			return c.transformFailed(ctx, r, key, up, err)
 		}
 	}
 	if desired.GetNamespace() != "" {
@@ -179,6 +179,17 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 		logger.V(2).Info("applied downstream object", "outcome", outcome, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	}
 	return c.clearSyncError(ctx, r, up)
+}
+
+// transformFailed handles a transformation error: inputs that are not ready yet (a pod's
+// ServiceAccount has no token Secret upstream yet, its workspace DNS is not up) retry the
+// key shortly without reporting anything; every other error is permanent and reported.
+func (c *Controller) transformFailed(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured, err error) error {
+	if errors.Is(err, transformation.ErrPodInputsNotReady) {
+		klog.FromContext(ctx).V(2).Info("waiting for inputs of the transformation", "reason", err.Error(), "retryAfter", c.cfg.NotReadyRetryDelay)
+		return queue.RequeueAfter(c.cfg.NotReadyRetryDelay, nil)
+	}
+	return c.permanent(ctx, r, key, up, "", "transform", err)
 }
 
 // finalizerAndLive adds the upstream finalizer when missing and reads the live downstream
