@@ -18,8 +18,8 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/queue"
 )
 
-// UpsyncDerivedResourcesAnnotation, on a synced Service, lists (comma-separated
-// <resource>.<group>) the resources derived from it that go up; "endpoints" labels the
+// UpsyncDerivedResourcesAnnotation is the annotation of a synced Service that lists
+// (comma-separated <resource>.<group>) the resources derived from it that go up; "endpoints" labels the
 // Service's downstream Endpoints for upsync (contrib-tmc's name and behaviour).
 const UpsyncDerivedResourcesAnnotation = "experimental.workload.kcp.io/upsync-derived-resources"
 

@@ -180,11 +180,8 @@ func verbs(actions []clienttesting.Action) []string {
 
 func objectOf(t *testing.T, a clienttesting.Action) *unstructured.Unstructured {
 	t.Helper()
-	switch a := a.(type) {
-	case clienttesting.CreateAction:
-		return a.GetObject().(*unstructured.Unstructured)
-	case clienttesting.UpdateAction:
-		return a.GetObject().(*unstructured.Unstructured)
+	if w, ok := a.(interface{ GetObject() runtime.Object }); ok {
+		return w.GetObject().(*unstructured.Unstructured)
 	}
 	t.Fatalf("action %s carries no object", a.GetVerb())
 	return nil
