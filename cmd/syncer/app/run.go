@@ -52,6 +52,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/upstream"
 	"github.com/tmc-syncer/syncer/modules/upstream/apiimport"
 	"github.com/tmc-syncer/syncer/modules/upstream/events"
+	"github.com/tmc-syncer/syncer/modules/upstream/upsync"
 )
 
 // wedgedAfter is how long workers may finish no reconcile while work is queued
@@ -320,6 +321,24 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		}
 		g.Go(func() error { return imp.Run(gctx) })
 	}
+	// Upsync (issue 16 §3). Hook for the pod mutator: with --tunnel-url on, its
+	// transformation.PodMutatorConfig.UpsyncPods must be true (UpsyncPods(opts) below), so
+	// the pods the physical cluster makes from synced workloads are labelled Upsync and
+	// this controller carries them up (pod logs from the workspace).
+	us, err := newUpsyncer(opts, upCfgs, up.Dynamic, down.Dynamic, eng, log)
+	if err != nil {
+		return err
+	}
+	if us != nil {
+		g.Go(func() error {
+			select {
+			case <-eng.Ready():
+			case <-gctx.Done():
+				return nil
+			}
+			return us.Run(gctx)
+		})
+	}
 	g.Go(func() error { p.watchProgress(gctx, 5*time.Second); return nil })
 	g.Go(func() error {
 		// The first heartbeat waits (up to firstHeartbeatWait) for the caches, so it
@@ -375,6 +394,41 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		}
 	})
 	return g.Wait()
+}
+
+// UpsyncPods says whether pod templates are labelled Upsync by the pod mutator: with the
+// tunnel on, as kcp's syncer does with its SyncerTunnel feature, so that upsynced pods
+// give the workspace pod logs.
+func UpsyncPods(opts *options.Options) bool { return opts.TunnelURL != "" }
+
+// newUpsyncer wires the upsync controller: under kcp through the upsyncer virtual
+// workspace (status.virtualWorkspaces[].upsyncerURL), on a plain hub with the hub's
+// client. Under a kcp that advertises no upsyncer there is none (nil).
+func newUpsyncer(opts *options.Options, upCfgs upstreamConfigs, hub, downDyn dynamic.Interface, eng *engine.Engine, log logr.Logger) (*upsync.Controller, error) {
+	upClient := hub
+	if upCfgs.KCP {
+		if upCfgs.Upsyncer == nil {
+			log.Info("kcp advertises no upsyncer virtual workspace: objects labelled Upsync stay downstream")
+			return nil, nil
+		}
+		var err error
+		if upClient, err = dynamic.NewForConfig(upCfgs.Upsyncer); err != nil {
+			return nil, err
+		}
+	}
+	c, err := upsync.New(upsync.Config{
+		Target:      eng.Target(),
+		FromCluster: opts.FromCluster,
+		KCP:         upCfgs.KCP,
+		Informers:   eng.Informers(),
+		Upstream:    upClient,
+		Downstream:  downDyn,
+		Workers:     opts.Workers,
+	})
+	if err != nil {
+		return nil, errorf(ExitUsage, "%w", err)
+	}
+	return c, nil
 }
 
 // resourceSetPoll is how often the upstream syncers look for a changed resource set.

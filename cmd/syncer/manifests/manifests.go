@@ -173,7 +173,8 @@ func Objects(c Config) []runtime.Object {
 
 // ClusterRules is the least privilege the syncer needs cluster-wide in the physical
 // cluster: full control of the resources it syncs, namespaces it creates and deletes,
-// reading Events to forward them, and pod subresources for the tunnel.
+// reading Events to forward them, pod subresources for the tunnel, and reading what
+// upsync carries up.
 func ClusterRules(resources []string) []rbacv1.PolicyRule {
 	byGroup := map[string][]string{}
 	for _, r := range append(append([]string(nil), alwaysSynced...), resources...) {
@@ -193,6 +194,10 @@ func ClusterRules(resources []string) []rbacv1.PolicyRule {
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"pods/exec", "pods/attach", "pods/portforward"}, Verbs: []string{"get", "create"}},
+		// Upsync: PersistentVolumes (and the pods above) labelled Upsync go up; Endpoints of
+		// a Service annotated upsync-derived-resources are labelled (patch), then go up.
+		{APIGroups: []string{""}, Resources: []string{"persistentvolumes"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: []string{"get", "list", "watch", "patch"}},
 	}
 	for _, g := range groups {
 		res := byGroup[g]
