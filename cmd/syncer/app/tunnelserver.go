@@ -51,12 +51,16 @@ type tunnelServerOptions struct {
 	reviewTimeout   time.Duration
 	tokenCacheTTL   time.Duration
 	reauthorize     time.Duration
+	maxConns        int
+	maxConnsPerSrc  int
+	writeTimeout    time.Duration
 }
 
 func newTunnelServerCommand() *cobra.Command {
 	o := tunnelServerOptions{bindAddress: ":8443", internalAddress: "127.0.0.1:8444", reviewQPS: 50, reviewBurst: 100,
 		reviewTimeout: server.DefaultReviewTimeout, tokenCacheTTL: server.DefaultTokenTTL,
-		reauthorize: server.DefaultReauthorizePeriod}
+		reauthorize: server.DefaultReauthorizePeriod, maxConns: server.DefaultMaxConnections,
+		maxConnsPerSrc: server.DefaultMaxConnectionsPerSource, writeTimeout: server.DefaultWriteTimeout}
 	cmd := &cobra.Command{
 		Use:   "tunnel-server",
 		Short: "Run the control-plane side of the tunnel that syncers dial out to",
@@ -83,12 +87,18 @@ func newTunnelServerCommand() *cobra.Command {
 	fs.DurationVar(&o.reviewTimeout, "review-timeout", o.reviewTimeout, "bound of each TokenReview and SubjectAccessReview")
 	fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", o.tokenCacheTTL, "how long an accepted token's identity is reused (refused tokens: a fifth of it, at least 1s)")
 	fs.DurationVar(&o.reauthorize, "reauthorize-period", o.reauthorize, "how often a tunnel's token and RBAC are checked again; a revoked one is closed (negative disables)")
+	fs.IntVar(&o.maxConns, "max-connections", o.maxConns, "most TCP connections held at once, counted before TLS and authentication; more are closed at once")
+	fs.IntVar(&o.maxConnsPerSrc, "max-connections-per-source", o.maxConnsPerSrc, "most TCP connections from one source IP address (syncers behind one NAT share one)")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", o.writeTimeout, "bound of each write of a response: a client that stops reading is cut off (tunnels and exec/attach/port-forward streams have none)")
 	return cmd
 }
 
 func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if !o.insecure && (o.certFile == "" || o.keyFile == "") {
 		return errorf(ExitUsage, "--tls-cert-file and --tls-private-key-file are required (or --insecure for tests)")
+	}
+	if o.maxConns <= 0 || o.maxConnsPerSrc <= 0 || o.writeTimeout <= 0 {
+		return errorf(ExitUsage, "--max-connections, --max-connections-per-source and --write-timeout must be positive")
 	}
 	if o.reviewQPS <= 0 || o.reviewBurst <= 0 || o.reviewTimeout <= 0 || o.tokenCacheTTL <= 0 {
 		return errorf(ExitUsage, "--review-qps, --review-burst, --review-timeout and --token-cache-ttl must be positive")
@@ -174,6 +184,8 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		UpstreamAddress:   addr,
 		Authenticator:     authn,
 		ReauthorizePeriod: o.reauthorize,
+		WriteTimeout:      o.writeTimeout,
+		Limits:            server.Limits{MaxConnections: o.maxConns, MaxConnectionsPerSource: o.maxConnsPerSrc},
 		Authorizer:        server.NewSubjectAccessReviewAuthorizer(authzClusters),
 		NamespaceMapper:   syncTargetNamespaces(dyn),
 		Logger:            log,

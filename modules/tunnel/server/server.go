@@ -61,6 +61,11 @@ type Options struct {
 	// IdleTimeout closes a keep-alive connection that sends no new request for this
 	// long (tunnels and upgraded streams are not idle connections). Default 2 min.
 	IdleTimeout time.Duration
+	// WriteTimeout bounds each write of a response (and each flush): a client that stops
+	// reading is cut off after it. Followed logs and watches stay open while their reader
+	// keeps up; tunnels and upgraded exec/attach/port-forward sessions have no write
+	// deadline. Default 30 s.
+	WriteTimeout time.Duration
 
 	// Addr is the listen address of ListenAndServe, e.g. ":8443".
 	Addr string
@@ -138,6 +143,9 @@ func New(opts Options) (*Server, error) {
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = DefaultIdleTimeout
 	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
+	}
 	if opts.ReauthorizePeriod == 0 {
 		opts.ReauthorizePeriod = DefaultReauthorizePeriod
 	}
@@ -212,7 +220,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.wg.Go(s.reauthorizeLoop)
 	}
 	s.mu.Unlock()
-	ln = corkListener{ln}
+	ln = corkListener{newConnLimitListener(ln, s.opts.Limits, s.log)}
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
 	}
@@ -262,6 +270,8 @@ func (s *Server) Close() {
 
 // ServeHTTP routes syncer tunnel handshakes and control plane requests.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w, done := withWriteDeadlines(w, s.opts.WriteTimeout)
+	defer done()
 	if s.opts.Handler != nil && !strings.HasPrefix(r.URL.Path, tunnel.PathPrefix) {
 		s.opts.Handler.ServeHTTP(w, r)
 		return
@@ -358,6 +368,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
+	clearWriteDeadline(r.Context()) // the tunnel's liveness is its keepalive
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{tunnel.Subprotocol}})
 	if err != nil {
 		// Accept has written the HTTP error already.
