@@ -445,14 +445,9 @@ func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed
 		}
 		tlsCfg.RootCAs = pool
 	}
-	var token tunnelclient.TokenSource
-	switch {
-	case upCfg.BearerTokenFile != "":
-		token = tunnelclient.FileToken(upCfg.BearerTokenFile)
-	case upCfg.BearerToken != "":
-		token = tunnelclient.StaticToken(upCfg.BearerToken)
-	default:
-		return nil, errorf(ExitKubeconfig, "--from-kubeconfig: the tunnel needs a bearer token in the upstream kubeconfig")
+	token, err := tunnelCredential(opts, upCfg, tlsCfg, log)
+	if err != nil {
+		return nil, err
 	}
 	// Only pods (and objects) this syncer synced are reachable, not whatever else is in its namespaces.
 	owned := identity.NewTarget(opts.FromCluster, opts.SyncTargetName, types.UID(opts.SyncTargetUID)).DownstreamLabels()

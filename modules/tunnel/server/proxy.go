@@ -71,7 +71,7 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 	if !limitBody(w, r, s.opts.Limits.MaxRequestBodyBytes) {
 		return
 	}
-	user, code, err := s.authenticate(r, t.Cluster)
+	user, code, err := s.authenticate(r, s.opts.Authenticator, t.Cluster)
 	if err != nil {
 		refuseAuthentication(w, code, err)
 		return

@@ -34,8 +34,14 @@ type Options struct {
 	// UpstreamAddress is host:port of the upstream API server; every syncer
 	// stream is connected there and nowhere else. Required.
 	UpstreamAddress string
-	// Authenticator validates bearer tokens (syncers and users). Required.
+	// Authenticator validates the bearer tokens of users' requests (tokens meant for the
+	// API server). Required.
 	Authenticator Authenticator
+	// SyncerAuthenticator validates the bearer tokens of syncer handshakes (and of their
+	// re-checks): typically a TokenReviewAuthenticator with the tunnel's own audience, so
+	// that the token a syncer shows the tunnel server is not one the API server accepts.
+	// Default Authenticator.
+	SyncerAuthenticator Authenticator
 	// Authorizer answers SubjectAccessReviews. Required.
 	Authorizer Authorizer
 	// NamespaceMapper maps namespaces for control plane → cluster requests.
@@ -127,6 +133,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.Authenticator == nil || opts.Authorizer == nil {
 		return nil, errors.New("tunnel server: Authenticator and Authorizer are required")
+	}
+	if opts.SyncerAuthenticator == nil {
+		opts.SyncerAuthenticator = opts.Authenticator
 	}
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = logr.Discard()
@@ -337,7 +346,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		http.Error(w, fmt.Sprintf("unsupported tunnel protocol: want WebSocket subprotocol %s", tunnel.Subprotocol), http.StatusBadRequest)
 		return
 	}
-	user, code, err := s.authenticate(r, t.Cluster)
+	user, code, err := s.authenticate(r, s.opts.SyncerAuthenticator, t.Cluster)
 	if err != nil {
 		log.Info("tunnel refused", "code", code, "err", err.Error())
 		refuseAuthentication(w, code, err)
