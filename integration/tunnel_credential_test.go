@@ -120,5 +120,8 @@ func TestTheTunnelServerNeverHoldsATokenTheAPIServerAccepts(t *testing.T) {
 	}
 	require.Error(t, err)
 	require.NotNil(t, resp)
+	if resp.Body != nil {
+		_ = resp.Body.Close()
+	}
 	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "the API token is refused at the handshake")
 }

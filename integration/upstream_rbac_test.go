@@ -135,6 +135,9 @@ func TestSyncerACannotActAsSyncTargetB(t *testing.T) {
 		ws, resp, err := websocket.Dial(hctx, "ws://"+ln.Addr().String()+tunnel.Target{Cluster: "root", Name: target}.Path(), &websocket.DialOptions{
 			HTTPHeader: http.Header{"Authorization": {"Bearer " + tokA.Status.Token}}, Subprotocols: []string{tunnel.Subprotocol},
 		})
+		if resp != nil && resp.Body != nil {
+			_ = resp.Body.Close()
+		}
 		if err == nil {
 			_ = ws.Close(websocket.StatusNormalClosure, "test done")
 			return http.StatusSwitchingProtocols
