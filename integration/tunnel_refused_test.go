@@ -157,6 +157,8 @@ func TestRefusedSyncerKeepsRetryingWithBackoff(t *testing.T) {
 				"--sync-target-name=" + stName, "--sync-target-uid=" + string(st.GetUID()),
 				"--health-bind-address=", "--metrics-bind-address=" + metricsAddr,
 				"--tunnel-url=" + serverURL, "--tunnel-ca-file=" + env.KCP.CAFile(),
+				// The upstream token itself goes to the server (a garbage one in "bad token").
+				"--tunnel-token-audience=",
 			}
 			if strings.HasPrefix(serverURL, "http://") {
 				args = append(args, "--tunnel-insecure")

@@ -17,6 +17,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
+	"github.com/tmc-syncer/syncer/modules/tunnel/client"
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
 )
 
@@ -51,8 +52,10 @@ func startTunnelServer(t *testing.T, env *framework.Environment, addr string) *t
 	srv, err := server.New(server.Options{
 		UpstreamAddress: upstream.Host,
 		Authenticator:   server.NewTokenReviewAuthenticator(clients),
-		Authorizer:      server.NewSubjectAccessReviewAuthorizer(clients),
-		Insecure:        true,
+		// The syncer shows a token bound to the tunnel's audience (its default).
+		SyncerAuthenticator: server.NewTokenReviewAuthenticator(clients, client.DefaultTunnelAudience),
+		Authorizer:          server.NewSubjectAccessReviewAuthorizer(clients),
+		Insecure:            true,
 	})
 	require.NoError(t, err)
 	var ln net.Listener

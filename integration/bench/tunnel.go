@@ -76,8 +76,10 @@ func (r *runner) kcpServerOptions() (server.Options, error) {
 	return server.Options{
 		UpstreamAddress: upstream.Host,
 		Authenticator:   server.NewTokenReviewAuthenticator(clients),
-		Authorizer:      server.NewSubjectAccessReviewAuthorizer(clients),
-		Insecure:        true,
+		// The syncer shows a token bound to the tunnel's audience (its default).
+		SyncerAuthenticator: server.NewTokenReviewAuthenticator(clients, client.DefaultTunnelAudience),
+		Authorizer:          server.NewSubjectAccessReviewAuthorizer(clients),
+		Insecure:            true,
 	}, nil
 }
 

@@ -2,9 +2,11 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +18,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
+	tunnelclient "github.com/tmc-syncer/syncer/modules/tunnel/client"
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
 )
 
@@ -69,21 +72,39 @@ func (s *kcpEventSink) Client(cluster string) (kubernetes.Interface, error) {
 }
 
 // eventRelayConfig is the syncer's client of its tunnel server's Event relay: the
-// tunnel's URL, CA and credential, and kcp-style cluster routing so that each Event
-// goes to the workspace of the object it is about.
-func eventRelayConfig(tunnelURL, caFile string, upCfg *rest.Config, target tunnel.Target) *rest.Config {
+// tunnel's URL, TLS settings and credential (never the upstream token unless that is
+// the tunnel credential), and kcp-style cluster routing so that each Event goes to the
+// workspace of the object it is about.
+func eventRelayConfig(tunnelURL string, target tunnel.Target, tlsCfg *tls.Config, token tunnelclient.TokenSource, upCfg *rest.Config) *rest.Config {
 	cfg := &rest.Config{
-		Host:            strings.TrimSuffix(tunnelURL, "/") + target.EventsPath(),
-		BearerToken:     upCfg.BearerToken,
-		BearerTokenFile: upCfg.BearerTokenFile,
-		TLSClientConfig: rest.TLSClientConfig{CAFile: caFile},
-		QPS:             upCfg.QPS,
-		Burst:           upCfg.Burst,
-		UserAgent:       upCfg.UserAgent,
+		Host:      strings.TrimSuffix(tunnelURL, "/") + target.EventsPath(),
+		QPS:       upCfg.QPS,
+		Burst:     upCfg.Burst,
+		UserAgent: upCfg.UserAgent,
+		Transport: &http.Transport{TLSClientConfig: tlsCfg.Clone(), Proxy: http.ProxyFromEnvironment, IdleConnTimeout: 90 * time.Second},
 		// The relay reads and answers JSON only (client-go would send protobuf).
 		ContentConfig: rest.ContentConfig{ContentType: "application/json", AcceptContentTypes: "application/json"},
 	}
+	if token != nil {
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return bearer{token: token, next: rt} })
+	}
 	return clients.ForAllClusters(cfg, cfg.Host)
+}
+
+// bearer adds the tunnel credential to each request.
+type bearer struct {
+	token tunnelclient.TokenSource
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	tok, err := b.token(req.Context())
+	if err != nil {
+		return nil, fmt.Errorf("tunnel credential: %w", err)
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set("Authorization", "Bearer "+tok)
+	return b.next.RoundTrip(r)
 }
 
 // mayWatchEvents asks the physical cluster whether the syncer may list and watch Events

@@ -118,8 +118,9 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 	g, gctx := errgroup.WithContext(ctx)
 	state := &syncState{}
 	var tun *tunnelclient.Client
+	var relay *rest.Config // the tunnel server's Event relay (used under kcp)
 	if opts.TunnelURL != "" {
-		if tun, err = newTunnelClient(opts, upCfg, downCfg, state.managedNamespace, tunnelMetrics, log); err != nil {
+		if tun, relay, err = newTunnelClient(opts, upCfg, downCfg, state.managedNamespace, tunnelMetrics, log); err != nil {
 			closeAll(healthLn, metricsLn, podAPILn)
 			return err
 		}
@@ -183,7 +184,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 			closeAll(podAPILn)
 		}
 		sync := func(ctx context.Context) error {
-			return runSync(ctx, opts, up, downCfg, upKube, reg, state, mutator, log)
+			return runSync(ctx, opts, up, downCfg, upKube, relay, reg, state, mutator, log)
 		}
 		if opts.LeaderElect {
 			return runLeaderElected(gctx, opts, downCfg, sync, log)
@@ -225,7 +226,7 @@ func waitDrained(ctx context.Context, wait func() error, grace time.Duration) er
 
 // runSync runs the engine and the downstream and upstream syncers until ctx ends.
 // Under kcp, podMutator makes the pods of synced workloads talk to their workspace.
-func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs, downCfg *rest.Config, upKube kubernetes.Interface, reg prometheus.Registerer, p *syncState, podMutator *downstream.PodMutatorOptions, log logr.Logger) error {
+func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs, downCfg *rest.Config, upKube kubernetes.Interface, relay *rest.Config, reg prometheus.Registerer, p *syncState, podMutator *downstream.PodMutatorOptions, log logr.Logger) error {
 	up, err := engine.ClientsFor(upCfgs.Workloads)
 	if err != nil {
 		return err
@@ -246,9 +247,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 	eventsKube := upKube
 	if upCfgs.KCP {
 		eventsKube = nil
-		if opts.TunnelURL != "" {
-			relay := eventRelayConfig(opts.TunnelURL, opts.TunnelCAFile, upCfgs.SyncTarget,
-				tunnel.Target{Cluster: opts.FromCluster, Name: opts.SyncTargetName})
+		if relay != nil {
 			if eventsKube, err = kubernetes.NewForConfig(relay); err != nil {
 				return fmt.Errorf("event relay client: %w", err)
 			}
@@ -542,33 +541,30 @@ func leaseName(cluster, name string) string {
 	return "tmc-syncer-" + hex.EncodeToString(sum[:8])
 }
 
-func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed tunnelclient.ManagedNamespace, obs tunnel.Observer, log logr.Logger) (*tunnelclient.Client, error) {
+// newTunnelClient returns the tunnel client and the configuration of its server's Event
+// relay, which takes the same server certificate and the same credential.
+func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed tunnelclient.ManagedNamespace, obs tunnel.Observer, log logr.Logger) (*tunnelclient.Client, *rest.Config, error) {
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if opts.TunnelCAFile != "" {
 		pem, err := os.ReadFile(opts.TunnelCAFile)
 		if err != nil {
-			return nil, errorf(ExitUsage, "--tunnel-ca-file: %w", err)
+			return nil, nil, errorf(ExitUsage, "--tunnel-ca-file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, errorf(ExitUsage, "--tunnel-ca-file %s: no PEM certificate in it", opts.TunnelCAFile)
+			return nil, nil, errorf(ExitUsage, "--tunnel-ca-file %s: no PEM certificate in it", opts.TunnelCAFile)
 		}
 		tlsCfg.RootCAs = pool
 	}
-	var token tunnelclient.TokenSource
-	switch {
-	case upCfg.BearerTokenFile != "":
-		token = tunnelclient.FileToken(upCfg.BearerTokenFile)
-	case upCfg.BearerToken != "":
-		token = tunnelclient.StaticToken(upCfg.BearerToken)
-	default:
-		return nil, errorf(ExitKubeconfig, "--from-kubeconfig: the tunnel needs a bearer token in the upstream kubeconfig")
+	token, err := tunnelCredential(opts, upCfg, tlsCfg, log)
+	if err != nil {
+		return nil, nil, err
 	}
 	// Only pods (and objects) this syncer synced are reachable, not whatever else is in its namespaces.
 	owned := identity.NewTarget(opts.FromCluster, opts.SyncTargetName, types.UID(opts.SyncTargetUID)).DownstreamLabels()
 	handler, err := tunnelclient.NewDownstreamHandler(downCfg, managed, log, tunnelclient.RequireLabels(owned))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	c, err := tunnelclient.New(tunnelclient.Options{
 		ServerURL: opts.TunnelURL,
@@ -580,9 +576,10 @@ func newTunnelClient(opts *options.Options, upCfg, downCfg *rest.Config, managed
 		Logger:    log.WithName("tunnel"),
 	})
 	if err != nil {
-		return nil, errorf(ExitUsage, "--tunnel-url: %w", err)
+		return nil, nil, errorf(ExitUsage, "--tunnel-url: %w", err)
 	}
-	return c, nil
+	target := tunnel.Target{Cluster: opts.FromCluster, Name: opts.SyncTargetName}
+	return c, eventRelayConfig(opts.TunnelURL, target, tlsCfg, token, upCfg), nil
 }
 
 // classify maps a component's failure to its exit code.

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/util/flowcontrol"
 	"k8s.io/klog/v2"
 
+	"github.com/tmc-syncer/syncer/cmd/syncer/options"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
@@ -53,12 +54,18 @@ type tunnelServerOptions struct {
 	reauthorize     time.Duration
 	verbosity       int
 	vmodule         string
+	maxConns        int
+	maxConnsPerSrc  int
+	writeTimeout    time.Duration
+	syncerAudience  string
 }
 
 func newTunnelServerCommand() *cobra.Command {
 	o := tunnelServerOptions{bindAddress: ":8443", internalAddress: "127.0.0.1:8444", reviewQPS: 50, reviewBurst: 100,
 		reviewTimeout: server.DefaultReviewTimeout, tokenCacheTTL: server.DefaultTokenTTL,
-		reauthorize: server.DefaultReauthorizePeriod}
+		reauthorize: server.DefaultReauthorizePeriod, maxConns: server.DefaultMaxConnections,
+		maxConnsPerSrc: server.DefaultMaxConnectionsPerSource, writeTimeout: server.DefaultWriteTimeout,
+		syncerAudience: options.DefaultTunnelTokenAudience}
 	cmd := &cobra.Command{
 		Use:   "tunnel-server",
 		Short: "Run the control-plane side of the tunnel that syncers dial out to",
@@ -87,6 +94,10 @@ func newTunnelServerCommand() *cobra.Command {
 	fs.DurationVar(&o.reauthorize, "reauthorize-period", o.reauthorize, "how often a tunnel's token and RBAC are checked again; a revoked one is closed (negative disables)")
 	fs.IntVarP(&o.verbosity, "v", "v", 0, "klog verbosity (2: refused Event relay requests; 4: every relayed Event)")
 	fs.StringVar(&o.vmodule, "vmodule", "", "klog per-file verbosity, e.g. events=4")
+	fs.StringVar(&o.syncerAudience, "syncer-token-audience", o.syncerAudience, "audience a syncer's handshake token must be bound to (TokenReview spec.audiences, confirmed in status.audiences), so that the tunnel server never holds a token the API server accepts; empty accepts syncers' upstream tokens (control planes that cannot issue bound tokens); client certificates are not affected")
+	fs.IntVar(&o.maxConns, "max-connections", o.maxConns, "most TCP connections held at once, counted before TLS and authentication; more are closed at once")
+	fs.IntVar(&o.maxConnsPerSrc, "max-connections-per-source", o.maxConnsPerSrc, "most TCP connections from one source IP address (syncers behind one NAT share one)")
+	fs.DurationVar(&o.writeTimeout, "write-timeout", o.writeTimeout, "bound of each write of a response: a client that stops reading is cut off (tunnels and exec/attach/port-forward streams have none)")
 	return cmd
 }
 
@@ -96,6 +107,9 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	}
 	if err := configureLogging(o.verbosity, o.vmodule); err != nil {
 		return errorf(ExitUsage, "%w", err)
+	}
+	if o.maxConns <= 0 || o.maxConnsPerSrc <= 0 || o.writeTimeout <= 0 {
+		return errorf(ExitUsage, "--max-connections, --max-connections-per-source and --write-timeout must be positive")
 	}
 	if o.reviewQPS <= 0 || o.reviewBurst <= 0 || o.reviewTimeout <= 0 || o.tokenCacheTTL <= 0 {
 		return errorf(ExitUsage, "--review-qps, --review-burst, --review-timeout and --token-cache-ttl must be positive")
@@ -155,6 +169,14 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	authn := server.NewCachedAuthenticator(server.NewTokenReviewAuthenticator(authnClusters), server.TokenCacheOptions{
 		TTL: o.tokenCacheTTL, NegativeTTL: max(o.tokenCacheTTL/5, time.Second), Timeout: o.reviewTimeout,
 	})
+	// Syncer handshakes are reviewed for the tunnel's own audience, with a cache of their
+	// own: an answer for one audience is never reused for the other.
+	syncerAuthn := authn
+	if o.syncerAudience != "" {
+		syncerAuthn = server.NewCachedAuthenticator(server.NewTokenReviewAuthenticator(authnClusters, o.syncerAudience), server.TokenCacheOptions{
+			TTL: o.tokenCacheTTL, NegativeTTL: max(o.tokenCacheTTL/5, time.Second), Timeout: o.reviewTimeout,
+		})
+	}
 	ln, err := listen("bind-address", o.bindAddress)
 	if err != nil {
 		return err
@@ -189,21 +211,24 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		return err
 	}
 	srv, err := server.New(server.Options{
-		Registry:          registry,
-		Handler:           public,
-		Observer:          tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
-		UpstreamAddress:   addr,
-		Authenticator:     authn,
-		ReauthorizePeriod: o.reauthorize,
-		Authorizer:        server.NewSubjectAccessReviewAuthorizer(authzClusters),
-		NamespaceMapper:   syncTargetNamespaces(dyn),
-		Events:            events,
-		TunnelVerb:        tunnelVerb(o.kcp),
-		Logger:            log,
-		CertFile:          o.certFile,
-		KeyFile:           o.keyFile,
-		ClientCAFile:      o.clientCAFile,
-		Insecure:          o.insecure,
+		Registry:            registry,
+		Handler:             public,
+		Observer:            tunnel.Observers(tunnelMetrics, mon.TunnelObserver(), errs),
+		UpstreamAddress:     addr,
+		Authenticator:       authn,
+		SyncerAuthenticator: syncerAuthn,
+		ReauthorizePeriod:   o.reauthorize,
+		WriteTimeout:        o.writeTimeout,
+		Limits:              server.Limits{MaxConnections: o.maxConns, MaxConnectionsPerSource: o.maxConnsPerSrc},
+		Authorizer:          server.NewSubjectAccessReviewAuthorizer(authzClusters),
+		NamespaceMapper:     syncTargetNamespaces(dyn),
+		Events:              events,
+		TunnelVerb:          tunnelVerb(o.kcp),
+		Logger:              log,
+		CertFile:            o.certFile,
+		KeyFile:             o.keyFile,
+		ClientCAFile:        o.clientCAFile,
+		Insecure:            o.insecure,
 	})
 	if err != nil {
 		closeAll(ln, internalLn)

@@ -54,6 +54,16 @@ type Options struct {
 	// PodAPISelector selects the syncer's pods for that Service (key=value pairs); empty
 	// means the labels of the syncer's own Pod ($HOSTNAME in Namespace).
 	PodAPISelector map[string]string
+	// TunnelTokenAudience is the audience of the token the syncer requests (TokenRequest,
+	// for its own upstream ServiceAccount) and shows the tunnel server; "" shows the
+	// upstream token itself.
+	TunnelTokenAudience string
+	// TunnelTokenFile is a token to show the tunnel server instead (re-read on every
+	// connection attempt), e.g. a projected ServiceAccount token with the tunnel's audience.
+	TunnelTokenFile string
+	// TunnelClientCertFile and TunnelClientKeyFile are a client certificate for the
+	// tunnel server (mTLS); with them no token is shown unless TunnelTokenFile is set.
+	TunnelClientCertFile, TunnelClientKeyFile string
 
 	ConflictPolicy     string
 	HealthBindAddress  string
@@ -107,8 +117,13 @@ func New() *Options {
 		FeatureGates:                  map[string]bool{},
 		Namespace:                     os.Getenv("NAMESPACE"),
 		PodAPIBindAddress:             ":9443",
+		TunnelTokenAudience:           DefaultTunnelTokenAudience,
 	}
 }
+
+// DefaultTunnelTokenAudience is the audience of the syncer's tunnel token (the tunnel
+// server's --syncer-token-audience).
+const DefaultTunnelTokenAudience = "tmc-syncer-tunnel"
 
 // AddFlags registers every setting on fs.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
@@ -128,6 +143,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.TunnelInsecure, "tunnel-insecure", o.TunnelInsecure, "allow an http:// --tunnel-url (the upstream token then crosses the network in clear text; tests and demos only)")
 	fs.StringVar(&o.PodAPIBindAddress, "pod-api-bind-address", o.PodAPIBindAddress, "with --tunnel-url under kcp: address of the HTTPS endpoint that forwards pods' API requests, with their own token, through the tunnel to their workspace; empty: pods reach kcp's address directly")
 	fs.StringToStringVar(&o.PodAPISelector, "pod-api-selector", o.PodAPISelector, "labels of the syncer's pods, for the pod API Service (default: the labels of the syncer's own Pod)")
+	fs.StringVar(&o.TunnelTokenAudience, "tunnel-token-audience", o.TunnelTokenAudience, "audience of the short-lived token the syncer requests for its own upstream ServiceAccount (TokenRequest, straight to the upstream API) and shows the tunnel server instead of its upstream token; empty shows the upstream token itself")
+	fs.StringVar(&o.TunnelTokenFile, "tunnel-token-file", o.TunnelTokenFile, "token file shown to the tunnel server instead (re-read on every connection attempt), e.g. a projected ServiceAccount token with the tunnel's audience")
+	fs.StringVar(&o.TunnelClientCertFile, "tunnel-client-cert-file", o.TunnelClientCertFile, "client certificate for the tunnel server (mTLS); then no token is shown unless --tunnel-token-file is set")
+	fs.StringVar(&o.TunnelClientKeyFile, "tunnel-client-key-file", o.TunnelClientKeyFile, "key of --tunnel-client-cert-file")
 	fs.StringVar(&o.ConflictPolicy, "conflict-policy", o.ConflictPolicy, "what to do with a downstream object that is not ours: Abort, Adopt or Overwrite")
 	fs.StringVar(&o.HealthBindAddress, "health-bind-address", o.HealthBindAddress, "address of /livez, /readyz, /healthz; empty disables")
 	fs.StringVar(&o.MetricsBindAddress, "metrics-bind-address", o.MetricsBindAddress, "address of /metrics; empty disables")
@@ -279,6 +298,15 @@ func (o *Options) Validate() error {
 	}
 	if o.TunnelCAFile != "" && o.TunnelURL == "" {
 		bad("tunnel-ca-file", "set without --tunnel-url")
+	}
+	if o.TunnelTokenFile != "" && o.TunnelURL == "" {
+		bad("tunnel-token-file", "set without --tunnel-url")
+	}
+	if (o.TunnelClientCertFile == "") != (o.TunnelClientKeyFile == "") {
+		bad("tunnel-client-cert-file", "--tunnel-client-cert-file and --tunnel-client-key-file go together")
+	}
+	if o.TunnelClientCertFile != "" && o.TunnelURL == "" {
+		bad("tunnel-client-cert-file", "set without --tunnel-url")
 	}
 	for setting, addr := range map[string]string{"health-bind-address": o.HealthBindAddress, "metrics-bind-address": o.MetricsBindAddress, "pod-api-bind-address": o.PodAPIBindAddress} {
 		if addr == "" {

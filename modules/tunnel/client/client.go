@@ -66,8 +66,10 @@ type Options struct {
 	ServerURL string
 	// Target is the SyncTarget this syncer serves. Required.
 	Target tunnel.Target
-	// Token is the bearer token source (the syncer's upstream ServiceAccount
-	// token). Required.
+	// Token is the bearer token source: a token bound to the tunnel's audience
+	// (BoundToken, a projected token file), or the syncer's upstream token where the
+	// control plane cannot issue one. Required unless TLSConfig carries a client
+	// certificate; with none, no Authorization header is sent.
 	Token TokenSource
 	// TLSConfig verifies the server (RootCAs) and may carry a client
 	// certificate. Nil means the system roots.
@@ -124,8 +126,8 @@ func New(opts Options) (*Client, error) {
 	if err := opts.Target.Validate(); err != nil {
 		return nil, fmt.Errorf("tunnel client: %w", err)
 	}
-	if opts.Token == nil {
-		return nil, errors.New("tunnel client: Token is required")
+	if opts.Token == nil && !hasClientCertificate(opts.TLSConfig) {
+		return nil, errors.New("tunnel client: Token is required without a client certificate")
 	}
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = logr.Discard()
@@ -325,21 +327,29 @@ func (c *Client) serve(ctx context.Context, sess *tunnel.Session) tunnel.Reason 
 	return sess.Reason()
 }
 
+func hasClientCertificate(cfg *tls.Config) bool {
+	return cfg != nil && (len(cfg.Certificates) > 0 || cfg.GetClientCertificate != nil)
+}
+
 // connect performs one attempt: WebSocket handshake with the bearer token,
 // then the yamux session.
 func (c *Client) connect(ctx context.Context) (*tunnel.Session, error) {
 	hctx, cancel := context.WithTimeout(ctx, c.opts.HandshakeTimeout)
 	defer cancel()
-	token, err := c.opts.Token(hctx)
-	if err != nil {
-		return nil, &attemptError{reason: tunnel.ReasonHandshake, err: fmt.Errorf("get token: %w", err)}
+	header := http.Header{}
+	if c.opts.Token != nil {
+		token, err := c.opts.Token(hctx)
+		if err != nil {
+			return nil, &attemptError{reason: tunnel.ReasonHandshake, err: fmt.Errorf("get token: %w", err)}
+		}
+		header.Set("Authorization", "Bearer "+token)
 	}
 	var corked attemptCorks
 	httpc := c.attemptClient(&corked)
 	defer httpc.CloseIdleConnections()
 	ws, resp, err := websocket.Dial(hctx, c.url, &websocket.DialOptions{
 		HTTPClient:   httpc,
-		HTTPHeader:   http.Header{"Authorization": []string{"Bearer " + token}},
+		HTTPHeader:   header,
 		Subprotocols: []string{tunnel.Subprotocol},
 	})
 	if err != nil {

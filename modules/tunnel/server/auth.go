@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -184,7 +185,7 @@ func (a *TokenReviewAuthenticator) AuthenticateToken(ctx context.Context, cluste
 	if err != nil {
 		return UserInfo{}, false, fmt.Errorf("token review: %w", err)
 	}
-	if !tr.Status.Authenticated {
+	if !acceptedReview(tr.Status, a.audiences) {
 		return UserInfo{}, false, nil
 	}
 	u := UserInfo{Name: tr.Status.User.Username, UID: tr.Status.User.UID, Groups: tr.Status.User.Groups}
@@ -195,6 +196,26 @@ func (a *TokenReviewAuthenticator) AuthenticateToken(ctx context.Context, cluste
 		}
 	}
 	return u, true, nil
+}
+
+// acceptedReview reports whether a TokenReview's answer accepts the token: authenticated,
+// no error reported with it, and, when audiences were asked for, at least one of them
+// confirmed in status.audiences. An API server that ignores spec.audiences (and so would
+// accept a token meant for itself where one bound to the tunnel is required) answers
+// without them and is not trusted.
+func acceptedReview(st authnv1.TokenReviewStatus, audiences []string) bool {
+	if !st.Authenticated || st.Error != "" || st.User.Username == "" {
+		return false
+	}
+	if len(audiences) == 0 {
+		return true
+	}
+	for _, want := range audiences {
+		if slices.Contains(st.Audiences, want) {
+			return true
+		}
+	}
+	return false
 }
 
 // SubjectAccessReviewAuthorizer authorises with the upstream SubjectAccessReview API.
@@ -243,7 +264,7 @@ func (a *SubjectAccessReviewAuthorizer) Authorize(ctx context.Context, at Attrib
 
 // authenticate finds the caller's identity: a client certificate verified
 // against the client CA (CN = user, O = groups) or a bearer token.
-func (s *Server) authenticate(r *http.Request, cluster string) (UserInfo, int, error) {
+func (s *Server) authenticate(r *http.Request, authn Authenticator, cluster string) (UserInfo, int, error) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
 		return certUser(r.TLS.VerifiedChains[0][0]), 0, nil
 	}
@@ -257,7 +278,7 @@ func (s *Server) authenticate(r *http.Request, cluster string) (UserInfo, int, e
 	if !s.reviews.take(src) {
 		return UserInfo{}, http.StatusTooManyRequests, fmt.Errorf("too many unauthenticated requests in flight from %s (limit %d)", src, s.opts.Limits.MaxReviewsPerSource)
 	}
-	u, ok, err := s.opts.Authenticator.AuthenticateToken(r.Context(), cluster, token)
+	u, ok, err := authn.AuthenticateToken(r.Context(), cluster, token)
 	s.reviews.release(src)
 	if err != nil {
 		return UserInfo{}, http.StatusServiceUnavailable, fmt.Errorf("authentication unavailable: %w", err)

@@ -30,8 +30,17 @@ func fakeKube(t *testing.T) *fake.Clientset {
 				Username: "system:serviceaccount:default:syncer", UID: "u1", Groups: []string{"g"},
 				Extra: map[string]authnv1.ExtraValue{"k": {"v"}},
 			}}
+			tr.Status.Audiences = tr.Spec.Audiences // a real API server confirms what it checked
 		case "error":
 			return true, nil, errors.New("apiserver down")
+		case "audience-ignored": // an API server that does not check audiences
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: "u"}}
+		case "other-audience":
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: "u"}, Audiences: []string{"https://kubernetes.default.svc"}}
+		case "with-error":
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: "u"}, Audiences: tr.Spec.Audiences, Error: "token is being revoked"}
+		case "no-user":
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: tr.Spec.Audiences}
 		}
 		return true, tr, nil
 	})
@@ -71,6 +80,37 @@ func TestTokenReviewAuthenticator(t *testing.T) {
 	broken := server.NewTokenReviewAuthenticator(func(string) (kubernetes.Interface, error) { return nil, errors.New("no client") })
 	_, _, err = broken.AuthenticateToken(ctx, "root", "good")
 	require.Error(t, err)
+}
+
+func TestTokenReviewAcceptsOnlyConfirmedAudiencesAndNoErrors(t *testing.T) {
+	var asked [][]string
+	kube := fakeKube(t)
+	kube.PrependReactor("create", "tokenreviews", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		asked = append(asked, a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview).Spec.Audiences)
+		return false, nil, nil
+	})
+	withAudience := server.NewTokenReviewAuthenticator(server.SingleCluster(kube), "tmc-syncer-tunnel")
+	anyAudience := server.NewTokenReviewAuthenticator(server.SingleCluster(kube))
+	for _, c := range []struct {
+		token          string
+		audience, none bool // accepted with the tunnel audience, without
+	}{
+		{"good", true, true},
+		{"audience-ignored", false, true},
+		{"other-audience", false, true},
+		{"with-error", false, false},
+		{"no-user", false, false},
+		{"bad", false, false},
+	} {
+		_, ok, err := withAudience.AuthenticateToken(context.Background(), "root", c.token)
+		require.NoError(t, err)
+		assert.Equal(t, c.audience, ok, "%s with the tunnel audience", c.token)
+		_, ok, err = anyAudience.AuthenticateToken(context.Background(), "root", c.token)
+		require.NoError(t, err)
+		assert.Equal(t, c.none, ok, "%s without an audience", c.token)
+	}
+	assert.Equal(t, []string{"tmc-syncer-tunnel"}, asked[0], "the review asks for the audience")
+	assert.Empty(t, asked[1])
 }
 
 func TestSubjectAccessReviewAuthorizer(t *testing.T) {

@@ -151,7 +151,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	if !limitBody(w, r, s.opts.Limits.MaxRequestBodyBytes) {
 		return
 	}
-	user, code, err := s.authenticate(r, t.Cluster)
+	user, code, err := s.authenticate(r, s.opts.SyncerAuthenticator, t.Cluster)
 	if err != nil {
 		if code == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tmc-syncer-tunnel"`)

@@ -37,6 +37,14 @@ type Limits struct {
 	// source IP address; beyond it: 429, before any review. Cached tokens hold a slot only
 	// for the cache lookup. Default 16.
 	MaxReviewsPerSource int
+	// MaxConnections is the most TCP connections the server holds at once, counted when
+	// accepted (before TLS and authentication); a connection beyond it is closed at once.
+	// Default 10,000.
+	MaxConnections int
+	// MaxConnectionsPerSource is the most of those from one source IP address. Syncers
+	// behind one NAT share an address: keep it above the number of clusters behind one.
+	// Default 2,048.
+	MaxConnectionsPerSource int
 }
 
 // Default limits.
@@ -68,6 +76,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxHeaderBytes <= 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = DefaultMaxConnections
+	}
+	if l.MaxConnectionsPerSource <= 0 {
+		l.MaxConnectionsPerSource = DefaultMaxConnectionsPerSource
 	}
 	if l.MaxReviewsPerSource <= 0 {
 		l.MaxReviewsPerSource = DefaultMaxReviewsPerSource
@@ -132,7 +146,10 @@ func limitBody(w http.ResponseWriter, r *http.Request, limit int64) bool {
 		return false
 	}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		// The server's own writer: MaxBytesReader tells it to close the connection once
+		// the limit is hit (the rest of the body is never read), through a method no
+		// wrapper passes on.
+		r.Body = http.MaxBytesReader(unwrapDeadline(w), r.Body, limit)
 	}
 	return true
 }

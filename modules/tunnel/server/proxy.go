@@ -35,6 +35,13 @@ func newSessionProxy(sess *Session, log logr.Logger) (*http.Transport, *httputil
 		},
 		Transport:     tr,
 		FlushInterval: -1,
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				// An exec/attach/port-forward stream: no write deadline from here on.
+				clearWriteDeadline(resp.Request.Context())
+			}
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			log.Info("request through tunnel failed", "path", r.URL.Path, "err", err.Error())
 			code := proxyErrorStatus(err)
@@ -64,7 +71,7 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 	if !limitBody(w, r, s.opts.Limits.MaxRequestBodyBytes) {
 		return
 	}
-	user, code, err := s.authenticate(r, t.Cluster)
+	user, code, err := s.authenticate(r, s.opts.Authenticator, t.Cluster)
 	if err != nil {
 		refuseAuthentication(w, code, err)
 		return

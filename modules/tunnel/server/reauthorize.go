@@ -89,7 +89,7 @@ func (e revokedError) Error() string { return e.msg }
 // stillAuthorized returns nil, a revokedError, or another error when it cannot decide.
 func (s *Server) stillAuthorized(ctx context.Context, cred credential, attrs Attributes) error {
 	if cred.token != "" {
-		u, ok, err := s.opts.Authenticator.AuthenticateToken(ctx, attrs.Cluster, cred.token)
+		u, ok, err := s.opts.SyncerAuthenticator.AuthenticateToken(ctx, attrs.Cluster, cred.token)
 		if err != nil {
 			return fmt.Errorf("token review: %w", err)
 		}

@@ -34,8 +34,14 @@ type Options struct {
 	// UpstreamAddress is host:port of the upstream API server; every syncer
 	// stream is connected there and nowhere else. Required.
 	UpstreamAddress string
-	// Authenticator validates bearer tokens (syncers and users). Required.
+	// Authenticator validates the bearer tokens of users' requests (tokens meant for the
+	// API server). Required.
 	Authenticator Authenticator
+	// SyncerAuthenticator validates the bearer tokens of syncer handshakes (and of their
+	// re-checks): typically a TokenReviewAuthenticator with the tunnel's own audience, so
+	// that the token a syncer shows the tunnel server is not one the API server accepts.
+	// Default Authenticator.
+	SyncerAuthenticator Authenticator
 	// Authorizer answers SubjectAccessReviews. Required.
 	Authorizer Authorizer
 	// NamespaceMapper maps namespaces for control plane → cluster requests.
@@ -68,6 +74,11 @@ type Options struct {
 	// IdleTimeout closes a keep-alive connection that sends no new request for this
 	// long (tunnels and upgraded streams are not idle connections). Default 2 min.
 	IdleTimeout time.Duration
+	// WriteTimeout bounds each write of a response (and each flush): a client that stops
+	// reading is cut off after it. Followed logs and watches stay open while their reader
+	// keeps up; tunnels and upgraded exec/attach/port-forward sessions have no write
+	// deadline. Default 30 s.
+	WriteTimeout time.Duration
 
 	// Addr is the listen address of ListenAndServe, e.g. ":8443".
 	Addr string
@@ -132,6 +143,9 @@ func New(opts Options) (*Server, error) {
 	if opts.Authenticator == nil || opts.Authorizer == nil {
 		return nil, errors.New("tunnel server: Authenticator and Authorizer are required")
 	}
+	if opts.SyncerAuthenticator == nil {
+		opts.SyncerAuthenticator = opts.Authenticator
+	}
 	if opts.Logger.GetSink() == nil {
 		opts.Logger = logr.Discard()
 	}
@@ -149,6 +163,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.TunnelVerb == "" {
 		opts.TunnelVerb = DefaultTunnelVerb
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	if opts.ReauthorizePeriod == 0 {
 		opts.ReauthorizePeriod = DefaultReauthorizePeriod
@@ -224,7 +241,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.wg.Go(s.reauthorizeLoop)
 	}
 	s.mu.Unlock()
-	ln = corkListener{ln}
+	ln = corkListener{newConnLimitListener(ln, s.opts.Limits, s.log)}
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
 	}
@@ -274,6 +291,8 @@ func (s *Server) Close() {
 
 // ServeHTTP routes syncer tunnel handshakes and control plane requests.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w, done := withWriteDeadlines(w, s.opts.WriteTimeout)
+	defer done()
 	if s.opts.Handler != nil && !strings.HasPrefix(r.URL.Path, tunnel.PathPrefix) {
 		s.opts.Handler.ServeHTTP(w, r)
 		return
@@ -341,7 +360,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		http.Error(w, fmt.Sprintf("unsupported tunnel protocol: want WebSocket subprotocol %s", tunnel.Subprotocol), http.StatusBadRequest)
 		return
 	}
-	user, code, err := s.authenticate(r, t.Cluster)
+	user, code, err := s.authenticate(r, s.opts.SyncerAuthenticator, t.Cluster)
 	if err != nil {
 		log.Info("tunnel refused", "code", code, "err", err.Error())
 		refuseAuthentication(w, code, err)
@@ -372,6 +391,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
+	clearWriteDeadline(r.Context()) // the tunnel's liveness is its keepalive
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{tunnel.Subprotocol}})
 	if err != nil {
 		// Accept has written the HTTP error already.
