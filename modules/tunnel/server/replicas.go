@@ -22,6 +22,7 @@ import (
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
+	"github.com/tmc-syncer/syncer/modules/engine/informers"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 )
 
@@ -152,7 +153,8 @@ func NewReplicas(opts ReplicaOptions) (*Replicas, error) {
 	}
 	r := &Replicas{
 		opts: opts, log: opts.Logger.WithName("replicas"), held: map[tunnel.Target]*heldLease{},
-		informer: cache.NewSharedIndexInformerWithOptions(lw, &coordinationv1.Lease{}, cache.SharedIndexInformerOptions{ObjectDescription: "tunnel session leases"}),
+		// Never WatchList (sendInitialEvents), which kcp v0.11 refuses.
+		informer: cache.NewSharedIndexInformerWithOptions(informers.WithoutWatchList(lw), &coordinationv1.Lease{}, cache.SharedIndexInformerOptions{ObjectDescription: "tunnel session leases"}),
 	}
 	if opts.Peer != nil {
 		r.forward = newForwarder(opts.Peer, r.log)
