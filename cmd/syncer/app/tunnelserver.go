@@ -51,6 +51,7 @@ type tunnelServerOptions struct {
 	reviewTimeout   time.Duration
 	tokenCacheTTL   time.Duration
 	reauthorize     time.Duration
+	replicas        replicaOptions
 }
 
 func newTunnelServerCommand() *cobra.Command {
@@ -83,6 +84,7 @@ func newTunnelServerCommand() *cobra.Command {
 	fs.DurationVar(&o.reviewTimeout, "review-timeout", o.reviewTimeout, "bound of each TokenReview and SubjectAccessReview")
 	fs.DurationVar(&o.tokenCacheTTL, "token-cache-ttl", o.tokenCacheTTL, "how long an accepted token's identity is reused (refused tokens: a fifth of it, at least 1s)")
 	fs.DurationVar(&o.reauthorize, "reauthorize-period", o.reauthorize, "how often a tunnel's token and RBAC are checked again; a revoked one is closed (negative disables)")
+	o.replicas.addFlags(fs)
 	return cmd
 }
 
@@ -146,9 +148,28 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registry := server.NewRegistry()
-	mon, err := newMonitor(dyn, o.cluster, registry, reg, log)
+	var mon *monitor.Monitor
+	rs, err := setUpReplicas(cfg, o.replicas, func(t tunnel.Target) {
+		if mon != nil {
+			mon.TunnelObserver().Connected(t, 0) // another replica's session came or went
+		}
+	}, log)
 	if err != nil {
 		_ = ln.Close()
+		return err
+	}
+	// Sessions of every replica (from the Leases) for TunnelConnected and /status.
+	var sessions interface {
+		monitor.Sessions
+		statuspage.Sessions
+	} = registry
+	var leading func() bool
+	if rs != nil {
+		sessions, leading = rs.replicas.Sessions(registry), rs.leading.Load
+	}
+	mon, err = newMonitor(dyn, o.cluster, registry, sessions, leading, reg, log)
+	if err != nil {
+		closeAll(ln, peerListener(rs))
 		return err
 	}
 	tunnelMetrics, err := tunnelmetrics.NewTunnel(reg)
@@ -157,10 +178,15 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		return err
 	}
 	errs := statuspage.NewErrorLog(5, nil)
-	page := statuspage.New(statuspage.Options{Targets: mon, Sessions: registry, Errors: errs,
+	page := statuspage.New(statuspage.Options{Targets: mon, Sessions: sessions, Errors: errs,
 		Counter: statuspage.NewUpstreamCounter(meta, mon, statuspage.CounterOptions{})})
 	checks := health.NewHandler()
 	checks.AddReadyz(health.Synced("synctargets", mon.HasSynced))
+	var replicas *server.Replicas
+	if rs != nil {
+		checks.AddReadyz(health.Synced("session-leases", rs.replicas.HasSynced))
+		replicas, rs.onLead = rs.replicas, mon.Resync
+	}
 	public, internal := tunnelServerHandlers(page, tunnelmetrics.Handler(reg), checks)
 	internalLn, err := listen("internal-bind-address", o.internalAddress)
 	if err != nil {
@@ -181,9 +207,10 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		KeyFile:           o.keyFile,
 		ClientCAFile:      o.clientCAFile,
 		Insecure:          o.insecure,
+		Replicas:          replicas,
 	})
 	if err != nil {
-		closeAll(ln, internalLn)
+		closeAll(ln, internalLn, peerListener(rs))
 		return errorf(ExitUsage, "tunnel server: %w", err)
 	}
 	log.Info("tunnel server listening", "address", ln.Addr().String(), "upstream", addr)
@@ -192,6 +219,10 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return mon.Run(gctx) })
+	if rs != nil {
+		log.Info("running as one of several replicas", "advertise", o.replicas.advertiseAddress, "leaseNamespace", o.replicas.leaseNamespace)
+		rs.run(gctx, srv, g)
+	}
 	g.Go(func() error { return serve(gctx, internalLn, internal) })
 	g.Go(func() error {
 		if err := srv.Serve(gctx, ln); err != nil && !errors.Is(err, context.Canceled) {
@@ -220,16 +251,16 @@ func tunnelServerHandlers(page, metrics, checks http.Handler) (public, internal 
 
 // newMonitor builds the heartbeat monitor: HeartbeatHealthy, TunnelConnected (when
 // sessions is set) and Ready on every SyncTarget.
-func newMonitor(dyn dynamic.Interface, cluster string, sessions *server.Registry, reg prometheus.Registerer, log logr.Logger) (*monitor.Monitor, error) {
+func newMonitor(dyn dynamic.Interface, cluster string, local *server.Registry, sessions monitor.Sessions, leading func() bool, reg prometheus.Registerer, log logr.Logger) (*monitor.Monitor, error) {
 	var serverMetrics monitor.Observer
-	if sessions != nil {
-		m, err := tunnelmetrics.NewServer(reg, sessions)
+	if local != nil {
+		m, err := tunnelmetrics.NewServer(reg, local)
 		if err != nil {
 			return nil, err
 		}
 		serverMetrics = m
 	}
-	opts := monitor.Options{Client: dyn, Cluster: cluster, Observer: serverMetrics, Logger: log.WithName("heartbeat-monitor")}
+	opts := monitor.Options{Client: dyn, Cluster: cluster, Observer: serverMetrics, Leading: leading, Logger: log.WithName("heartbeat-monitor")}
 	if sessions != nil {
 		opts.Sessions = sessions
 	}
@@ -267,7 +298,7 @@ func newHeartbeatMonitorCommand() *cobra.Command {
 				return err
 			}
 			reg := prometheus.NewRegistry()
-			mon, err := newMonitor(dyn, cluster, nil, reg, klog.Background())
+			mon, err := newMonitor(dyn, cluster, nil, nil, nil, reg, klog.Background())
 			if err != nil {
 				closeAll(ln)
 				return err
