@@ -121,7 +121,9 @@ func (s *Server) ServePeer(ctx context.Context, ln net.Listener) error {
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	err := srv.Shutdown(shutdownCtx)
-	<-errc
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
 	if err != nil {
 		return fmt.Errorf("tunnel server peer listener shutdown: %w", err)
 	}
