@@ -63,6 +63,9 @@ type Config struct {
 	// SkipP6 leaves out the tunnel module's own benchmarks (quick mode: they
 	// compile a test binary and stream 512 MiB, and `make test` covers them).
 	SkipP6 bool `json:"skip_p6"`
+	// Only runs just the scenarios whose step name starts with one of these (e.g. "P8");
+	// empty runs all.
+	Only []string `json:"only,omitempty"`
 }
 
 // Quick is `make bench-quick`: seconds per scenario, for CI.
@@ -176,7 +179,7 @@ func Run(ctx context.Context, env *framework.Environment, cfg Config, log io.Wri
 		{"P8 tunnel sessions", r.p8},
 	}
 	for _, s := range steps {
-		if cfg.SkipP6 && strings.HasPrefix(s.name, "P6") {
+		if (cfg.SkipP6 && strings.HasPrefix(s.name, "P6")) || !selected(cfg.Only, s.name) {
 			r.rep.Skipped = append(r.rep.Skipped, s.name)
 			continue
 		}
@@ -411,4 +414,17 @@ func widgetCRD() *unstructured.Unstructured {
 			}},
 		},
 	}}
+}
+
+// selected reports whether the step name is among only (prefixes); empty selects all.
+func selected(only []string, name string) bool {
+	if len(only) == 0 {
+		return true
+	}
+	for _, o := range only {
+		if o != "" && strings.HasPrefix(name, o) {
+			return true
+		}
+	}
+	return false
 }

@@ -10,17 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
-	"github.com/tmc-syncer/syncer/modules/tunnel/client"
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
 )
 
@@ -233,68 +230,4 @@ func parseBenchMetrics(out []byte, m map[string]float64) {
 			}
 		}
 	}
-}
-
-// allowAll authenticates and authorizes every simulated syncer (P8 measures the
-// server's sessions, not TokenReview).
-type allowAll struct{}
-
-func (allowAll) AuthenticateToken(context.Context, string, string) (server.UserInfo, bool, error) {
-	return server.UserInfo{Name: "bench"}, true, nil
-}
-func (allowAll) Authorize(context.Context, server.Attributes) (bool, string, error) {
-	return true, "", nil
-}
-
-// p8 connects many simulated syncer sessions (in-process tunnel clients, pinging
-// every 5 s) to one in-process tunnel server and checks they all stay up.
-func (r *runner) p8(ctx context.Context) error {
-	n := r.cfg.Sessions
-	opts := server.Options{UpstreamAddress: "127.0.0.1:1", Authenticator: allowAll{}, Authorizer: allowAll{}, Insecure: true}
-	ts, err := startTunnelServer(ctx, opts, "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	defer ts.stop()
-	heap := func() float64 {
-		runtime.GC()
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return float64(ms.HeapInuse+ms.StackInuse) / 1024
-	}
-	before := heap()
-	cctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	start := time.Now()
-	for i := range n {
-		c, err := client.New(client.Options{
-			ServerURL: "http://" + ts.addr, Target: tunnel.Target{Cluster: "root", Name: fmt.Sprintf("sim-%04d", i)},
-			Token: client.StaticToken("bench"), Keepalive: tunnel.Keepalive{Interval: 5 * time.Second},
-		})
-		if err != nil {
-			return err
-		}
-		wg.Go(func() { _ = c.Run(cctx) })
-	}
-	connected := func() int { return len(ts.srv.Registry().List()) }
-	if err := waitFor(ctx, 5*time.Minute, nil, "P8: all sessions connected", func() bool { return connected() >= n }); err != nil {
-		return err
-	}
-	up := time.Since(start)
-	hold := r.cfg.SessionHold
-	var cpuB, cpuA procStat
-	cpuB, _ = readProc(os.Getpid())
-	time.Sleep(hold)
-	cpuA, _ = readProc(os.Getpid())
-	held := connected()
-	perSession := (heap() - before) / float64(n)
-	cpu := (cpuA.CPUSecs - cpuB.CPUSecs) / hold.Seconds() * 100
-	r.add(Row{
-		ID: "P8", What: fmt.Sprintf("tunnel server with %d concurrent simulated sessions pinging every 5 s", n),
-		Measured:  fmt.Sprintf("%d of %d held after %s; connected in %s; %.0f KiB heap+stack per session; %.1f%% CPU while idle", held, n, hold, up.Round(time.Millisecond), perSession, cpu),
-		Reference: "—", Ratio: "—", Goal: "holds all on 2 cores, ≤ 100 KiB per session", Met: met(held == n && perSession <= 100),
-		Notes: "server and clients share the harness process: the memory figure is server + client per session, an upper bound for the server",
-	}, map[string]any{"sessions": n, "held": held, "kib_per_session": perSession, "connect_seconds": up.Seconds(), "cpu_percent": cpu})
-	return nil
 }

@@ -58,6 +58,7 @@ type tunnelServerOptions struct {
 	maxConnsPerSrc  int
 	writeTimeout    time.Duration
 	syncerAudience  string
+	replicas        replicaOptions
 }
 
 func newTunnelServerCommand() *cobra.Command {
@@ -98,6 +99,7 @@ func newTunnelServerCommand() *cobra.Command {
 	fs.IntVar(&o.maxConns, "max-connections", o.maxConns, "most TCP connections held at once, counted before TLS and authentication; more are closed at once")
 	fs.IntVar(&o.maxConnsPerSrc, "max-connections-per-source", o.maxConnsPerSrc, "most TCP connections from one source IP address (syncers behind one NAT share one)")
 	fs.DurationVar(&o.writeTimeout, "write-timeout", o.writeTimeout, "bound of each write of a response: a client that stops reading is cut off (tunnels and exec/attach/port-forward streams have none)")
+	o.replicas.addFlags(fs)
 	return cmd
 }
 
@@ -185,9 +187,28 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registry := server.NewRegistry()
-	mon, err := newMonitor(dyn, o.cluster, registry, reg, log)
+	var mon *monitor.Monitor
+	rs, err := setUpReplicas(cfg, o.replicas, func(t tunnel.Target) {
+		if mon != nil {
+			mon.TunnelObserver().Connected(t, 0) // another replica's session came or went
+		}
+	}, log)
 	if err != nil {
 		_ = ln.Close()
+		return err
+	}
+	// Sessions of every replica (from the Leases) for TunnelConnected and /status.
+	var sessions interface {
+		monitor.Sessions
+		statuspage.Sessions
+	} = registry
+	var leading func() bool
+	if rs != nil {
+		sessions, leading = rs.replicas.Sessions(registry), rs.leading.Load
+	}
+	mon, err = newMonitor(dyn, o.cluster, registry, sessions, leading, reg, log)
+	if err != nil {
+		closeAll(ln, peerListener(rs))
 		return err
 	}
 	tunnelMetrics, err := tunnelmetrics.NewTunnel(reg)
@@ -196,13 +217,18 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		return err
 	}
 	errs := statuspage.NewErrorLog(5, nil)
-	page := statuspage.New(statuspage.Options{Targets: mon, Sessions: registry, Errors: errs,
+	page := statuspage.New(statuspage.Options{Targets: mon, Sessions: sessions, Errors: errs,
 		Counter: statuspage.NewUpstreamCounter(meta, mon, statuspage.CounterOptions{})})
 	checks := health.NewHandler()
 	if !o.kcp {
 		// Under kcp, kcp's own heartbeat controller judges SyncTargets (and the server's
 		// identity need not list them in every workspace): no monitor to wait for.
 		checks.AddReadyz(health.Synced("synctargets", mon.HasSynced))
+	}
+	var replicas *server.Replicas
+	if rs != nil {
+		checks.AddReadyz(health.Synced("session-leases", rs.replicas.HasSynced))
+		replicas, rs.onLead = rs.replicas, mon.Resync
 	}
 	public, internal := tunnelServerHandlers(page, tunnelmetrics.Handler(reg), checks)
 	internalLn, err := listen("internal-bind-address", o.internalAddress)
@@ -229,9 +255,10 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		KeyFile:             o.keyFile,
 		ClientCAFile:        o.clientCAFile,
 		Insecure:            o.insecure,
+		Replicas:            replicas,
 	})
 	if err != nil {
-		closeAll(ln, internalLn)
+		closeAll(ln, internalLn, peerListener(rs))
 		return errorf(ExitUsage, "tunnel server: %w", err)
 	}
 	log.Info("tunnel server listening", "address", ln.Addr().String(), "upstream", addr)
@@ -241,6 +268,10 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if !o.kcp {
 		g.Go(func() error { return mon.Run(gctx) })
+	}
+	if rs != nil {
+		log.Info("running as one of several replicas", "advertise", o.replicas.advertiseAddress, "leaseNamespace", o.replicas.leaseNamespace)
+		rs.run(gctx, srv, g)
 	}
 	g.Go(func() error { return serve(gctx, internalLn, internal) })
 	g.Go(func() error {
@@ -270,16 +301,16 @@ func tunnelServerHandlers(page, metrics, checks http.Handler) (public, internal 
 
 // newMonitor builds the heartbeat monitor: HeartbeatHealthy, TunnelConnected (when
 // sessions is set) and Ready on every SyncTarget.
-func newMonitor(dyn dynamic.Interface, cluster string, sessions *server.Registry, reg prometheus.Registerer, log logr.Logger) (*monitor.Monitor, error) {
+func newMonitor(dyn dynamic.Interface, cluster string, local *server.Registry, sessions monitor.Sessions, leading func() bool, reg prometheus.Registerer, log logr.Logger) (*monitor.Monitor, error) {
 	var serverMetrics monitor.Observer
-	if sessions != nil {
-		m, err := tunnelmetrics.NewServer(reg, sessions)
+	if local != nil {
+		m, err := tunnelmetrics.NewServer(reg, local)
 		if err != nil {
 			return nil, err
 		}
 		serverMetrics = m
 	}
-	opts := monitor.Options{Client: dyn, Cluster: cluster, Observer: serverMetrics, Logger: log.WithName("heartbeat-monitor")}
+	opts := monitor.Options{Client: dyn, Cluster: cluster, Observer: serverMetrics, Leading: leading, Logger: log.WithName("heartbeat-monitor")}
 	if sessions != nil {
 		opts.Sessions = sessions
 	}
@@ -317,7 +348,7 @@ func newHeartbeatMonitorCommand() *cobra.Command {
 				return err
 			}
 			reg := prometheus.NewRegistry()
-			mon, err := newMonitor(dyn, cluster, nil, reg, klog.Background())
+			mon, err := newMonitor(dyn, cluster, nil, nil, nil, reg, klog.Background())
 			if err != nil {
 				closeAll(ln)
 				return err

@@ -23,19 +23,28 @@ func main() {
 	quick := flag.Bool("quick", false, "small sizes (CI): proves the harness runs")
 	syncerBin := flag.String("syncer", "bin/syncer", "syncer binary")
 	out := flag.String("out", "bench/results", "directory of the results")
+	only := flag.String("only", "", "comma-separated scenario steps to run, by the start of their name (e.g. P8); empty runs all")
+	sessions := flag.Int("sessions", 0, "P8's number of sessions (0: the mode's)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *quick, *syncerBin, *out); err != nil {
+	if err := run(ctx, *quick, *syncerBin, *out, *only, *sessions); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, quick bool, syncerBin, out string) error {
+func run(ctx context.Context, quick bool, syncerBin, out, only string, sessions int) error {
 	cfg, command := bench.Full(), "make bench"
 	if quick {
 		cfg, command = bench.Quick(), "make bench-quick"
+	}
+	if only != "" {
+		cfg.Only = strings.Split(only, ",")
+		command += " (only " + only + ")"
+	}
+	if sessions > 0 {
+		cfg.Sessions = sessions
 	}
 	bin, err := filepath.Abs(syncerBin)
 	if err != nil {

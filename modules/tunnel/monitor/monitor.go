@@ -65,6 +65,11 @@ type Options struct {
 	Period time.Duration
 	// Sessions enables TunnelConnected. Optional.
 	Sessions Sessions
+	// Leading tells whether this monitor may write conditions (several tunnel server
+	// replicas elect one leader). Nil: always. A monitor that is not leading keeps its
+	// informer and observers up to date and writes nothing; call Resync when it starts
+	// leading.
+	Leading func() bool
 	// Observer is told each target's last heartbeat. Optional.
 	Observer Observer
 	// LabelSelector limits the SyncTargets watched (e.g. to shard monitors). Empty = all.
@@ -134,6 +139,13 @@ func New(opts Options) (*Monitor, error) {
 		return nil, fmt.Errorf("heartbeat monitor: add event handler: %w", err)
 	}
 	return m, nil
+}
+
+// Resync looks at every known SyncTarget again (e.g. once this monitor starts leading).
+func (m *Monitor) Resync() {
+	for _, key := range m.informer.GetStore().ListKeys() {
+		m.queue.Add(key)
+	}
 }
 
 // HasSynced reports whether the SyncTarget informer has synced.
@@ -254,6 +266,9 @@ func (m *Monitor) reconcile(ctx context.Context, name string) (time.Duration, er
 	ev := evaluate(st, connected, m.opts.Clock.Now(), m.opts.Threshold, m.opts.Period)
 	if !ev.changed {
 		return ev.next, nil
+	}
+	if m.opts.Leading != nil && !m.opts.Leading() {
+		return 0, nil // the leader writes; Resync looks again once this one leads
 	}
 	_, hasStatus := obj.(*unstructured.Unstructured).Object["status"]
 	if err := m.writeConditions(ctx, st, hasStatus, ev.conditions); err != nil {

@@ -71,21 +71,16 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 	if !limitBody(w, r, s.opts.Limits.MaxRequestBodyBytes) {
 		return
 	}
-	user, code, err := s.authenticate(r, s.opts.Authenticator, t.Cluster)
-	if err != nil {
-		refuseAuthentication(w, code, err)
-		return
-	}
-	attrs := Attributes{
-		User: user, Cluster: t.Cluster, Verb: verb, Group: req.Group, Resource: req.Resource,
-		Subresource: req.Subresource, Namespace: req.Namespace, Name: req.Name,
-	}
-	if code, err := s.authorize(r.Context(), attrs); err != nil {
-		http.Error(w, err.Error(), code)
+	user, ok := s.proxyCaller(w, r, t, req, verb)
+	if !ok {
 		return
 	}
 	sess := s.registry.Get(t)
 	if sess == nil {
+		// Another replica may hold the session: the request, authorised here, goes there.
+		if !isPeerRequest(r) && s.opts.Replicas != nil && s.opts.Replicas.forwardRequest(w, r, t, user) {
+			return
+		}
 		http.Error(w, fmt.Sprintf("sync target %s is not connected", t), http.StatusServiceUnavailable)
 		return
 	}

@@ -41,6 +41,9 @@ type SessionInfo struct {
 	PingRTT time.Duration
 	// Streams is the number of open streams.
 	Streams int
+	// Replica is the advertised address of the replica holding the session (several
+	// replicas only; see Replicas.Sessions).
+	Replica string
 }
 
 // Info returns a description of the session.

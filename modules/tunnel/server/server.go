@@ -94,6 +94,9 @@ type Options struct {
 	// Handler serves every path outside tunnel.PathPrefix (status page,
 	// health endpoints, metrics). Nil answers them with 404.
 	Handler http.Handler
+	// Replicas coordinates this server with other replicas (session Leases, forwarding
+	// users' requests to the replica holding a session). Nil: a single replica.
+	Replicas *Replicas
 }
 
 // Defaults of Options.
@@ -293,7 +296,7 @@ func (s *Server) Close() {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w, done := withWriteDeadlines(w, s.opts.WriteTimeout)
 	defer done()
-	if s.opts.Handler != nil && !strings.HasPrefix(r.URL.Path, tunnel.PathPrefix) {
+	if s.opts.Handler != nil && !strings.HasPrefix(r.URL.Path, tunnel.PathPrefix) && !isPeerRequest(r) {
 		s.opts.Handler.ServeHTTP(w, r)
 		return
 	}
@@ -309,6 +312,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
+	case rest == "" && isPeerRequest(r):
+		http.Error(w, "tunnels are not accepted on the replica port", http.StatusNotFound)
 	case rest == "":
 		s.serveTunnel(w, r, t)
 	case strings.HasPrefix(rest, "/"+tunnel.ProxySegment+"/"):
@@ -392,6 +397,16 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	s.mu.Unlock()
 	defer s.wg.Done()
 	clearWriteDeadline(r.Context()) // the tunnel's liveness is its keepalive
+	// With several replicas the Lease says who holds the target: taken here (or refused
+	// when another identity holds it live on another replica), released when the
+	// session ends.
+	if code, err := s.acquireLease(r.Context(), t, user, r.RemoteAddr); err != nil {
+		log.Info("tunnel refused", "user", user.Name, "code", code, "err", err.Error())
+		http.Error(w, err.Error(), code)
+		return
+	}
+	var held *Session
+	defer func() { s.releaseLease(t, held) }()
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{tunnel.Subprotocol}})
 	if err != nil {
 		// Accept has written the HTTP error already.
@@ -414,6 +429,8 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		sess.transport.CloseIdleConnections()
 		return
 	}
+	held = sess
+	s.holdLease(sess)
 	if old != nil {
 		log.Info("newer tunnel replaces the older one", "old", old.RemoteAddr)
 		s.wg.Go(func() { old.Close(tunnel.ReasonReplaced) })
