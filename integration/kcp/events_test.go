@@ -73,15 +73,6 @@ func startKCPTunnelServer(t *testing.T, env *framework.KCPEnvironment) *kcpTunne
 	return ts
 }
 
-// withTunnel returns the plugin's Deployment with our tunnel flags added to the
-// syncer's arguments, the only change an operator makes to use the tunnel.
-func withTunnel(dep *appsv1.Deployment, ts *kcpTunnelServer) *appsv1.Deployment {
-	out := dep.DeepCopy()
-	c := &out.Spec.Template.Spec.Containers[0]
-	c.Args = append(c.Args, "--tunnel-url="+ts.url, "--tunnel-ca-file="+ts.caFile)
-	return out
-}
-
 // grantEventsDownstream is the operator's one addition to kcp's install for Events
 // (docs/kcp.md): the syncer may list and watch Events on the physical cluster.
 func grantEventsDownstream(t *testing.T, env *framework.KCPEnvironment, st syncTarget) {
@@ -114,8 +105,8 @@ func TestKCPEventsComeBackToTheWorkspaceThroughTheTunnelServer(t *testing.T) {
 	ts := startKCPTunnelServer(t, env)
 	st := installWithKcpsPlugin(t, env, "events", "deployments.apps")
 	grantEventsDownstream(t, env, st)
-	p := framework.RunDeployment(t, env.Physical, withTunnel(st.deployment, ts),
-		map[string]string{"/ko-app/syncer": framework.SyncerBinary(t, env.Root)})
+	grantTunnel(t, st)
+	p := runOurSyncer(t, env, st, "--tunnel-url="+ts.url, "--tunnel-ca-file="+ts.caFile)
 
 	team := userWorkspace(t, env, "team-events", st)
 	kube := kubernetes.NewForConfigOrDie(team.Config)

@@ -210,40 +210,28 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// grantTunnel lets the syncer's ServiceAccount open its tunnel: our tunnel server asks for
-// update on synctargets/tunnel, kcp's plugin grants only get (for kcp's own tunnel).
+// grantTunnel is the operator's one addition to kcp's install for the tunnel: kcp's
+// plugin already grants get on synctargets/tunnel (what tunnel-server --kcp asks), and
+// the syncer shows the tunnel server a short-lived token bound to the tunnel's audience,
+// which it requests for its own ServiceAccount (create serviceaccounts/token on itself).
 func grantTunnel(t *testing.T, st syncTarget) {
 	t.Helper()
 	ctx := context.Background()
 	kube := kubernetes.NewForConfigOrDie(st.location.Config)
-	name := "tmc-syncer-tunnel-" + st.name
-	_, err := kube.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
+	name := "tmc-syncer-tunnel-token-" + st.name
+	sa := st.deployment.Spec.Template.Spec.ServiceAccountName
+	_, err := kube.RbacV1().Roles("default").Create(ctx, &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"workload.kcp.io"}, Resources: []string{"synctargets/tunnel"},
-			ResourceNames: []string{st.name}, Verbs: []string{"update"}}},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"serviceaccounts/token"},
+			ResourceNames: []string{sa}, Verbs: []string{"create"}}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
-	_, err = kube.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+	_, err = kube.RbacV1().RoleBindings("default").Create(ctx, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "default",
-			Name: st.deployment.Spec.Template.Spec.ServiceAccountName}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: name},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "default", Name: sa}},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
-}
-
-// startKCPTunnelServer runs `syncer tunnel-server --kcp` against the bed's kcp, serving
-// HTTPS with a certificate of the physical cluster's CA; it returns its URL.
-func startKCPTunnelServer(t *testing.T, env *framework.KCPEnvironment) string {
-	t.Helper()
-	cert, key, err := env.Physical.IssueServingCert(t.TempDir(), "tunnel-server")
-	require.NoError(t, err)
-	addr := freeAddr(t)
-	framework.StartSyncer(t, framework.SyncerBinary(t, env.Root), nil, "tunnel-server", "--kcp",
-		"--bind-address="+addr, "--internal-bind-address="+freeAddr(t),
-		"--kubeconfig="+env.KCP.Kubeconfig, "--context=base",
-		"--tls-cert-file="+cert, "--tls-private-key-file="+key)
-	return "https://" + addr
 }
 
 // The same, with the syncer's tunnel: pods reach their workspace through the syncer (a
@@ -256,7 +244,7 @@ func TestKCPPodsReachTheirWorkspaceThroughTheTunnel(t *testing.T) {
 	env := framework.SharedKCP(t)
 	st := installWithKcpsPlugin(t, env, "podtunnel", "deployments.apps", "services")
 	grantTunnel(t, st)
-	tunnelURL := startKCPTunnelServer(t, env)
+	tunnelURL := startKCPTunnelServer(t, env).url
 	podAPIAddr := freeAddr(t)
 	p := runOurSyncer(t, env, st, "--tunnel-url="+tunnelURL, "--tunnel-ca-file="+env.Physical.CAFile(),
 		"--pod-api-bind-address="+podAPIAddr, "--pod-api-selector=app=tmc-syncer")
