@@ -183,6 +183,10 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		default:
 			closeAll(podAPILn)
 		}
+		if mutator != nil {
+			// With the tunnel, the pods a workload makes go up, so pod logs work from the workspace.
+			mutator.UpsyncPods = UpsyncPods(opts)
+		}
 		sync := func(ctx context.Context) error {
 			return runSync(ctx, opts, up, downCfg, upKube, relay, reg, state, mutator, log)
 		}
@@ -320,10 +324,9 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		}
 		g.Go(func() error { return imp.Run(gctx) })
 	}
-	// Upsync (issue 16 §3). Hook for the pod mutator: with --tunnel-url on, its
-	// transformation.PodMutatorConfig.UpsyncPods must be true (UpsyncPods(opts) below), so
-	// the pods the physical cluster makes from synced workloads are labelled Upsync and
-	// this controller carries them up (pod logs from the workspace).
+	// Upsync (issue 16 §3). With --tunnel-url the pod mutator labels pod templates Upsync
+	// (UpsyncPods), so the pods the physical cluster makes from synced workloads are
+	// carried up by this controller (pod logs from the workspace).
 	us, err := newUpsyncer(opts, upCfgs, up.Dynamic, down.Dynamic, eng, log)
 	if err != nil {
 		return err
