@@ -107,19 +107,40 @@ func TestKCPWorkspaceDNSAnswersUpstreamNamesAndGoesWithTheLastNamespace(t *testi
 	}, time.Minute, 250*time.Millisecond, "the Service arrives in %s; output:\n%s", downNS, p.Output)
 
 	// The workspace's DNS objects, named as kcp names them, and its table.
-	name := workspacedns.DNSID(team.Cluster, st.uid, st.name)
+	name := workspacedns.ID(team.Cluster, st.uid, st.name)
 	require.Eventually(t, func() bool {
 		cm, err := physical.CoreV1().ConfigMaps(syncerNS).Get(ctx, name, metav1.GetOptions{})
 		return err == nil && assert.ObjectsAreEqual(map[string]string{"shop": downNS, "web.shop": clusterIP}, cm.Data)
 	}, time.Minute, 250*time.Millisecond, "the table ConfigMap %s/%s maps shop → %s and web.shop → %s; output:\n%s", syncerNS, name, downNS, clusterIP, p.Output)
 	exists := map[string]func() error{
-		"ServiceAccount": func() error { _, err := physical.CoreV1().ServiceAccounts(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-		"Role":           func() error { _, err := physical.RbacV1().Roles(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-		"RoleBinding":    func() error { _, err := physical.RbacV1().RoleBindings(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-		"Deployment":     func() error { _, err := physical.AppsV1().Deployments(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-		"Service":        func() error { _, err := physical.CoreV1().Services(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-		"NetworkPolicy":  func() error { _, err := physical.NetworkingV1().NetworkPolicies(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-		"ConfigMap":      func() error { _, err := physical.CoreV1().ConfigMaps(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
+		"ServiceAccount": func() error {
+			_, err := physical.CoreV1().ServiceAccounts(syncerNS).Get(ctx, name, metav1.GetOptions{})
+			return err
+		},
+		"Role": func() error {
+			_, err := physical.RbacV1().Roles(syncerNS).Get(ctx, name, metav1.GetOptions{})
+			return err
+		},
+		"RoleBinding": func() error {
+			_, err := physical.RbacV1().RoleBindings(syncerNS).Get(ctx, name, metav1.GetOptions{})
+			return err
+		},
+		"Deployment": func() error {
+			_, err := physical.AppsV1().Deployments(syncerNS).Get(ctx, name, metav1.GetOptions{})
+			return err
+		},
+		"Service": func() error {
+			_, err := physical.CoreV1().Services(syncerNS).Get(ctx, name, metav1.GetOptions{})
+			return err
+		},
+		"NetworkPolicy": func() error {
+			_, err := physical.NetworkingV1().NetworkPolicies(syncerNS).Get(ctx, name, metav1.GetOptions{})
+			return err
+		},
+		"ConfigMap": func() error {
+			_, err := physical.CoreV1().ConfigMaps(syncerNS).Get(ctx, name, metav1.GetOptions{})
+			return err
+		},
 	}
 	require.Eventually(t, func() bool {
 		for _, get := range exists {
@@ -139,9 +160,10 @@ func TestKCPWorkspaceDNSAnswersUpstreamNamesAndGoesWithTheLastNamespace(t *testi
 	dep.Spec.Template.Spec.Containers[0].Args = append(dep.Spec.Template.Spec.Containers[0].Args,
 		"--listen-address="+addr, "--forward="+outsideResolver(t))
 	dnsProc := framework.RunDeployment(t, env.Physical, dep, map[string]string{workspacedns.Command: framework.SyncerBinary(t, env.Root)})
-	_, err = physical.CoreV1().Endpoints(syncerNS).Create(ctx, &corev1.Endpoints{
+	// Endpoints, not EndpointSlices: kcp's readiness check and its plugin's RBAC use them.
+	_, err = physical.CoreV1().Endpoints(syncerNS).Create(ctx, &corev1.Endpoints{ //nolint:staticcheck // see above
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Subsets: []corev1.EndpointSubset{{
+		Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // see above
 			Addresses: []corev1.EndpointAddress{{IP: "10.0.0.53"}},
 			Ports:     []corev1.EndpointPort{{Name: "dns", Port: workspacedns.Port, Protocol: corev1.ProtocolUDP}},
 		}},

@@ -84,7 +84,7 @@ type Controller struct {
 
 	mu     sync.Mutex
 	demand map[string]time.Time // cluster → first asked
-	names  map[string]string    // DNSID → cluster
+	names  map[string]string    // ID → cluster
 	now    func() time.Time
 }
 
@@ -180,10 +180,10 @@ func (c *Controller) onOwnObject(obj any) {
 	}
 }
 
-// id returns the DNSID of cluster and remembers it, so that events on kcp's own DNS objects
+// id returns the ID of cluster and remembers it, so that events on kcp's own DNS objects
 // (which carry no ClusterAnnotation) map back to their workspace.
 func (c *Controller) id(cluster string) string {
-	id := DNSID(cluster, string(c.cfg.Target.UID), c.cfg.Target.Name)
+	id := ID(cluster, string(c.cfg.Target.UID), c.cfg.Target.Name)
 	c.mu.Lock()
 	c.names[id] = cluster
 	c.mu.Unlock()
@@ -326,7 +326,7 @@ func (c *Controller) ask(cluster string) {
 	c.enqueue(Key(cluster), 0)
 }
 
-func hasReadyAddress(ep *corev1.Endpoints) bool {
+func hasReadyAddress(ep *corev1.Endpoints) bool { //nolint:staticcheck // kcp checks Endpoints and its plugin RBAC grants them, not EndpointSlices
 	for _, s := range ep.Subsets {
 		for _, a := range s.Addresses {
 			if a.IP != "" {
@@ -518,7 +518,7 @@ func (c *Controller) ensureNetworkPolicy(ctx context.Context, name, cluster stri
 	}
 	// The API server's own addresses: pods reach it through the kubernetes Service, whose
 	// ClusterIP network policies do not see.
-	var subsets []corev1.EndpointSubset
+	var subsets []corev1.EndpointSubset //nolint:staticcheck // default/kubernetes, as kcp reads it
 	ep, err := c.cfg.Kube.CoreV1().Endpoints(metav1.NamespaceDefault).Get(ctx, "kubernetes", metav1.GetOptions{})
 	switch {
 	case err == nil:

@@ -90,7 +90,7 @@ func (f *fixture) reconcile(t *testing.T, cluster string) {
 func TestControllerDeploysPerWorkspaceAndDeletesWithTheLastNamespace(t *testing.T) {
 	ctx := context.Background()
 	f := newFixture(t, "ghcr.io/tmc-syncer/syncer:v1",
-		&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes"}, Subsets: []corev1.EndpointSubset{{
+		&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "kubernetes"}, Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // kcp reads Endpoints
 			Addresses: []corev1.EndpointAddress{{IP: "192.168.1.10"}}, Ports: []corev1.EndpointPort{{Port: 6443, Protocol: corev1.ProtocolTCP}},
 		}}})
 	f.ns = []metav1.Object{
@@ -103,7 +103,7 @@ func TestControllerDeploysPerWorkspaceAndDeletesWithTheLastNamespace(t *testing.
 		service("pg", "kcp-aaaa", map[string]any{"clusterIP": "None"}),
 		service("ext", "kcp-aaaa", map[string]any{"type": "ExternalName", "externalName": "example.com"}),
 	}
-	name := DNSID("ws1", "st-uid", "west")
+	name := ID("ws1", "st-uid", "west")
 	f.reconcile(t, "ws1")
 
 	cm, err := f.kube.CoreV1().ConfigMaps(syncerNS).Get(ctx, name, metav1.GetOptions{})
@@ -142,7 +142,7 @@ func TestControllerDeploysPerWorkspaceAndDeletesWithTheLastNamespace(t *testing.
 
 	// ws2 gets its own.
 	f.reconcile(t, "ws2")
-	cm2, err := f.kube.CoreV1().ConfigMaps(syncerNS).Get(ctx, DNSID("ws2", "st-uid", "west"), metav1.GetOptions{})
+	cm2, err := f.kube.CoreV1().ConfigMaps(syncerNS).Get(ctx, ID("ws2", "st-uid", "west"), metav1.GetOptions{})
 	require.NoError(t, err)
 	assert.Equal(t, map[string]string{"shop": "kcp-cccc"}, cm2.Data)
 
@@ -165,13 +165,34 @@ func TestControllerDeploysPerWorkspaceAndDeletesWithTheLastNamespace(t *testing.
 	require.Eventually(t, func() bool {
 		_ = f.c.Reconcile(ctx, Key("ws1"))
 		for _, get := range []func() error{
-			func() error { _, err := f.kube.CoreV1().ConfigMaps(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := f.kube.AppsV1().Deployments(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := f.kube.CoreV1().Services(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := f.kube.CoreV1().ServiceAccounts(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := f.kube.RbacV1().Roles(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := f.kube.RbacV1().RoleBindings(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
-			func() error { _, err := f.kube.NetworkingV1().NetworkPolicies(syncerNS).Get(ctx, name, metav1.GetOptions{}); return err },
+			func() error {
+				_, err := f.kube.CoreV1().ConfigMaps(syncerNS).Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := f.kube.AppsV1().Deployments(syncerNS).Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := f.kube.CoreV1().Services(syncerNS).Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := f.kube.CoreV1().ServiceAccounts(syncerNS).Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := f.kube.RbacV1().Roles(syncerNS).Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := f.kube.RbacV1().RoleBindings(syncerNS).Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
+			func() error {
+				_, err := f.kube.NetworkingV1().NetworkPolicies(syncerNS).Get(ctx, name, metav1.GetOptions{})
+				return err
+			},
 		} {
 			if !apierrors.IsNotFound(get()) {
 				return false
@@ -179,7 +200,7 @@ func TestControllerDeploysPerWorkspaceAndDeletesWithTheLastNamespace(t *testing.
 		}
 		return true
 	}, 5*time.Second, 20*time.Millisecond, "ws1's DNS objects are deleted with its last namespace")
-	_, err = f.kube.AppsV1().Deployments(syncerNS).Get(ctx, DNSID("ws2", "st-uid", "west"), metav1.GetOptions{})
+	_, err = f.kube.AppsV1().Deployments(syncerNS).Get(ctx, ID("ws2", "st-uid", "west"), metav1.GetOptions{})
 	assert.NoError(t, err, "ws2's DNS stays")
 }
 
@@ -194,7 +215,7 @@ func TestTeardownLeavesForbiddenNetworkPolicyToTheGarbageCollector(t *testing.T)
 	f.ns = nil
 	f.mu.Unlock()
 	f.reconcile(t, "ws1")
-	_, err := f.kube.CoreV1().ConfigMaps(syncerNS).Get(context.Background(), DNSID("ws1", "st-uid", "west"), metav1.GetOptions{})
+	_, err := f.kube.CoreV1().ConfigMaps(syncerNS).Get(context.Background(), ID("ws1", "st-uid", "west"), metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "the owner ConfigMap is deleted even when the NetworkPolicy may not be")
 }
 
@@ -208,7 +229,7 @@ func TestNameserverContract(t *testing.T) {
 		assert.Empty(t, f.queued)
 	})
 
-	name := DNSID("ws1", "st-uid", "west")
+	name := ID("ws1", "st-uid", "west")
 	tests := []struct {
 		desc    string
 		objs    []runtime.Object
@@ -221,19 +242,19 @@ func TestNameserverContract(t *testing.T) {
 		}},
 		{desc: "endpoints without a ready address", wantErr: true, objs: []runtime.Object{
 			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: name}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.53"}},
-			&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: name}, Subsets: []corev1.EndpointSubset{{
+			&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: name}, Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // kcp reads Endpoints
 				NotReadyAddresses: []corev1.EndpointAddress{{IP: "10.244.0.5"}},
 			}}},
 		}},
 		{desc: "ready", wantIP: "10.96.0.53", objs: []runtime.Object{
 			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: name}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.53"}},
-			&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: name}, Subsets: []corev1.EndpointSubset{{
+			&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: name}, Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // kcp reads Endpoints
 				Addresses: []corev1.EndpointAddress{{IP: "10.244.0.5"}},
 			}}},
 		}},
 		{desc: "another workspace's DNS is not ours", wantErr: true, objs: []runtime.Object{
-			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: DNSID("ws2", "st-uid", "west")}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.54"}},
-			&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: DNSID("ws2", "st-uid", "west")}, Subsets: []corev1.EndpointSubset{{
+			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: ID("ws2", "st-uid", "west")}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.54"}},
+			&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: syncerNS, Name: ID("ws2", "st-uid", "west")}, Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // kcp reads Endpoints
 				Addresses: []corev1.EndpointAddress{{IP: "10.244.0.6"}},
 			}}},
 		}},
@@ -266,7 +287,7 @@ func TestDemandExpires(t *testing.T) {
 	_, err := f.c.Nameserver("ws1")
 	require.Error(t, err)
 	f.reconcile(t, "ws1")
-	name := DNSID("ws1", "st-uid", "west")
+	name := ID("ws1", "st-uid", "west")
 	_, err = f.kube.AppsV1().Deployments(syncerNS).Get(context.Background(), name, metav1.GetOptions{})
 	require.NoError(t, err)
 	now = now.Add(DefaultDemandTTL + time.Second)
@@ -278,7 +299,7 @@ func TestDemandExpires(t *testing.T) {
 }
 
 func TestTakeoverUpdatesKcpsDeployment(t *testing.T) {
-	name := DNSID("ws1", "st-uid", "west")
+	name := ID("ws1", "st-uid", "west")
 	kcps := Deployment(name, syncerNS, "ws1", "ghcr.io/kcp-dev/kcp/syncer:v0.11.0", nil)
 	kcps.Annotations = nil
 	kcps.Spec.Template.Spec.Containers[0].Args = []string{"dns", "start", "--configmap-name", name}

@@ -1,7 +1,7 @@
 // Package dns is the per-workspace DNS of the syncer, kcp-compatible: a Controller that
 // deploys, for every logical cluster (workspace) with a downstream namespace, a DNS server
 // into the syncer's own namespace (ServiceAccount, Role, RoleBinding, Deployment, Service,
-// NetworkPolicy, all named DNSID) and keeps its table ConfigMap current; and the Server that
+// NetworkPolicy, all named ID) and keeps its table ConfigMap current; and the Server that
 // Deployment runs (`syncer dns`), which answers `<service>.<upstream namespace>` and
 // `<service>.<upstream namespace>.svc.<cluster domain>` with the ClusterIP of the workspace's
 // downstream Service and forwards every other query.

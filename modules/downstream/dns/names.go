@@ -9,11 +9,11 @@ import (
 // namePrefix starts every per-workspace DNS object's name, as in kcp.
 const namePrefix = "kcp-dns-"
 
-// DNSID returns the name kcp v0.11 gives every per-workspace DNS object of logical cluster
+// ID returns the name kcp v0.11 gives every per-workspace DNS object of logical cluster
 // cluster synced by SyncTarget syncTargetName with UID syncTargetUID:
 // "kcp-dns-<target>-<8>-<8>", the two hashes being the first 8 characters of the lower-case
 // base36 SHA-224 digests of the UID and of the cluster name.
-func DNSID(cluster, syncTargetUID, syncTargetName string) string {
+func ID(cluster, syncTargetUID, syncTargetName string) string {
 	return namePrefix + syncTargetName + "-" + base36Prefix(syncTargetUID, 8) + "-" + base36Prefix(cluster, 8)
 }
 

@@ -143,6 +143,8 @@ func Service(name, namespace, cluster string, owner *corev1.ConfigMap) *corev1.S
 // NetworkPolicy admits queries from the workspace's own namespaces only (its tenant id) and
 // lets the DNS pods reach the cluster's DNS (forwarding) and the API server endpoints
 // apiServer (watching their ConfigMap) and nothing else.
+//
+//nolint:staticcheck // apiServer are default/kubernetes Endpoints subsets, as kcp reads them
 func NetworkPolicy(name, namespace, cluster, tenantID string, apiServer []corev1.EndpointSubset, owner *corev1.ConfigMap) *networkingv1.NetworkPolicy {
 	udp, tcp := corev1.ProtocolUDP, corev1.ProtocolTCP
 	port := func(p int32, proto *corev1.Protocol) networkingv1.NetworkPolicyPort {

@@ -11,8 +11,8 @@ import (
 func TestDNSIDIsKcps(t *testing.T) {
 	// kcp v0.11.0's pkg/syncer/spec/spec_process_test.go: workspace root:org:ws, SyncTarget
 	// us-west1 with UID syncTargetUID.
-	assert.Equal(t, "kcp-dns-us-west1-1nuzj7pw-2fcy2vpi", DNSID("root:org:ws", "syncTargetUID", "us-west1"))
-	assert.NotEqual(t, DNSID("root:org:ws", "syncTargetUID", "us-west1"), DNSID("root:org:other", "syncTargetUID", "us-west1"),
+	assert.Equal(t, "kcp-dns-us-west1-1nuzj7pw-2fcy2vpi", ID("root:org:ws", "syncTargetUID", "us-west1"))
+	assert.NotEqual(t, ID("root:org:ws", "syncTargetUID", "us-west1"), ID("root:org:other", "syncTargetUID", "us-west1"),
 		"two workspaces, two DNS servers")
 }
 
