@@ -12,6 +12,7 @@ replace (
 
 require (
 	github.com/go-logr/logr v1.4.3
+	github.com/miekg/dns v1.1.73
 	github.com/prometheus/client_golang v1.25.0
 	github.com/stretchr/testify v1.12.1
 	github.com/tmc-syncer/syncer/modules/downstream v0.0.0-00010101000000-000000000000

@@ -195,6 +195,13 @@ func TestSyncerWithExactlyTheManifestsRBACSyncsEndToEnd(t *testing.T) {
 		{"create", "", "events", "", downNS, false},
 		{"update", "coordination.k8s.io", "leases", "", "kube-system", false},
 		{"delete", "coordination.k8s.io", "leases", "", syncerNS, false},
+		// Per-workspace DNS (--dns-image): its objects in the syncer's namespace only.
+		{"create", "rbac.authorization.k8s.io", "roles", "", syncerNS, true},
+		{"create", "rbac.authorization.k8s.io", "roles", "", downNS, false},
+		{"delete", "networking.k8s.io", "networkpolicies", "", syncerNS, true},
+		{"delete", "networking.k8s.io", "networkpolicies", "", downNS, false},
+		{"create", "apps", "deployments", "", syncerNS, true},
+		{"get", "", "endpoints", "", downNS, false},
 	} {
 		assert.Equal(t, c.want, can(c.verb, c.group, c.resource, c.sub, c.ns), "%s %s.%s/%s in %q", c.verb, c.resource, c.group, c.sub, c.ns)
 	}

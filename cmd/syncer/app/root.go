@@ -58,7 +58,7 @@ func NewRootCommand(version string, stdout, stderr io.Writer) *cobra.Command {
 	root.SetErr(stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return withCode(ExitUsage, err) })
 	opts.AddFlags(root.Flags())
-	root.AddCommand(newVersionCommand(version), newManifestsCommand(version), newTunnelServerCommand(), newHeartbeatMonitorCommand(), newUpstreamRBACCommand())
+	root.AddCommand(newVersionCommand(version), newManifestsCommand(version), newTunnelServerCommand(), newHeartbeatMonitorCommand(), newUpstreamRBACCommand(), newDNSCommand())
 	return root
 }
 

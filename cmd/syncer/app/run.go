@@ -39,6 +39,7 @@ import (
 	"github.com/tmc-syncer/syncer/cmd/syncer/options"
 	"github.com/tmc-syncer/syncer/modules/downstream"
 	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
+	"github.com/tmc-syncer/syncer/modules/downstream/dns"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/engine"
@@ -299,6 +300,19 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		return err
 	}
 	defer ds.Close()
+	// Per-workspace DNS (--dns-image, kcp's flag): its Nameserver is what the pod mutator's
+	// PodInputs.Nameserver answers with.
+	dnsImage := opts.DNSImage
+	if dnsImage != "" && opts.Namespace == "" {
+		log.Info("--dns-image is set but env NAMESPACE is not: per-workspace DNS is off (its objects live in the syncer's namespace)")
+		dnsImage = ""
+	}
+	workspaceDNS, err := dns.Register(eng, dns.Config{
+		FromCluster: opts.FromCluster, Namespace: opts.Namespace, Image: dnsImage, Kube: downKube,
+	})
+	if err != nil {
+		return err
+	}
 	p.setEngine(eng)
 	heartbeatMetrics, err := tunnelmetrics.NewHeartbeat(reg, nil)
 	if err != nil {
@@ -317,6 +331,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return eng.Run(gctx) })
+	g.Go(func() error { return workspaceDNS.Run(gctx) })
 	if upCfgs.KCP {
 		imp, err := newAPIImporter(gctx, opts, eng.Target(), stClient, downCfg, downKube)
 		if err != nil {

@@ -190,6 +190,8 @@ func ClusterRules(resources []string) []rbacv1.PolicyRule {
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch", "create", "patch", "delete"}},
 		// One NetworkPolicy per downstream namespace keeps other tenants' pods out.
 		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"list", "create"}},
+		// The API server's addresses, for the per-workspace DNS NetworkPolicy (--dns-image).
+		{APIGroups: []string{""}, Resources: []string{"endpoints"}, ResourceNames: []string{"kubernetes"}, Verbs: []string{"get"}},
 		{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
@@ -239,11 +241,19 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 // NamespaceRules are what the syncer needs in its own namespace: the leader-election
-// Lease.
+// Lease, and the per-workspace DNS objects (--dns-image; the same verbs as kcp's plugin's
+// DNS Role, plus delete of the NetworkPolicies; ConfigMaps and ServiceAccounts are always
+// synced, so the cluster rules cover them).
 func NamespaceRules() []rbacv1.PolicyRule {
+	dnsVerbs := []string{"get", "list", "watch", "create", "update", "delete"}
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
 		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: dnsVerbs},
+		{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: dnsVerbs},
+		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"roles", "rolebindings"}, Verbs: dnsVerbs},
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
 	}
 }
 

@@ -159,7 +159,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "serve pprof profiles under /debug/pprof/ on --metrics-bind-address, which must then be a loopback address")
 	fs.StringVar(&o.Config, "config", o.Config, "YAML file with the same settings, keyed by flag name; flags given on the command line win")
 	fs.DurationVar(&o.APIImportPollInterval, "api-import-poll-interval", o.APIImportPollInterval, "how often the physical cluster's schemas are published upstream as APIResourceImports (under kcp)")
-	fs.StringVar(&o.DNSImage, "dns-image", o.DNSImage, "image of the per-workspace DNS servers (kcp's flag; accepted, see docs/kcp.md)")
+	fs.StringVar(&o.DNSImage, "dns-image", o.DNSImage, "image of the per-workspace DNS servers (kcp's flag): one DNS server per workspace in the syncer's namespace; empty: none")
 	fs.Var(&featureGates{o.FeatureGates}, "feature-gates", "kcp feature gates, key=bool pairs separated by commas: "+strings.Join(KnownFeatureGates, ", "))
 	fs.IntVarP(&o.Verbosity, "v", "v", o.Verbosity, "log verbosity (klog's -v)")
 	fs.StringVar(&o.VModule, "vmodule", o.VModule, "per-file log verbosity, pattern=N pairs separated by commas (klog's --vmodule)")
