@@ -109,6 +109,11 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 		return nil, false
 	})
 	w.useNamespaces(nsStore)
+	if opts.NamespaceGrant != nil {
+		if err := w.ensurer.WithGrant(clients.Downstream, *opts.NamespaceGrant); err != nil {
+			return nil, fmt.Errorf("downstream: %w", err)
+		}
+	}
 	if opts.PodMutator != nil && opts.PodMutator.PrepareNamespace != nil {
 		w.ensurer.OnFirstUse(opts.PodMutator.PrepareNamespace)
 	}
