@@ -69,6 +69,7 @@ type Ensurer struct {
 	prepare func(ctx context.Context, namespace string) error
 	// grant, when set, is bound in each namespace first, once per namespace and process.
 	grant        *Grant
+	bound        sync.Map // namespaces bound by this process
 	roleBindings dynamic.NamespaceableResourceInterface
 	reviews      dynamic.ResourceInterface
 }
@@ -181,7 +182,7 @@ func (e *Ensurer) check(ctx context.Context, ns *unstructured.Unstructured, l na
 		return &TerminatingError{Name: ns.GetName()}
 	}
 	if _, done := e.isolated.Load(ns.GetName()); !done {
-		if e.grant != nil {
+		if _, bound := e.bound.Load(ns.GetName()); e.grant != nil && !bound {
 			// First: what follows (the policy, prepare, the objects) may be granted
 			// only through this binding.
 			if err := e.bind(ctx, ns.GetName()); err != nil {

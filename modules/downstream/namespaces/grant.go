@@ -13,6 +13,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 )
 
 // RoleBindingsResource is the RoleBinding resource.
@@ -85,6 +88,31 @@ func (g Grant) RoleBinding(ns string) *unstructured.Unstructured {
 	}}
 }
 
+// BindManaged makes the grant's RoleBinding in ns when ns is one of this sync target's
+// downstream namespaces (cached, labelled with its key, carrying a locator) and it was not
+// bound by this process yet: for writes that do not go through Ensure (the start-up
+// cleanup in a namespace an older syncer made). Any other namespace is never bound.
+func (e *Ensurer) BindManaged(ctx context.Context, ns string) error {
+	if e.grant == nil {
+		return nil
+	}
+	if _, done := e.bound.Load(ns); done {
+		return nil
+	}
+	item, ok, err := e.cache.GetByKey(ns)
+	if err != nil || !ok {
+		return nil //nolint:nilerr // not a namespace we know: nothing to bind
+	}
+	u := asNamespace(item)
+	if u == nil || u.GetLabels()[identity.DownstreamClusterLabel] != e.key {
+		return nil
+	}
+	if _, ok, err := namespace.LocatorFromNamespace(u); !ok || err != nil {
+		return nil //nolint:nilerr // no readable locator: not ours
+	}
+	return e.bind(ctx, ns)
+}
+
 // bind makes the grant's RoleBinding in ns unless one of that name exists (it looks
 // with a list by name first, so that a restart writes nothing), then waits until the
 // grant is in effect.
@@ -97,6 +125,7 @@ func (e *Ensurer) bind(ctx context.Context, ns string) error {
 		return fmt.Errorf("look up RoleBinding %s in %s: %w", g.ClusterRole, ns, err)
 	}
 	if len(list.Items) > 0 {
+		e.bound.Store(ns, struct{}{})
 		return nil
 	}
 	_, err = e.roleBindings.Namespace(ns).Create(ctx, g.RoleBinding(ns), metav1.CreateOptions{})
@@ -107,6 +136,7 @@ func (e *Ensurer) bind(ctx context.Context, ns string) error {
 	_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, g.Wait, true, func(ctx context.Context) (bool, error) {
 		return e.allowed(ctx, ns), nil
 	})
+	e.bound.Store(ns, struct{}{})
 	return nil
 }
 

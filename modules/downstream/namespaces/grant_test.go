@@ -134,3 +134,39 @@ func TestGrantIsNeverMadeInAForeignNamespaceAndFailuresAreRetried(t *testing.T) 
 	assert.Equal(t, []any{map[string]any{"kind": "User", "name": "syncer", "apiGroup": "rbac.authorization.k8s.io"}}, subjects)
 	require.Error(t, e.WithGrant(client, Grant{ClusterRole: "x"}), "a subject is required")
 }
+
+// Writes that do not go through Ensure (the start-up cleanup) bind the grant first in a
+// namespace of this sync target, once; a namespace of anyone else is never bound.
+func TestBindManagedBindsOnlyThisTargetsNamespaces(t *testing.T) {
+	ctx := context.Background()
+	ours := ourNamespace(t, "team")
+	foreign := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": "kube-system"}}}
+	labelledOnly := foreign.DeepCopy()
+	labelledOnly.SetName("labelled")
+	labelledOnly.SetLabels(ours.GetLabels()) // our label but no locator
+	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	for _, ns := range []*unstructured.Unstructured{ours, foreign, labelledOnly} {
+		require.NoError(t, store.Add(ns))
+	}
+	client := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), grantKinds())
+	allowAfter(client, 0)
+	e := NewEnsurer(client, store, target.Key)
+	require.NoError(t, e.BindManaged(ctx, ours.GetName()), "no grant: nothing to do")
+	assert.Empty(t, client.Actions())
+
+	require.NoError(t, e.WithGrant(client, Grant{ClusterRole: "ns-role", Subject: syncerSA}))
+	for _, ns := range []string{"kube-system", "labelled", "unknown"} {
+		require.NoError(t, e.BindManaged(ctx, ns))
+	}
+	assert.Empty(t, client.Actions(), "other namespaces are never bound")
+	require.NoError(t, e.BindManaged(ctx, ours.GetName()))
+	_, err := client.Resource(RoleBindingsResource).Namespace(ours.GetName()).Get(ctx, "ns-role", metav1.GetOptions{})
+	require.NoError(t, err)
+	before := len(client.Actions())
+	require.NoError(t, e.BindManaged(ctx, ours.GetName()))
+	_, err = e.Ensure(ctx, locator("team"))
+	require.NoError(t, err)
+	for _, a := range client.Actions()[before:] {
+		assert.NotEqual(t, RoleBindingsResource, a.GetResource(), "bound once per process, Ensure included")
+	}
+}
