@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -109,6 +110,11 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 		return nil, false
 	})
 	w.useNamespaces(nsStore)
+	if opts.NamespaceGrant != nil {
+		if err := w.ensurer.WithGrant(clients.Downstream, *opts.NamespaceGrant); err != nil {
+			return nil, fmt.Errorf("downstream: %w", err)
+		}
+	}
 	if opts.PodMutator != nil && opts.PodMutator.PrepareNamespace != nil {
 		w.ensurer.OnFirstUse(opts.PodMutator.PrepareNamespace)
 	}
@@ -156,7 +162,7 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 	); err != nil {
 		return nil, fmt.Errorf("downstream: %w", err)
 	}
-	cleaner := &cleanupController{target: target, upstream: clients.Upstream, applier: w.applier, metrics: w.metrics,
+	cleaner := &cleanupController{target: target, upstream: clients.Upstream, applier: bindingDeleter{w.applier, w.ensurer}, metrics: w.metrics,
 		gvrs: synced, cluster: w.tctx.UpstreamCluster, enqueue: reg.Spec.Enqueue,
 		resources: func() []cleanup.Resource {
 			var out []cleanup.Resource
@@ -173,6 +179,20 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 	return reg, nil
 }
 
+// bindingDeleter makes sure the namespace grant is bound in a managed namespace before
+// the start-up cleanup deletes there (a namespace an older syncer made has none yet).
+type bindingDeleter struct {
+	cleanup.Deleter
+	ensurer *namespaces.Ensurer
+}
+
+func (d bindingDeleter) Delete(ctx context.Context, gvr schema.GroupVersionResource, ns, name string, uid types.UID, propagation metav1.DeletionPropagation) error {
+	if err := d.ensurer.BindManaged(ctx, ns); err != nil {
+		return err
+	}
+	return d.Deleter.Delete(ctx, gvr, ns, name, uid, propagation)
+}
+
 var cleanupKey = queue.Key{Direction: queue.Down, Name: "start-up-cleanup"}
 
 // cleanupController runs the start-up cleanup once the engine has started its controllers
@@ -180,7 +200,7 @@ var cleanupKey = queue.Key{Direction: queue.Down, Name: "start-up-cleanup"}
 type cleanupController struct {
 	target    identity.Target
 	upstream  dynamic.Interface
-	applier   *applier.Applier
+	applier   cleanup.Deleter
 	metrics   *metrics.Metrics
 	resources func() []cleanup.Resource
 	gvrs      func() []schema.GroupVersionResource

@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tmc-syncer/syncer/modules/downstream/conflict"
+	"github.com/tmc-syncer/syncer/modules/downstream/namespaces"
 	"github.com/tmc-syncer/syncer/modules/transformation"
 )
 
@@ -56,4 +57,8 @@ type Options struct {
 	// PodInputsRetryDelay is when an object whose pod mutator inputs are not ready yet (no
 	// token Secret upstream, workspace DNS not ready) is looked at again (3 s when zero).
 	PodInputsRetryDelay time.Duration
+	// NamespaceGrant, when set, binds a ClusterRole to the syncer in every downstream
+	// namespace it manages, before anything else is written there (the physical
+	// cluster's RBAC then grants writes only in those namespaces; docs/rbac.md).
+	NamespaceGrant *namespaces.Grant
 }

@@ -295,6 +295,7 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 			FromCluster:         opts.FromCluster,
 			Registerer:          reg,
 			PodMutator:          podMutator,
+			NamespaceGrant:      namespaceGrant(ctx, opts.DownstreamNamespaceRole, downKube, log),
 		})
 	if err != nil {
 		return err

@@ -78,10 +78,11 @@ func Objects(c Config) []runtime.Object {
 		// stay on loopback unless asked for.
 		"--health-bind-address=:8081",
 		"--metrics-bind-address=127.0.0.1:8080",
+		"--downstream-namespace-role=" + NamespaceRoleName(ns),
 	}
 	ports := []corev1.ContainerPort{{Name: "health", ContainerPort: 8081}}
 	if c.ExposeMetrics {
-		args[len(args)-1] = "--metrics-bind-address=:8080"
+		args[slices.Index(args, "--metrics-bind-address=127.0.0.1:8080")] = "--metrics-bind-address=:8080"
 		ports = append(ports, corev1.ContainerPort{Name: "metrics", ContainerPort: 8080})
 	}
 	if len(c.Resources) > 0 {
@@ -97,6 +98,7 @@ func Objects(c Config) []runtime.Object {
 		return metav1.ObjectMeta{Name: n, Namespace: ns, Labels: labels}
 	}
 	clusterMeta := metav1.ObjectMeta{Name: "tmc-syncer:" + ns, Labels: labels}
+	nsRole := metav1.ObjectMeta{Name: NamespaceRoleName(ns), Labels: labels}
 	probe := func(path string) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString("health")}},
@@ -109,13 +111,15 @@ func Objects(c Config) []runtime.Object {
 	return []runtime.Object{
 		&corev1.Namespace{TypeMeta: typeMeta("v1", "Namespace"), ObjectMeta: metav1.ObjectMeta{Name: ns, Labels: labels}},
 		&corev1.ServiceAccount{TypeMeta: typeMeta("v1", "ServiceAccount"), ObjectMeta: meta(name)},
-		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta, Rules: ClusterRules(c.Resources)},
+		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: clusterMeta, Rules: ClusterRules(c.Resources, nsRole.Name)},
 		&rbacv1.ClusterRoleBinding{
 			TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding"), ObjectMeta: clusterMeta,
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: clusterMeta.Name},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}},
 		},
-		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(name), Rules: NamespaceRules()},
+		// Not bound here: the syncer binds it in each namespace it manages.
+		&rbacv1.ClusterRole{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "ClusterRole"), ObjectMeta: nsRole, Rules: NamespaceRules(c.Resources)},
+		&rbacv1.Role{TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "Role"), ObjectMeta: meta(name), Rules: OwnNamespaceRules()},
 		&rbacv1.RoleBinding{
 			TypeMeta: typeMeta("rbac.authorization.k8s.io/v1", "RoleBinding"), ObjectMeta: meta(name),
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name},
@@ -171,11 +175,14 @@ func Objects(c Config) []runtime.Object {
 	}
 }
 
-// ClusterRules is the least privilege the syncer needs cluster-wide in the physical
-// cluster: full control of the resources it syncs, namespaces it creates and deletes,
-// reading Events to forward them, pod subresources for the tunnel, and reading what
-// upsync carries up.
-func ClusterRules(resources []string) []rbacv1.PolicyRule {
+// NamespaceRoleName is the ClusterRole the syncer binds to itself in each downstream
+// namespace it manages (the RoleBinding there has the same name).
+func NamespaceRoleName(syncerNamespace string) string {
+	return "tmc-syncer:" + syncerNamespace + ":namespace"
+}
+
+// syncedByGroup groups the always-synced resources and resources by API group.
+func syncedByGroup(resources []string) (map[string][]string, []string) {
 	byGroup := map[string][]string{}
 	for _, r := range append(append([]string(nil), alwaysSynced...), resources...) {
 		res, group, _ := strings.Cut(r, ".")
@@ -184,33 +191,66 @@ func ClusterRules(resources []string) []rbacv1.PolicyRule {
 	groups := make([]string, 0, len(byGroup))
 	for g := range byGroup {
 		groups = append(groups, g)
+		sort.Strings(byGroup[g])
 	}
 	sort.Strings(groups)
+	return byGroup, groups
+}
+
+// ClusterRules is the least privilege the syncer needs cluster-wide in the physical
+// cluster: reading what it syncs (its informers watch every namespace), namespaces it
+// creates and deletes, reading Events to forward them, pods for the tunnel and upsync,
+// and binding namespaceRole (and nothing else) in the namespaces it manages, which
+// is where every write of the syncer is granted (NamespaceRules).
+func ClusterRules(resources []string, namespaceRole string) []rbacv1.PolicyRule {
+	byGroup, groups := syncedByGroup(resources)
 	rules := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"get", "list", "watch", "create", "patch", "delete"}},
-		// One NetworkPolicy per downstream namespace keeps other tenants' pods out.
-		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"list", "create"}},
+		// The RoleBinding of namespaceRole in each managed namespace, looked up by name first.
+		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"rolebindings"}, Verbs: []string{"get", "list", "create"}},
+		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"clusterroles"}, ResourceNames: []string{namespaceRole}, Verbs: []string{"bind"}},
 		// The API server's addresses, for the per-workspace DNS NetworkPolicy (--dns-image).
 		{APIGroups: []string{""}, Resources: []string{"endpoints"}, ResourceNames: []string{"kubernetes"}, Verbs: []string{"get"}},
 		{APIGroups: []string{"", "events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+		// Upsync: PersistentVolumes (and the pods above) labelled Upsync go up; Endpoints of
+		// a Service annotated upsync-derived-resources are labelled (patch, per namespace).
+		{APIGroups: []string{""}, Resources: []string{"persistentvolumes"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: []string{"get", "list", "watch"}},
+	}
+	for _, g := range groups {
+		rules = append(rules, rbacv1.PolicyRule{
+			APIGroups: []string{g}, Resources: append([]string(nil), byGroup[g]...),
+			Verbs: []string{"get", "list", "watch"},
+		})
+	}
+	return rules
+}
+
+// NamespaceRules are the rules of the namespace role (NamespaceRoleName), which the
+// syncer binds to itself in each downstream namespace it manages before it writes
+// anything there: every write of the syncer to the physical cluster outside its own
+// namespace (synced objects and their status, the tenant isolation NetworkPolicy, pod
+// subresources for the tunnel, Endpoints labelled for upsync), and the reads of Event
+// forwarding's intermediate objects.
+func NamespaceRules(resources []string) []rbacv1.PolicyRule {
+	byGroup, groups := syncedByGroup(resources)
+	rules := []rbacv1.PolicyRule{
+		// One NetworkPolicy per downstream namespace keeps other tenants' pods out.
+		{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"list", "create"}},
 		{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
 		{APIGroups: []string{""}, Resources: []string{"pods/exec", "pods/attach", "pods/portforward"}, Verbs: []string{"get", "create"}},
-		// Upsync: PersistentVolumes (and the pods above) labelled Upsync go up; Endpoints of
-		// a Service annotated upsync-derived-resources are labelled (patch), then go up.
-		{APIGroups: []string{""}, Resources: []string{"persistentvolumes"}, Verbs: []string{"get", "list", "watch"}},
-		{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: []string{"get", "list", "watch", "patch"}},
+		{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: []string{"patch"}},
 	}
 	for _, g := range groups {
 		res := byGroup[g]
-		sort.Strings(res)
 		withStatus := append([]string(nil), res...)
 		for _, r := range res {
 			withStatus = append(withStatus, r+"/status")
 		}
 		rules = append(rules, rbacv1.PolicyRule{
 			APIGroups: []string{g}, Resources: withStatus,
-			Verbs: []string{"get", "list", "watch", "create", "update", "patch", "delete"},
+			Verbs: []string{"get", "create", "update", "patch", "delete"},
 		})
 	}
 	// Events of a synced object's children (a Deployment's Pods) are forwarded to it by
@@ -240,16 +280,16 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// NamespaceRules are what the syncer needs in its own namespace: the leader-election
+// OwnNamespaceRules are what the syncer needs in its own namespace: the leader-election
 // Lease, and the per-workspace DNS objects (--dns-image; the same verbs as kcp's plugin's
-// DNS Role, plus delete of the NetworkPolicies; ConfigMaps and ServiceAccounts are always
-// synced, so the cluster rules cover them).
-func NamespaceRules() []rbacv1.PolicyRule {
+// DNS Role, plus delete of the NetworkPolicies, and the DNS ServiceAccounts and table
+// ConfigMaps, which the cluster rules no longer let it write).
+func OwnNamespaceRules() []rbacv1.PolicyRule {
 	dnsVerbs := []string{"get", "list", "watch", "create", "update", "delete"}
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"get", "create", "update"}},
 		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
-		{APIGroups: []string{""}, Resources: []string{"services"}, Verbs: dnsVerbs},
+		{APIGroups: []string{""}, Resources: []string{"services", "serviceaccounts", "configmaps"}, Verbs: dnsVerbs},
 		{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"apps"}, Resources: []string{"deployments"}, Verbs: dnsVerbs},
 		{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"roles", "rolebindings"}, Verbs: dnsVerbs},

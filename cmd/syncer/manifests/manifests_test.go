@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -85,34 +86,96 @@ func TestOnlyTheHealthPortIsExposedUnlessMetricsAreAskedFor(t *testing.T) {
 	assert.Contains(t, c.Ports, corev1.ContainerPort{Name: "metrics", ContainerPort: 8080})
 }
 
-func TestClusterRulesGrantOnlyWhatIsSynced(t *testing.T) {
-	rules := ClusterRules([]string{"deployments.apps", "services", "deployments.apps"})
-	find := func(group, resource string) *rbacv1.PolicyRule {
-		for i, r := range rules {
-			for _, g := range r.APIGroups {
-				for _, res := range r.Resources {
-					if g == group && res == resource {
-						return &rules[i]
-					}
+func findRule(rules []rbacv1.PolicyRule, group, resource string) *rbacv1.PolicyRule {
+	for i, r := range rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				if g == group && res == resource {
+					return &rules[i]
 				}
 			}
 		}
-		return nil
 	}
+	return nil
+}
+
+// Cluster-wide, the syncer reads what it syncs and manages namespaces; it writes
+// nothing else cluster-wide but RoleBindings of the one namespace role.
+func TestClusterRulesGrantReadsAndNamespacesOnly(t *testing.T) {
+	rules := ClusterRules([]string{"deployments.apps", "services", "deployments.apps"}, "ns-role")
+	for _, gr := range [][2]string{{"apps", "deployments"}, {"", "services"}, {"", "configmaps"}, {"", "secrets"}, {"", "serviceaccounts"}} {
+		r := findRule(rules, gr[0], gr[1])
+		require.NotNil(t, r, "%s.%s read", gr[1], gr[0])
+		assert.Equal(t, []string{"get", "list", "watch"}, r.Verbs, "%s.%s only read cluster-wide", gr[1], gr[0])
+	}
+	assert.Equal(t, []string{"get", "list", "watch", "create", "patch", "delete"}, findRule(rules, "", "namespaces").Verbs)
+	bind := findRule(rules, "rbac.authorization.k8s.io", "clusterroles")
+	require.NotNil(t, bind)
+	assert.Equal(t, []string{"bind"}, bind.Verbs)
+	assert.Equal(t, []string{"ns-role"}, bind.ResourceNames, "only the namespace role may be bound")
+	assert.Equal(t, []string{"get", "list", "create"}, findRule(rules, "rbac.authorization.k8s.io", "rolebindings").Verbs)
+	writes := map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true, "*": true}
+	for _, r := range rules {
+		assert.NotContains(t, r.Resources, "*")
+		if slices.Contains(r.Resources, "namespaces") || slices.Contains(r.Resources, "rolebindings") {
+			continue
+		}
+		for _, v := range r.Verbs {
+			assert.False(t, writes[v] && !slices.Contains(r.ResourceNames, "ns-role"), "no cluster-wide %s of %v", v, r.Resources)
+		}
+	}
+	for _, sub := range []string{"pods/log", "pods/exec", "secrets/status", "deployments/status"} {
+		for _, g := range []string{"", "apps"} {
+			assert.Nil(t, findRule(rules, g, sub), "%s not granted cluster-wide", sub)
+		}
+	}
+}
+
+// Per managed namespace, the syncer writes what it syncs, reaches pods for the tunnel
+// and reads the Event forwarder's intermediates: only what is synced.
+func TestNamespaceRulesGrantOnlyWhatIsSynced(t *testing.T) {
+	rules := NamespaceRules([]string{"deployments.apps", "services", "deployments.apps"})
 	for _, gr := range [][2]string{{"apps", "deployments"}, {"", "services"}, {"", "configmaps"}, {"", "secrets"}, {"", "serviceaccounts"}, {"apps", "deployments/status"}} {
-		r := find(gr[0], gr[1])
+		r := findRule(rules, gr[0], gr[1])
 		require.NotNil(t, r, "%s.%s granted", gr[1], gr[0])
 		assert.Contains(t, r.Verbs, "patch")
 	}
-	assert.Equal(t, []string{"get"}, find("apps", "replicasets").Verbs, "a Deployment's ReplicaSets are only read, for Event forwarding")
-	assert.Nil(t, find("batch", "jobs"), "no CronJobs synced, no Jobs read")
-	assert.Nil(t, find("apps", "statefulsets"), "nothing unsynced")
-	assert.Nil(t, find("", "nodes"))
-	assert.Equal(t, []string{"get", "list", "watch"}, find("", "events").Verbs, "events are only read")
+	assert.Equal(t, []string{"get", "create"}, findRule(rules, "", "pods/exec").Verbs)
+	assert.Equal(t, []string{"get"}, findRule(rules, "", "pods/log").Verbs)
+	assert.Equal(t, []string{"list", "create"}, findRule(rules, "networking.k8s.io", "networkpolicies").Verbs)
+	assert.Equal(t, []string{"get"}, findRule(rules, "apps", "replicasets").Verbs, "a Deployment's ReplicaSets are only read, for Event forwarding")
+	assert.Nil(t, findRule(rules, "batch", "jobs"), "no CronJobs synced, no Jobs read")
+	assert.Nil(t, findRule(rules, "apps", "statefulsets"), "nothing unsynced")
+	assert.Nil(t, findRule(rules, "", "pods"), "pods are not written unless synced")
+	assert.Nil(t, findRule(rules, "", "events"))
 	for _, r := range rules {
 		assert.NotContains(t, r.Verbs, "*")
+		assert.NotContains(t, r.Verbs, "deletecollection")
 		assert.NotContains(t, r.Resources, "*")
 	}
+}
+
+func TestManifestsHoldTheNamespaceRoleUnboundAndNameIt(t *testing.T) {
+	var roles []*rbacv1.ClusterRole
+	var bindings []*rbacv1.ClusterRoleBinding
+	var args []string
+	for _, o := range Objects(Example) {
+		switch o := o.(type) {
+		case *rbacv1.ClusterRole:
+			roles = append(roles, o)
+		case *rbacv1.ClusterRoleBinding:
+			bindings = append(bindings, o)
+		case *appsv1.Deployment:
+			args = o.Spec.Template.Spec.Containers[0].Args
+		}
+	}
+	require.Len(t, roles, 2)
+	require.Len(t, bindings, 1)
+	ns := NamespaceName("root", "example")
+	assert.Equal(t, NamespaceRoleName(ns), roles[1].Name)
+	assert.Equal(t, roles[0].Name, bindings[0].RoleRef.Name, "only the cluster-wide role is bound cluster-wide")
+	assert.Contains(t, args, "--downstream-namespace-role="+NamespaceRoleName(ns))
+	assert.Equal(t, []string{NamespaceRoleName(ns)}, findRule(roles[0].Rules, "rbac.authorization.k8s.io", "clusterroles").ResourceNames)
 }
 
 func TestNamespaceNameIsAValidLabel(t *testing.T) {

@@ -41,6 +41,10 @@ type Options struct {
 	Burst int
 
 	DownstreamNamespaceCleanDelay time.Duration
+	// DownstreamNamespaceRole is a ClusterRole the syncer binds to itself in every
+	// downstream namespace it manages (a RoleBinding made when it first uses the
+	// namespace); empty binds nothing (kcp's plugin grants everything cluster-wide).
+	DownstreamNamespaceRole string
 
 	TunnelURL    string
 	TunnelCAFile string
@@ -138,6 +142,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.Float32Var(&o.QPS, "qps", o.QPS, "client QPS per cluster")
 	fs.IntVar(&o.Burst, "burst", o.Burst, "client burst per cluster")
 	fs.DurationVar(&o.DownstreamNamespaceCleanDelay, "downstream-namespace-clean-delay", o.DownstreamNamespaceCleanDelay, "how long an emptied downstream namespace stays before it is deleted")
+	fs.StringVar(&o.DownstreamNamespaceRole, "downstream-namespace-role", o.DownstreamNamespaceRole, "ClusterRole the syncer binds to its own identity in each downstream namespace it manages (`syncer manifests` grants its writes only through it); empty binds nothing")
 	fs.StringVar(&o.TunnelURL, "tunnel-url", o.TunnelURL, "https URL of the tunnel server; empty means no tunnel")
 	fs.StringVar(&o.TunnelCAFile, "tunnel-ca-file", o.TunnelCAFile, "CA bundle that signs the tunnel server's certificate")
 	fs.BoolVar(&o.TunnelInsecure, "tunnel-insecure", o.TunnelInsecure, "allow an http:// --tunnel-url (the upstream token then crosses the network in clear text; tests and demos only)")
@@ -273,6 +278,12 @@ func (o *Options) Validate() error {
 	}
 	if o.DownstreamNamespaceCleanDelay < 0 {
 		bad("downstream-namespace-clean-delay", "must not be negative, got %s", o.DownstreamNamespaceCleanDelay)
+	}
+	if o.DownstreamNamespaceRole != "" {
+		// RBAC names are path segments.
+		if r := o.DownstreamNamespaceRole; r == "." || r == ".." || strings.ContainsAny(r, "/%") {
+			bad("downstream-namespace-role", "%q is not a ClusterRole name", r)
+		}
 	}
 	switch o.ConflictPolicy {
 	case ConflictAbort, ConflictAdopt, ConflictOverwrite:

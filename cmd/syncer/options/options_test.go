@@ -32,6 +32,8 @@ func TestValidateNamesEachBadSetting(t *testing.T) {
 		{"no workers", func(o *Options) { o.Workers = 0 }, "--workers: must be positive"},
 		{"no event rate", func(o *Options) { o.EventRateLimit = 0 }, "--event-rate-limit: must be positive"},
 		{"negative clean delay", func(o *Options) { o.DownstreamNamespaceCleanDelay = -time.Second }, "--downstream-namespace-clean-delay"},
+		{"namespace role", func(o *Options) { o.DownstreamNamespaceRole = "tmc-syncer:ns:namespace" }, ""},
+		{"namespace role with slash", func(o *Options) { o.DownstreamNamespaceRole = "a/b" }, `--downstream-namespace-role: "a/b" is not a ClusterRole name`},
 		{"unknown policy", func(o *Options) { o.ConflictPolicy = "Steal" }, `--conflict-policy: must be Abort, Adopt or Overwrite, got "Steal"`},
 		{"adopt policy", func(o *Options) { o.ConflictPolicy = ConflictAdopt }, ""},
 		{"resource with slash", func(o *Options) { o.Resources = []string{"apps/deployments"} }, `--resources: "apps/deployments" is not a resource[.group]`},

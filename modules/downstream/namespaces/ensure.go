@@ -67,6 +67,11 @@ type Ensurer struct {
 	isolated sync.Map
 	// prepare, when set, runs with the isolation policy, once per namespace and process.
 	prepare func(ctx context.Context, namespace string) error
+	// grant, when set, is bound in each namespace first, once per namespace and process.
+	grant        *Grant
+	bound        sync.Map // namespaces bound by this process
+	roleBindings dynamic.NamespaceableResourceInterface
+	reviews      dynamic.ResourceInterface
 }
 
 // OnFirstUse sets a function that prepares each downstream namespace for its workloads
@@ -177,6 +182,13 @@ func (e *Ensurer) check(ctx context.Context, ns *unstructured.Unstructured, l na
 		return &TerminatingError{Name: ns.GetName()}
 	}
 	if _, done := e.isolated.Load(ns.GetName()); !done {
+		if _, bound := e.bound.Load(ns.GetName()); e.grant != nil && !bound {
+			// First: what follows (the policy, prepare, the objects) may be granted
+			// only through this binding.
+			if err := e.bind(ctx, ns.GetName()); err != nil {
+				return err
+			}
+		}
 		if err := e.isolate(ctx, ns.GetName(), tenant); err != nil {
 			return err
 		}
