@@ -104,6 +104,7 @@ func TestKCPEventsComeBackToTheWorkspaceThroughTheTunnelServer(t *testing.T) {
 	ctx := context.Background()
 	ts := startKCPTunnelServer(t, env)
 	st := installWithKcpsPlugin(t, env, "events", "deployments.apps")
+	markWorkspaceDNSReady(t, env, st)
 	grantEventsDownstream(t, env, st)
 	grantTunnel(t, st)
 	p := runOurSyncer(t, env, st, "--tunnel-url="+ts.url, "--tunnel-ca-file="+ts.caFile, "--pod-api-bind-address=")

@@ -180,6 +180,7 @@ func runProbe(t *testing.T, env *framework.KCPEnvironment, downNS string, spec c
 func TestKCPPodsReachTheirWorkspaceWithTheirOwnToken(t *testing.T) {
 	env := framework.SharedKCP(t)
 	st := installWithKcpsPlugin(t, env, "podapi", "deployments.apps", "services")
+	markWorkspaceDNSReady(t, env, st)
 	p := runOurSyncer(t, env, st)
 	waitComputeAccepted(t, st, p)
 
@@ -243,6 +244,7 @@ func grantTunnel(t *testing.T, st syncTarget) {
 func TestKCPPodsReachTheirWorkspaceThroughTheTunnel(t *testing.T) {
 	env := framework.SharedKCP(t)
 	st := installWithKcpsPlugin(t, env, "podtunnel", "deployments.apps", "services")
+	markWorkspaceDNSReady(t, env, st)
 	grantTunnel(t, st)
 	tunnelURL := startKCPTunnelServer(t, env).url
 	podAPIAddr := freeAddr(t)

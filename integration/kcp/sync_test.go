@@ -2,6 +2,7 @@ package kcp
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
+	workspacedns "github.com/tmc-syncer/syncer/modules/downstream/dns"
 	"github.com/tmc-syncer/syncer/modules/downstream/namespaces"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 )
@@ -24,8 +26,48 @@ import (
 func startOurSyncer(t *testing.T, env *framework.KCPEnvironment, name string, resources ...string) (syncTarget, *framework.SyncerProcess) {
 	t.Helper()
 	st := installWithKcpsPlugin(t, env, name, resources...)
-	p := framework.RunDeployment(t, env.Physical, st.deployment, map[string]string{"/ko-app/syncer": framework.SyncerBinary(t, env.Root)})
-	return st, p
+	return st, runOurSyncer(t, env, st)
+}
+
+// markWorkspaceDNSReady plays the kubelet's and the endpoints controller's part for the
+// per-workspace DNS servers the syncer deploys (the bed has neither), as kcp's own e2e
+// does: every DNS Service in the syncer's namespace gets Endpoints with a ready address,
+// so that workloads, which wait for their workspace's DNS as under kcp, sync.
+func markWorkspaceDNSReady(t *testing.T, env *framework.KCPEnvironment, st syncTarget) {
+	t.Helper()
+	kube := env.Physical.Kube(t)
+	ns := st.deployment.Namespace
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			svcs, err := kube.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+			if err == nil {
+				for _, svc := range svcs.Items {
+					if !strings.HasPrefix(svc.Name, "kcp-dns-") {
+						continue
+					}
+					//nolint:staticcheck // Endpoints, not EndpointSlices: what the DNS readiness check reads.
+					_, _ = kube.CoreV1().Endpoints(ns).Create(ctx, &corev1.Endpoints{
+						ObjectMeta: metav1.ObjectMeta{Name: svc.Name},
+						Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // see above
+							Addresses: []corev1.EndpointAddress{{IP: "10.0.0.53"}},
+							Ports:     []corev1.EndpointPort{{Name: "dns", Port: workspacedns.Port, Protocol: corev1.ProtocolUDP}},
+						}},
+					}, metav1.CreateOptions{})
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 }
 
 func createConfigMap(t *testing.T, kube kubernetes.Interface, ns, name, value string) {

@@ -85,7 +85,7 @@ func TestKCPTakeOverFromKcpsSyncer(t *testing.T) {
 	}
 	theirs.Stop()
 
-	ours := framework.RunDeployment(t, env.Physical, st.deployment, map[string]string{"/ko-app/syncer": framework.SyncerBinary(t, env.Root)})
+	ours := runOurSyncer(t, env, st)
 	require.Eventually(t, func() bool {
 		for name := range before {
 			cm, err := physical.CoreV1().ConfigMaps(downNS).Get(ctx, name, metav1.GetOptions{})

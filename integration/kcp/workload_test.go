@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
+	workspacedns "github.com/tmc-syncer/syncer/modules/downstream/dns"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 )
 
@@ -27,6 +28,7 @@ func TestKCPDeploymentServiceConfigMapSecretSyncAndStatusComesBack(t *testing.T)
 	env := framework.SharedKCP(t)
 	ctx := context.Background()
 	st, p := startOurSyncer(t, env, "workload", "deployments.apps", "services")
+	markWorkspaceDNSReady(t, env, st)
 
 	stClient := dynamic.NewForConfigOrDie(st.location.Config).Resource(workloadv1alpha1.SyncTargetsResource)
 	require.Eventually(t, func() bool {
@@ -76,6 +78,16 @@ func TestKCPDeploymentServiceConfigMapSecretSyncAndStatusComesBack(t *testing.T)
 		d, errD := physical.AppsV1().Deployments(downNS).Get(ctx, "web", metav1.GetOptions{})
 		return errS == nil && errSvc == nil && errD == nil && *d.Spec.Replicas == 2
 	}, time.Minute, 250*time.Millisecond, "Secret, Service and Deployment arrive in %s; output:\n%s", downNS, p.Output)
+
+	// The pods resolve names through their workspace's DNS server, as under kcp.
+	d, err := physical.AppsV1().Deployments(downNS).Get(ctx, "web", metav1.GetOptions{})
+	require.NoError(t, err)
+	dnsSvc, err := physical.CoreV1().Services(st.deployment.Namespace).Get(ctx, workspacedns.ID(team.Cluster, st.uid, st.name), metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, corev1.DNSNone, d.Spec.Template.Spec.DNSPolicy)
+	require.NotNil(t, d.Spec.Template.Spec.DNSConfig)
+	require.Equal(t, []string{dnsSvc.Spec.ClusterIP}, d.Spec.Template.Spec.DNSConfig.Nameservers)
+	require.Equal(t, "default.svc.cluster.local", d.Spec.Template.Spec.DNSConfig.Searches[0], "the upstream namespace is searched first")
 
 	require.Eventually(t, func() bool {
 		d, err := kube.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})

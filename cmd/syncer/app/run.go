@@ -287,6 +287,24 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		// nothing else in the user's workspace): sync errors stay in the annotation.
 		dsClients.UpstreamEvents = upKube
 	}
+	// Per-workspace DNS (--dns-image, kcp's flag): its Nameserver is what the pod mutator
+	// gives pods, and a workload waits until its workspace's DNS is ready, as under kcp.
+	dnsImage := opts.DNSImage
+	if dnsImage != "" && opts.Namespace == "" {
+		log.Info("--dns-image is set but env NAMESPACE is not: per-workspace DNS is off (its objects live in the syncer's namespace)")
+		dnsImage = ""
+	}
+	workspaceDNS, err := dns.Register(eng, dns.Config{
+		FromCluster: opts.FromCluster, Namespace: opts.Namespace, Image: dnsImage, Kube: downKube,
+	})
+	if err != nil {
+		return err
+	}
+	if podMutator != nil {
+		withDNS := *podMutator
+		withDNS.Nameservers = workspaceDNS
+		podMutator = &withDNS
+	}
 	ds, err := downstream.Register(eng, dsClients,
 		downstream.Options{
 			ConflictPolicy:      conflict.Policy(opts.ConflictPolicy),
@@ -301,19 +319,6 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		return err
 	}
 	defer ds.Close()
-	// Per-workspace DNS (--dns-image, kcp's flag): its Nameserver is what the pod mutator's
-	// PodInputs.Nameserver answers with.
-	dnsImage := opts.DNSImage
-	if dnsImage != "" && opts.Namespace == "" {
-		log.Info("--dns-image is set but env NAMESPACE is not: per-workspace DNS is off (its objects live in the syncer's namespace)")
-		dnsImage = ""
-	}
-	workspaceDNS, err := dns.Register(eng, dns.Config{
-		FromCluster: opts.FromCluster, Namespace: opts.Namespace, Image: dnsImage, Kube: downKube,
-	})
-	if err != nil {
-		return err
-	}
 	p.setEngine(eng)
 	heartbeatMetrics, err := tunnelmetrics.NewHeartbeat(reg, nil)
 	if err != nil {
