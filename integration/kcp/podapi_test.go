@@ -147,7 +147,9 @@ func downstreamProberSpec(t *testing.T, physical kubernetes.Interface, downNS st
 	assert.Equal(t, caConfigMap, vol.Projected.Sources[1].ConfigMap.Name)
 	assert.Equal(t, []corev1.VolumeMount{{Name: "kcp-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true}},
 		spec.Containers[0].VolumeMounts)
-	assert.Empty(t, spec.DNSConfig, "no workspace DNS yet: the cluster's DNS")
+	assert.Equal(t, corev1.DNSNone, spec.DNSPolicy, "the workspace's DNS, not the cluster's")
+	require.NotNil(t, spec.DNSConfig)
+	assert.Len(t, spec.DNSConfig.Nameservers, 1)
 
 	require.Eventually(t, func() bool {
 		_, errS := physical.CoreV1().Secrets(downNS).Get(ctx, pr.tokenSecret, metav1.GetOptions{})
