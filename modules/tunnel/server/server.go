@@ -413,7 +413,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		http.Error(w, err.Error(), code)
 		return
 	}
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{tunnel.Subprotocol}})
+	ws, err := websocket.Accept(withSmallBuffers(w), r, &websocket.AcceptOptions{Subprotocols: []string{tunnel.Subprotocol}})
 	if err != nil {
 		// Accept has written the HTTP error already.
 		log.Info("tunnel handshake failed", "err", err.Error())
@@ -442,13 +442,12 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	}
 	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now(), limits: limits,
 		cred: credentialOf(r), attrs: attrs}
-	sess.transport, sess.proxy = newSessionProxy(sess, log)
 	old, ok := s.registry.put(sess)
 	if !ok {
 		// Another identity won the race since the check above.
 		log.Info("tunnel refused: held by another identity", "user", user.Name, "holder", old.User.Name)
 		sess.Close(tunnel.ReasonConflict)
-		sess.transport.CloseIdleConnections()
+		sess.closeIdleProxyConnections()
 		streams.Wait()
 		s.releaseLease(t, nil)
 		return
@@ -464,7 +463,7 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	sess.AfterClose(func() {
 		defer s.wg.Done()
 		s.registry.remove(sess)
-		sess.transport.CloseIdleConnections()
+		sess.closeIdleProxyConnections()
 		streams.Wait()
 		log.Info("tunnel disconnected", "reason", string(sess.Reason()))
 		s.obs.Disconnected(t, sess.Reason())
