@@ -208,8 +208,11 @@ func TestServerMemoryPerSession(t *testing.T) {
 	total, goroutines := serverMemoryPerSession(t, n)
 	perSession := total / float64(n)
 	t.Logf("server side: %.1f KiB heap+stack per idle session, %.1f goroutines per session (%d sessions)", perSession/1024, goroutines/float64(n), n)
-	require.LessOrEqual(t, perSession, float64(serverMemoryBudget), "server memory per idle session")
 	require.LessOrEqual(t, goroutines/float64(n), 4.0, "server goroutines per idle session")
+	if raceEnabled {
+		t.Skip("the race detector changes memory use: figure reported only")
+	}
+	require.LessOrEqual(t, perSession, float64(serverMemoryBudget), "server memory per idle session")
 }
 
 // BenchmarkServerMemoryPerSession reports the server's heap+stack bytes and goroutines
