@@ -46,7 +46,7 @@ func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err //nolint:wrapcheck // the server's own error
 	}
 	if rw.Writer.Buffered() > 0 {
-		if err := rw.Writer.Flush(); err != nil {
+		if err := rw.Flush(); err != nil {
 			_ = c.Close()
 			return nil, nil, fmt.Errorf("flush the handshake response: %w", err)
 		}

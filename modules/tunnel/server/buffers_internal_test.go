@@ -48,7 +48,7 @@ func TestSmallBuffersKeepWhatTheServerReadAhead(t *testing.T) {
 			}
 			assert.Equal(t, tunnelWriteBuffer, rw.Writer.Size())
 			// As the WebSocket library does: what is buffered, then the connection.
-			b, _ := rw.Reader.Peek(rw.Reader.Buffered())
+			b, _ := rw.Peek(rw.Reader.Buffered())
 			rw.Reader.Reset(io.MultiReader(bytes.NewReader(b), c))
 			go func() { _, _ = client.Write([]byte("after")); _ = client.Close() }()
 			got, err := io.ReadAll(rw.Reader)
