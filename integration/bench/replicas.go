@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
@@ -80,15 +80,18 @@ func (r *runner) p8(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	kubeconfig, err := framework.ServiceAccountKubeconfig(ctx, r.env.KCP, "bench-identities", "bench-sessions", "cluster-admin", dir)
-	if err != nil {
+	if _, err := framework.ServiceAccountKubeconfig(ctx, r.env.KCP, "bench-identities", "bench-sessions", "cluster-admin", dir); err != nil {
 		return err
 	}
-	kc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	// The servers take only tokens bound to the tunnel's audience (as a syncer shows them).
+	expiry := int64(3600)
+	bound, err := r.upKube.CoreV1().ServiceAccounts("bench-identities").CreateToken(ctx, "bench-sessions", &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{client.DefaultTunnelAudience}, ExpirationSeconds: &expiry},
+	}, metav1.CreateOptions{})
 	if err != nil {
-		return err
+		return fmt.Errorf("P8: tunnel token: %w", err)
 	}
-	token := kc.BearerToken
+	token := bound.Status.Token
 	cert, key, err := r.env.KCP.IssueServingCert(dir, "tunnel-server")
 	if err != nil {
 		return err

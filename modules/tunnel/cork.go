@@ -121,7 +121,20 @@ func (cs corks) Uncork() error {
 type SessionOption func(*sessionOptions)
 
 type sessionOptions struct {
-	cork corks
+	cork       corks
+	streams    func(net.Conn) // WithStreamHandler
+	streamKind StreamKind
+}
+
+// WithStreamHandler hands every stream the peer opens, counted as kind, to h,
+// from the session's own goroutine, which otherwise only waits for the end:
+// an owner that serves the peer's streams needs no goroutine of its own for
+// it. h must not block (it starts a goroutine for the stream's work); Accept
+// and Listener are not used then.
+func WithStreamHandler(kind StreamKind, h func(net.Conn)) SessionOption {
+	return func(o *sessionOptions) {
+		o.streams, o.streamKind = h, kind
+	}
 }
 
 // WithCork makes the session cork the given connections under the WebSocket,

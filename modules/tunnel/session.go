@@ -46,19 +46,33 @@ func (k Keepalive) withDefaults() Keepalive {
 
 // Session is one tunnel connection: a yamux session over a WebSocket, with
 // a keepalive loop and byte accounting. Both client and server use it.
+//
+// Besides yamux's own two goroutines (reading and writing the connection), a
+// session runs one goroutine of its own: it waits for the end (and, with
+// WithStreamHandler, accepts the peer's streams). Pings run from a timer and
+// the end of the context from context.AfterFunc, so an idle session costs no
+// goroutine for them.
 type Session struct {
 	target Target
 	ws     *websocket.Conn
 	mux    *yamux.Session
 	obs    Observer
 	log    logr.Logger
+	ka     Keepalive
+	opts   sessionOptions
 
+	inner  context.Context // ends when the session is torn down
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu     sync.Mutex
-	reason Reason
-	rtt    time.Duration
+	mu         sync.Mutex
+	reason     Reason
+	rtt        time.Duration
+	missed     int         // consecutive unanswered pings
+	pinger     *time.Timer // nil once the session is torn down
+	afterClose []func()
+	closed     bool // torn down: AfterClose runs its function at once
+	pinging    sync.WaitGroup
 }
 
 // NewSession starts a yamux session over an established WebSocket. isClient
@@ -96,8 +110,8 @@ func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target
 		_ = ws.CloseNow()
 		return nil, fmt.Errorf("start yamux session: %w", err)
 	}
-	s := &Session{target: t, ws: ws, mux: mux, obs: obs, log: log, cancel: cancel, done: make(chan struct{})}
-	go s.run(ctx, inner, ka)
+	s := &Session{target: t, ws: ws, mux: mux, obs: obs, log: log, ka: ka, opts: so, inner: inner, cancel: cancel, done: make(chan struct{})}
+	go s.run(ctx)
 	return s, nil
 }
 
@@ -113,25 +127,72 @@ func yamuxConfig(log logr.Logger) *yamux.Config {
 	return cfg
 }
 
-func (s *Session) run(ctx, inner context.Context, ka Keepalive) {
-	defer close(s.done)
-	pingDone := make(chan struct{})
-	go func() {
-		defer close(pingDone)
-		s.keepalive(inner, ka)
-	}()
-	select {
-	case <-inner.Done(): // Close
-	case <-ctx.Done():
+// run is the session's goroutine: it hands the peer's streams to the stream
+// handler (if any), waits for the end and tears the session down.
+func (s *Session) run(ctx context.Context) {
+	// The end of ctx closes the session gracefully.
+	shutdown := make(chan struct{})
+	stopShutdown := context.AfterFunc(ctx, func() {
+		defer close(shutdown)
 		s.setReason(ReasonShutdown)
 		s.closeGracefully()
+		s.cancel()
+	})
+	s.mu.Lock()
+	s.pinger = time.AfterFunc(s.ka.Interval, s.ping)
+	s.mu.Unlock()
+
+	if h := s.opts.streams; h != nil {
+		for {
+			c, err := s.mux.AcceptStreamWithContext(s.inner)
+			if err != nil {
+				break
+			}
+			h(s.track(c, s.opts.streamKind))
+		}
+	}
+	select {
+	case <-s.inner.Done(): // Close, the end of ctx, missed pings
 	case <-s.mux.CloseChan():
 		s.setReason(ReasonClosed)
 	}
+
 	s.cancel()
+	if !stopShutdown() {
+		<-shutdown // the end of ctx came first: let its graceful close finish
+	}
+	s.mu.Lock()
+	s.pinger.Stop()
+	s.pinger = nil // no ping starts from here on
+	s.mu.Unlock()
 	_ = s.mux.Close()
 	_ = s.ws.CloseNow()
-	<-pingDone
+	s.pinging.Wait()
+	close(s.done)
+
+	s.mu.Lock()
+	s.closed = true
+	after := s.afterClose
+	s.afterClose = nil
+	s.mu.Unlock()
+	for _, f := range after {
+		f()
+	}
+}
+
+// AfterClose has f called once the session is torn down (after Done is
+// closed), from the session's goroutine; when it is torn down already, f runs
+// before AfterClose returns. It lets an owner clean up without a goroutine of
+// its own waiting for the session's end.
+func (s *Session) AfterClose(f func()) {
+	s.mu.Lock()
+	if !s.closed {
+		s.afterClose = append(s.afterClose, f)
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	f()
 }
 
 func (s *Session) closeGracefully() {
@@ -148,47 +209,54 @@ func (s *Session) closeGracefully() {
 	_ = s.ws.Close(code, string(reason))
 }
 
-func (s *Session) keepalive(ctx context.Context, ka Keepalive) {
-	missed := 0
-	timer := time.NewTimer(ka.Interval)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-s.mux.CloseChan():
-			return
-		case <-timer.C:
-		}
-		pctx, cancel := context.WithTimeout(ctx, ka.Interval)
-		start := time.Now()
-		err := s.ws.Ping(pctx)
-		cancel()
-		next := ka.Interval
-		if err == nil {
-			rtt := time.Since(start)
-			missed = 0
-			s.mu.Lock()
-			s.rtt = rtt
-			s.mu.Unlock()
-			s.obs.PingRTT(s.target, rtt)
-			next -= rtt
-		} else {
-			if ctx.Err() != nil {
-				return
-			}
-			missed++
-			next = 0 // the failed ping already waited a full interval
-			s.log.V(2).Info("tunnel ping missed", "target", s.target.String(), "missed", missed, "err", err.Error())
-			if missed >= ka.MaxMissed {
-				s.log.Info("tunnel peer missed pongs, closing", "target", s.target.String(), "missed", missed)
-				s.setReason(ReasonPingTimeout)
-				s.cancelWith()
-				return
-			}
-		}
-		timer.Reset(max(next, time.Millisecond))
+// ping sends one ping and waits for its pong (at most an interval), then
+// schedules the next. It runs in a goroutine of its own, started by the
+// session's timer, so only a ping in flight holds a goroutine.
+func (s *Session) ping() {
+	s.mu.Lock()
+	if s.pinger == nil {
+		s.mu.Unlock()
+		return // torn down meanwhile
 	}
+	s.pinging.Add(1)
+	s.mu.Unlock()
+	defer s.pinging.Done()
+
+	pctx, cancel := context.WithTimeout(s.inner, s.ka.Interval)
+	start := time.Now()
+	err := s.ws.Ping(pctx)
+	cancel()
+	next := s.ka.Interval
+	if err == nil {
+		rtt := time.Since(start)
+		s.mu.Lock()
+		s.missed = 0
+		s.rtt = rtt
+		s.mu.Unlock()
+		s.obs.PingRTT(s.target, rtt)
+		next -= rtt
+	} else {
+		if s.inner.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		s.missed++
+		missed := s.missed
+		s.mu.Unlock()
+		next = 0 // the failed ping already waited a full interval
+		s.log.V(2).Info("tunnel ping missed", "target", s.target.String(), "missed", missed, "err", err.Error())
+		if missed >= s.ka.MaxMissed {
+			s.log.Info("tunnel peer missed pongs, closing", "target", s.target.String(), "missed", missed)
+			s.setReason(ReasonPingTimeout)
+			s.cancelWith()
+			return
+		}
+	}
+	s.mu.Lock()
+	if s.pinger != nil {
+		s.pinger.Reset(max(next, time.Millisecond))
+	}
+	s.mu.Unlock()
 }
 
 // cancelWith ends the session without a close handshake: the peer is gone.

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -151,7 +152,7 @@ func TestStateAndStatsSnapshot(t *testing.T) {
 }
 
 // sessionPair connects a client and a server Session over a loopback WebSocket.
-func sessionPair(t *testing.T, ka tunnel.Keepalive) (cli, srv *tunnel.Session, cliStats, srvStats *tunnel.Stats) {
+func sessionPair(t *testing.T, ka tunnel.Keepalive, srvOpts ...tunnel.SessionOption) (cli, srv *tunnel.Session, cliStats, srvStats *tunnel.Stats) {
 	t.Helper()
 	cliStats, srvStats = &tunnel.Stats{}, &tunnel.Stats{}
 	srvCh := make(chan *tunnel.Session, 1)
@@ -160,7 +161,7 @@ func sessionPair(t *testing.T, ka tunnel.Keepalive) (cli, srv *tunnel.Session, c
 		if err != nil {
 			return
 		}
-		s, err := tunnel.NewSession(context.Background(), ws, false, target, ka, srvStats, testr.NewWithOptions(t, testr.Options{Verbosity: 1}).WithName("srv"))
+		s, err := tunnel.NewSession(context.Background(), ws, false, target, ka, srvStats, testr.NewWithOptions(t, testr.Options{Verbosity: 1}).WithName("srv"), srvOpts...)
 		if err != nil {
 			return
 		}
@@ -248,6 +249,59 @@ func TestSessionStreamsBothWaysAndMeasuresPings(t *testing.T) {
 	_, err = ln.Accept()
 	require.ErrorIs(t, err, net.ErrClosed)
 	require.NoError(t, ln.Close())
+}
+
+func TestSessionStreamHandlerAndAfterClose(t *testing.T) {
+	var echoes sync.WaitGroup
+	echo := func(c net.Conn) {
+		echoes.Go(func() {
+			defer func() { _ = c.Close() }()
+			_, _ = io.Copy(c, c)
+		})
+	}
+	cli, srv, _, srvStats := sessionPair(t, tunnel.Keepalive{Interval: 50 * time.Millisecond}, tunnel.WithStreamHandler(tunnel.StreamUpstream, echo))
+	var order []string
+	var mu sync.Mutex
+	srv.AfterClose(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case <-srv.Done():
+			order = append(order, "after done")
+		default:
+			order = append(order, "before done")
+		}
+	})
+
+	for range 3 {
+		c, err := cli.Open(context.Background(), tunnel.StreamUpstream)
+		require.NoError(t, err)
+		_, err = io.WriteString(c, "hello")
+		require.NoError(t, err)
+		buf := make([]byte, 5)
+		_, err = io.ReadFull(c, buf)
+		require.NoError(t, err)
+		assert.Equal(t, "hello", string(buf))
+		require.NoError(t, c.Close())
+	}
+	assert.EqualValues(t, 3, srvStats.Snapshot().TotalStreams[tunnel.StreamUpstream], "handled streams are counted as their kind")
+	tunneltestEventually(t, func() bool { return cli.PingRTT() > 0 && srv.PingRTT() > 0 })
+
+	cli.Close(tunnel.ReasonShutdown)
+	<-srv.Done()
+	echoes.Wait()
+	tunneltestEventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) == 1
+	})
+	assert.Equal(t, []string{"after done"}, order, "AfterClose runs once, after Done")
+	assert.Equal(t, tunnel.ReasonClosed, srv.Reason())
+
+	// Registered after the end: runs at once.
+	ran := false
+	srv.AfterClose(func() { ran = true })
+	assert.True(t, ran)
 }
 
 func TestSessionOpenHonoursContext(t *testing.T) {

@@ -116,5 +116,5 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 	r2 := r.Clone(ctx)
 	r2.URL = &url.URL{Path: down.Path(), RawQuery: r.URL.RawQuery}
 	r2.RequestURI = ""
-	sess.proxy.ServeHTTP(w, r2)
+	sess.reverseProxy(s.log.WithValues("syncTarget", t.String())).ServeHTTP(w, r2)
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 )
 
@@ -20,11 +22,33 @@ type Session struct {
 	// ConnectedAt is when the tunnel was established.
 	ConnectedAt time.Time
 
-	transport *http.Transport
-	proxy     *httputil.ReverseProxy
+	proxyMu   sync.Mutex
+	transport *http.Transport        // nil until the first control plane → cluster request
+	proxy     *httputil.ReverseProxy // nil until the first control plane → cluster request
 	limits    *sessionLimits
 	cred      credential // what the session was authenticated with, to check it again
 	attrs     Attributes // the authorisation it was granted, to ask again
+}
+
+// reverseProxy returns the reverse proxy to the syncer over the session's streams, made
+// on the first request: an idle session holds no proxy or transport.
+func (s *Session) reverseProxy(log logr.Logger) *httputil.ReverseProxy {
+	s.proxyMu.Lock()
+	defer s.proxyMu.Unlock()
+	if s.proxy == nil {
+		s.transport, s.proxy = newSessionProxy(s, log)
+	}
+	return s.proxy
+}
+
+// closeIdleProxyConnections closes the proxy's idle streams, if it has any.
+func (s *Session) closeIdleProxyConnections() {
+	s.proxyMu.Lock()
+	tr := s.transport
+	s.proxyMu.Unlock()
+	if tr != nil {
+		tr.CloseIdleConnections()
+	}
 }
 
 // SessionInfo describes a live session, for status pages and health checks.

@@ -395,7 +395,15 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
+	// The handler returns once the session is up (the WebSocket is hijacked, so the HTTP
+	// server lets go of the connection and of this goroutine with its handshake-sized
+	// stack); the session's own goroutine serves its streams and cleans up at its end.
+	live := false
+	defer func() {
+		if !live {
+			s.wg.Done()
+		}
+	}()
 	clearWriteDeadline(r.Context()) // the tunnel's liveness is its keepalive
 	// With several replicas the Lease says who holds the target: taken here (or refused
 	// when another identity holds it live on another replica), released when the
@@ -405,31 +413,45 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		http.Error(w, err.Error(), code)
 		return
 	}
-	var held *Session
-	defer func() { s.releaseLease(t, held) }()
-	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{tunnel.Subprotocol}})
+	ws, err := websocket.Accept(withSmallBuffers(w), r, &websocket.AcceptOptions{Subprotocols: []string{tunnel.Subprotocol}})
 	if err != nil {
 		// Accept has written the HTTP error already.
 		log.Info("tunnel handshake failed", "err", err.Error())
+		s.releaseLease(t, nil)
 		return
 	}
-	tsess, err := tunnel.NewSession(s.baseCtx, ws, false, t, s.opts.Keepalive, s.obs, log, tunnel.WithCork(corkOf(r.Context())))
+	limits := newSessionLimits(s.opts.Limits)
+	var streams sync.WaitGroup // upstream streams; added to only by the session's goroutine
+	upstream := func(c net.Conn) {
+		if !limits.takeStream() {
+			log.Info("upstream stream refused: session at its stream limit", "limit", s.opts.Limits.MaxUpstreamStreams)
+			_ = c.Close()
+			return
+		}
+		streams.Go(func() {
+			defer limits.releaseStream()
+			s.pipeUpstream(log, c)
+		})
+	}
+	tsess, err := tunnel.NewSession(s.baseCtx, ws, false, t, s.opts.Keepalive, s.obs, log,
+		tunnel.WithCork(corkOf(r.Context())), tunnel.WithStreamHandler(tunnel.StreamUpstream, upstream))
 	if err != nil {
 		log.Error(err, "tunnel session")
+		s.releaseLease(t, nil)
 		return
 	}
-	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now(), limits: newSessionLimits(s.opts.Limits),
+	sess := &Session{Session: tsess, User: user, RemoteAddr: r.RemoteAddr, ConnectedAt: time.Now(), limits: limits,
 		cred: credentialOf(r), attrs: attrs}
-	sess.transport, sess.proxy = newSessionProxy(sess, log)
 	old, ok := s.registry.put(sess)
 	if !ok {
 		// Another identity won the race since the check above.
 		log.Info("tunnel refused: held by another identity", "user", user.Name, "holder", old.User.Name)
 		sess.Close(tunnel.ReasonConflict)
-		sess.transport.CloseIdleConnections()
+		sess.closeIdleProxyConnections()
+		streams.Wait()
+		s.releaseLease(t, nil)
 		return
 	}
-	held = sess
 	s.holdLease(sess)
 	if old != nil {
 		log.Info("newer tunnel replaces the older one", "old", old.RemoteAddr)
@@ -437,29 +459,16 @@ func (s *Server) serveTunnel(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	}
 	log.Info("tunnel connected", "user", user.Name)
 	s.obs.Connected(t, 0)
-
-	var streams sync.WaitGroup
-	for {
-		c, err := sess.Accept(tunnel.StreamUpstream)
-		if err != nil {
-			break
-		}
-		if !sess.limits.takeStream() {
-			log.Info("upstream stream refused: session at its stream limit", "limit", s.opts.Limits.MaxUpstreamStreams)
-			_ = c.Close()
-			continue
-		}
-		streams.Go(func() {
-			defer sess.limits.releaseStream()
-			s.pipeUpstream(log, c)
-		})
-	}
-	<-sess.Done()
-	s.registry.remove(sess)
-	sess.transport.CloseIdleConnections()
-	streams.Wait()
-	log.Info("tunnel disconnected", "reason", string(sess.Reason()))
-	s.obs.Disconnected(t, sess.Reason())
+	live = true
+	sess.AfterClose(func() {
+		defer s.wg.Done()
+		s.registry.remove(sess)
+		sess.closeIdleProxyConnections()
+		streams.Wait()
+		log.Info("tunnel disconnected", "reason", string(sess.Reason()))
+		s.obs.Disconnected(t, sess.Reason())
+		s.releaseLease(t, sess)
+	})
 }
 
 // pipeUpstream connects one syncer stream to the upstream API address.
