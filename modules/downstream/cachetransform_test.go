@@ -106,4 +106,3 @@ func TestCacheTransformKeepsWhatReadersNeed(t *testing.T) {
 		assert.Equal(t, []any{map[string]any{"port": int64(80), "protocol": "TCP"}}, out.Object["spec"].(map[string]any)["ports"])
 	})
 }
-
