@@ -241,7 +241,7 @@ func benchObjectJSON(b *testing.B, kind string) []byte {
 					".": map[string]any{}, "f:image": map[string]any{}, "f:name": map[string]any{}, "f:imagePullPolicy": map[string]any{},
 					"f:env": map[string]any{`k:{"name":"MODE"}`: map[string]any{".": map[string]any{}, "f:name": map[string]any{}, "f:value": map[string]any{}},
 						`k:{"name":"LOG_LEVEL"}`: map[string]any{".": map[string]any{}, "f:name": map[string]any{}, "f:value": map[string]any{}}},
-					"f:ports": map[string]any{`k:{"containerPort":8080,"protocol":"TCP"}`: map[string]any{".": map[string]any{}, "f:containerPort": map[string]any{}, "f:name": map[string]any{}, "f:protocol": map[string]any{}}},
+					"f:ports":     map[string]any{`k:{"containerPort":8080,"protocol":"TCP"}`: map[string]any{".": map[string]any{}, "f:containerPort": map[string]any{}, "f:name": map[string]any{}, "f:protocol": map[string]any{}}},
 					"f:resources": map[string]any{"f:requests": map[string]any{"f:cpu": map[string]any{}, "f:memory": map[string]any{}}},
 				}}}},
 		}
