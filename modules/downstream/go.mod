@@ -14,6 +14,7 @@ require (
 	github.com/stretchr/testify v1.12.1
 	github.com/tmc-syncer/syncer/modules/engine v0.0.0-00010101000000-000000000000
 	github.com/tmc-syncer/syncer/modules/transformation v0.0.0-00010101000000-000000000000
+	golang.org/x/sync v0.25.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2
 	k8s.io/client-go v0.37.2

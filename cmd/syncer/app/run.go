@@ -70,6 +70,7 @@ const shutdownGrace = 20 * time.Second
 // until ctx ends (exit 0 after draining) or one of them fails (that error).
 func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.Writer) error {
 	log := klog.Background().WithValues("syncTarget", opts.FromCluster+"|"+opts.SyncTargetName)
+	applyMemoryLimit(log)
 	upCfg, err := loadConfig("from-kubeconfig", opts.FromKubeconfig, opts.FromContext)
 	if err != nil {
 		return err

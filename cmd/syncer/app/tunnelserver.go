@@ -110,6 +110,7 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	if err := configureLogging(o.verbosity, o.vmodule); err != nil {
 		return errorf(ExitUsage, "%w", err)
 	}
+	applyMemoryLimit(klog.Background().WithName("tunnel-server"))
 	if o.maxConns <= 0 || o.maxConnsPerSrc <= 0 || o.writeTimeout <= 0 {
 		return errorf(ExitUsage, "--max-connections, --max-connections-per-source and --write-timeout must be positive")
 	}

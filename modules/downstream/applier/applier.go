@@ -197,20 +197,28 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Outcome, *unstructure
 }
 
 // release removes the managedFields entries of managers from obj with a JSON patch
-// that first tests the resourceVersion it read them at; nothing is written when obj
+// that first tests the resourceVersion it read them at and the manager at each index
+// it removes; nothing is written when obj
 // has no such entry. A failure is retried by the next reconcile, which still finds
 // the entries.
 func (a *Applier) release(ctx context.Context, gvr schema.GroupVersionResource, obj *unstructured.Unstructured, managers []string) (*unstructured.Unstructured, error) {
 	entries := obj.GetManagedFields()
 	ops := []map[string]any{{"op": "test", "path": "/metadata/resourceVersion", "value": obj.GetResourceVersion()}}
+	var removes []map[string]any
 	for i := len(entries) - 1; i >= 0; i-- {
 		if slices.Contains(managers, entries[i].Manager) {
-			ops = append(ops, map[string]any{"op": "remove", "path": fmt.Sprintf("/metadata/managedFields/%d", i)})
+			// Each removed index is tested to hold the manager too: obj may be a cached
+			// copy (informers trim its entries, keeping their order), and a removal by
+			// index must never hit another manager's entry.
+			path := fmt.Sprintf("/metadata/managedFields/%d", i)
+			ops = append(ops, map[string]any{"op": "test", "path": path + "/manager", "value": entries[i].Manager})
+			removes = append(removes, map[string]any{"op": "remove", "path": path})
 		}
 	}
-	if len(ops) == 1 {
+	if len(removes) == 0 {
 		return obj, nil
 	}
+	ops = append(ops, removes...)
 	patch, err := json.Marshal(ops)
 	if err != nil {
 		return nil, fmt.Errorf("release managed fields of %s: encode: %w", ref(obj), err)

@@ -270,7 +270,7 @@ func TestApplyReleasesManagersAfterTheApply(t *testing.T) {
 	}{
 		"created, kcp's syncer's entry released": {
 			managers: entries,
-			want:     `[{"op":"test","path":"/metadata/resourceVersion","value":"7"},{"op":"remove","path":"/metadata/managedFields/0"}]`,
+			want:     `[{"op":"test","path":"/metadata/resourceVersion","value":"7"},{"op":"test","path":"/metadata/managedFields/0/manager","value":"syncer"},{"op":"remove","path":"/metadata/managedFields/0"}]`,
 		},
 		"nothing to release": {managers: entries[1:]},
 		"unchanged, kcp's syncer's entry still released": {
@@ -281,7 +281,7 @@ func TestApplyReleasesManagersAfterTheApply(t *testing.T) {
 				return l
 			}(),
 			managers: entries,
-			want:     `[{"op":"test","path":"/metadata/resourceVersion","value":"7"},{"op":"remove","path":"/metadata/managedFields/0"}]`,
+			want:     `[{"op":"test","path":"/metadata/resourceVersion","value":"7"},{"op":"test","path":"/metadata/managedFields/0/manager","value":"syncer"},{"op":"remove","path":"/metadata/managedFields/0"}]`,
 		},
 	}
 	for name, tt := range tests {

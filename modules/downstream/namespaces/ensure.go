@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 
+	"golang.org/x/sync/singleflight"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -72,6 +73,9 @@ type Ensurer struct {
 	bound        sync.Map // namespaces bound by this process
 	roleBindings dynamic.NamespaceableResourceInterface
 	reviews      dynamic.ResourceInterface
+	// flights shares one Ensure among the callers asking for the same locator at once
+	// (the workers syncing the first objects of a new namespace): one GET, one POST.
+	flights singleflight.Group
 }
 
 // OnFirstUse sets a function that prepares each downstream namespace for its workloads
@@ -120,7 +124,34 @@ func (e *Ensurer) Existing(l namespace.Locator) (string, bool) {
 // name with another locator (or none) is an error wrapping namespace.ErrCollision: it is
 // never adopted. An existing namespace whose kcp.io/tenant-id is missing or wrong gets it,
 // as kcp's syncer does after an upgrade.
+//
+// Concurrent calls for the same locator share one run (keyed by the locator's canonical
+// JSON: its sync target, logical cluster and namespace, so callers of another locator,
+// whose namespace may collide, never share its answer); the shared run uses the context
+// of the call that started it.
 func (e *Ensurer) Ensure(ctx context.Context, l namespace.Locator) (string, error) {
+	key, err := l.JSON()
+	if err != nil {
+		return "", fmt.Errorf("ensure downstream namespace: %w", err)
+	}
+	// The name goes with the error too (a collision names the namespace it hit).
+	var name string
+	res, _, _ := e.flights.Do(string(key), func() (any, error) {
+		n, err := e.ensure(ctx, l)
+		return ensured{name: n, err: err}, nil
+	})
+	if r, ok := res.(ensured); ok {
+		name, err = r.name, r.err
+	}
+	return name, err
+}
+
+type ensured struct {
+	name string
+	err  error
+}
+
+func (e *Ensurer) ensure(ctx context.Context, l namespace.Locator) (string, error) {
 	want, err := namespace.DownstreamNamespace(l, e.key)
 	if err != nil {
 		return "", fmt.Errorf("ensure downstream namespace: %w", err)

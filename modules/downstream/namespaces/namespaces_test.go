@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 	clienttesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
@@ -105,6 +107,92 @@ func TestEnsureHandlesCreateRaceAndErrors(t *testing.T) {
 	})
 	_, err = NewEnsurer(failing, store, target.Key).Ensure(context.Background(), locator("team"))
 	require.ErrorContains(t, err, "denied")
+}
+
+// Workers syncing the first objects of a new upstream namespace all ensure its downstream
+// namespace at once: one GET, one namespace POST and one isolation policy POST per
+// namespace, whatever the number of workers. The API holds the answer of every namespace
+// GET until all workers read (or 200ms passed), which without shared ensures makes each
+// worker find the namespace missing and POST it.
+func TestConcurrentEnsuresOfANewNamespaceCreateItOnce(t *testing.T) {
+	const workers = 8
+	store := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	fake := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds())
+	var (
+		mu    sync.Mutex
+		posts = map[string]int{}
+	)
+	fake.PrependReactor("create", "*", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		posts[a.GetResource().Resource]++
+		return false, nil, nil
+	})
+	client := &heldGets{Interface: fake, all: 2 * workers, arrived: make(chan struct{})}
+	e := NewEnsurer(client, store, target.Key)
+
+	namespaces := []string{"team", "other"}
+	names := make([]string, 2*workers)
+	errs := make([]error, 2*workers)
+	var wg sync.WaitGroup
+	for i := range 2 * workers {
+		wg.Go(func() { names[i], errs[i] = e.Ensure(context.Background(), locator(namespaces[i%2])) })
+	}
+	wg.Wait()
+	for i := range 2 * workers {
+		require.NoError(t, errs[i])
+		want, err := namespace.DownstreamName(locator(namespaces[i%2]))
+		require.NoError(t, err)
+		assert.Equal(t, want, names[i])
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, map[string]int{"namespaces": 2, "networkpolicies": 2}, posts, "one namespace and one policy POST per new namespace")
+	assert.Equal(t, 2, client.gets(), "one namespace GET per new namespace")
+}
+
+// heldGets holds the answers of namespace GETs until all of them were read or 200ms
+// passed (the fake client runs one request at a time, so the hold is outside it).
+type heldGets struct {
+	dynamic.Interface
+	all     int
+	arrived chan struct{}
+	mu      sync.Mutex
+	n       int
+}
+
+func (h *heldGets) gets() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n
+}
+
+func (h *heldGets) Resource(gvr schema.GroupVersionResource) dynamic.NamespaceableResourceInterface {
+	r := h.Interface.Resource(gvr)
+	if gvr != Resource {
+		return r
+	}
+	return heldResource{NamespaceableResourceInterface: r, h: h}
+}
+
+type heldResource struct {
+	dynamic.NamespaceableResourceInterface
+	h *heldGets
+}
+
+func (r heldResource) Get(ctx context.Context, name string, opts metav1.GetOptions, sub ...string) (*unstructured.Unstructured, error) {
+	obj, err := r.NamespaceableResourceInterface.Get(ctx, name, opts, sub...)
+	r.h.mu.Lock()
+	r.h.n++
+	if r.h.n == r.h.all {
+		close(r.h.arrived)
+	}
+	r.h.mu.Unlock()
+	select {
+	case <-r.h.arrived:
+	case <-time.After(200 * time.Millisecond):
+	}
+	return obj, err
 }
 
 type nsFixture struct {

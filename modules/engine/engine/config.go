@@ -64,6 +64,10 @@ type Config struct {
 	// metadata (*metav1.PartialObjectMetadata), for processes whose controllers need
 	// no spec or status from that side. By default both sides hold full objects.
 	MetadataOnly []informers.Side
+	// KeepManagedFields says which informer caches keep metadata.managedFields whole;
+	// the others trim each entry to its manager (informers.TrimManagedFields). Nil means
+	// informers.DefaultKeepManagedFields.
+	KeepManagedFields informers.KeepManagedFieldsFunc
 }
 
 func (c Config) metadataOnly(side informers.Side) bool {

@@ -78,6 +78,8 @@ func New(cfg Config, upstream, downstream ClusterClients) (*Engine, error) {
 			Upstream:     informers.Clients{Dynamic: upstream.Dynamic, Metadata: upstream.Metadata},
 			Downstream:   informers.Clients{Dynamic: downstream.Dynamic, Metadata: downstream.Metadata},
 			ResyncPeriod: cfg.ResyncPeriod,
+
+			KeepManagedFields: cfg.KeepManagedFields,
 		}),
 		resolved: make(chan struct{}),
 		ready:    make(chan struct{}),

@@ -69,6 +69,9 @@ type Options struct {
 	Downstream  Clients
 	// ResyncPeriod is zero (off) by default: the syncer is level-triggered by events.
 	ResyncPeriod time.Duration
+	// KeepManagedFields says which caches keep metadata.managedFields whole; the others
+	// hold them trimmed by TrimManagedFields. Nil means DefaultKeepManagedFields.
+	KeepManagedFields KeepManagedFieldsFunc
 }
 
 // HandlerFactory returns the event handler to add to the informer id, or nil to
@@ -199,6 +202,9 @@ func (m *Manager) newInformer(id ID) (cache.SharedIndexInformer, cache.GenericLi
 			FromCluster: m.opts.FromCluster, ResyncPeriod: m.opts.ResyncPeriod,
 			Indexers: upstreamIndexers(), Description: id.GVR.String(),
 		})
+		if err := setTransform(inf, m.transformFor(id), id); err != nil {
+			return nil, nil, err
+		}
 		return inf, clusterLister{indexer: inf.GetIndexer(), gr: id.GVR.GroupResource(), cluster: m.opts.FromCluster}, nil
 	}
 	tweak := func(o *metav1.ListOptions) { o.LabelSelector = selector }
@@ -208,7 +214,20 @@ func (m *Manager) newInformer(id ID) (cache.SharedIndexInformer, cache.GenericLi
 	} else {
 		gi = dynamicinformer.NewFilteredDynamicInformer(clients.Dynamic, id.GVR, metav1.NamespaceAll, m.opts.ResyncPeriod, downstreamIndexers(), tweak)
 	}
+	if err := setTransform(gi.Informer(), m.transformFor(id), id); err != nil {
+		return nil, nil, err
+	}
 	return gi.Informer(), gi.Lister(), nil
+}
+
+func setTransform(inf cache.SharedIndexInformer, t cache.TransformFunc, id ID) error {
+	if t == nil {
+		return nil
+	}
+	if err := inf.SetTransform(t); err != nil {
+		return fmt.Errorf("informer %s: set cache transform: %w", id, err)
+	}
+	return nil
 }
 
 // Stop stops the informer id and waits until it has stopped. Stopping an

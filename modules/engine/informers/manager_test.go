@@ -47,7 +47,7 @@ func object(kind, ns, name string, lbls, ann map[string]string) *unstructured.Un
 
 func newFakeDynamic(objs ...runtime.Object) *dynamicfake.FakeDynamicClient {
 	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
-		configmaps: "ConfigMapList", secrets: "SecretList", NamespacesGVR: "NamespaceList",
+		configmaps: "ConfigMapList", secrets: "SecretList", NamespacesGVR: "NamespaceList", services: "ServiceList",
 	}, objs...)
 }
 
