@@ -324,7 +324,8 @@ func TestSyncerWithExactlyTheManifestsRBACSyncsEndToEnd(t *testing.T) {
 		{"delete", "networking.k8s.io", "networkpolicies", "", syncerNS, true},
 		{"delete", "networking.k8s.io", "networkpolicies", "", downNS, false},
 		{"create", "apps", "deployments", "", syncerNS, true},
-		{"get", "", "endpoints", "", downNS, false},
+		// Endpoints are read everywhere for upsync (derived from annotated Services).
+		{"get", "", "endpoints", "", downNS, true},
 	} {
 		assert.Equal(t, c.want, can(c.verb, c.group, c.resource, c.sub, c.ns), "%s %s.%s/%s in %q", c.verb, c.resource, c.group, c.sub, c.ns)
 	}
