@@ -58,13 +58,19 @@ type eventRelay struct {
 	burst    int
 }
 
-func newEventRelay(sink EventSink, maxTargets int) *eventRelay {
+func newEventRelay(sink EventSink, maxTargets int, qps float64, burst int) *eventRelay {
 	if sink == nil {
 		return nil
 	}
+	if qps <= 0 {
+		qps = DefaultEventQPS
+	}
+	if burst <= 0 {
+		burst = DefaultEventBurst
+	}
 	return &eventRelay{
 		sink: sink, placed: newLRU[string, bool](4 * maxTargets), limiters: newLRU[tunnel.Target, *rate.Limiter](maxTargets),
-		qps: DefaultEventQPS, burst: DefaultEventBurst,
+		qps: rate.Limit(qps), burst: burst,
 	}
 }
 
@@ -171,7 +177,7 @@ func (s *Server) serveEvents(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 	}
 	if !s.events.allow(t) {
 		w.Header().Set("Retry-After", "1")
-		s.refuseEvent(w, t, fmt.Sprintf("too many Events relayed for %s (%d/s)", t, DefaultEventQPS), http.StatusTooManyRequests)
+		s.refuseEvent(w, t, fmt.Sprintf("too many Events relayed for %s (%g/s)", t, float64(s.events.qps)), http.StatusTooManyRequests)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)

@@ -54,6 +54,10 @@ type Options struct {
 	// Events relays syncers' Events into the workspaces placed on their SyncTargets
 	// (<target>/events/clusters/<cluster>/api/v1/...). Nil disables the relay (404).
 	Events EventSink
+	// EventQPS and EventBurst bound the Events relayed for one SyncTarget (defaults
+	// DefaultEventQPS, DefaultEventBurst).
+	EventQPS   float64
+	EventBurst int
 	// Registry holds live sessions. Default a new one.
 	Registry *Registry
 	// Logger receives structured logs. Default logr.Discard().
@@ -175,7 +179,7 @@ func New(opts Options) (*Server, error) {
 	}
 	opts.Limits = opts.Limits.withDefaults()
 	s := &Server{opts: opts, log: opts.Logger, obs: opts.Observer, registry: opts.Registry,
-		reviews: newSourceLimiter(opts.Limits.MaxReviewsPerSource), events: newEventRelay(opts.Events, maxRelayTargets)}
+		reviews: newSourceLimiter(opts.Limits.MaxReviewsPerSource), events: newEventRelay(opts.Events, maxRelayTargets, opts.EventQPS, opts.EventBurst)}
 	if !opts.Insecure {
 		cfg, err := serverTLS(opts)
 		if err != nil {
