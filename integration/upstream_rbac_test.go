@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"os/exec"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"github.com/tmc-syncer/syncer/integration/framework"
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/transformation/kcp"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 	"github.com/tmc-syncer/syncer/modules/tunnel/client"
@@ -116,7 +118,11 @@ func TestSyncerWithExactlyTheUpstreamRBACCannotActAsSyncTargetB(t *testing.T) {
 	_, err = up.CoreV1().ConfigMaps(upNS).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "cm", Labels: labels}, Data: map[string]string{"v": "1"}}, metav1.CreateOptions{})
 	require.NoError(t, err)
 	replicas := int32(1)
-	_, err = up.AppsV1().Deployments(upNS).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: labels},
+	// The hub runs a deployment controller too: a spec-diff gives the downstream pod
+	// template another annotation, so the downstream status (its ReplicaSet's name in the
+	// Progressing message) differs from the one the hub computes and must be written up.
+	specDiff := map[string]string{kcp.SpecDiffAnnotation(target.Key): `[{"op":"add","path":"/template/metadata/annotations","value":{"tmc.dev/side":"downstream"}}]`}
+	_, err = up.AppsV1().Deployments(upNS).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: labels, Annotations: specDiff},
 		Spec: appsv1.DeploymentSpec{
 			Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
@@ -131,16 +137,21 @@ func TestSyncerWithExactlyTheUpstreamRBACCannotActAsSyncTargetB(t *testing.T) {
 		return err1 == nil && err2 == nil && cm.Data["v"] == "1"
 	}, wait, 200*time.Millisecond, "the ConfigMap and the Deployment reach the physical cluster; syncer output:\n%s", p.Output)
 	deployments := env.KCP.Dynamic(t).Resource(appsv1.SchemeGroupVersion.WithResource("deployments")).Namespace(upNS)
-	var lastUp *unstructured.Unstructured
+	downDeployments := env.Physical.Dynamic(t).Resource(appsv1.SchemeGroupVersion.WithResource("deployments")).Namespace(downNS)
+	var lastDown, lastUp *unstructured.Unstructured
 	if !assert.Eventually(t, func() bool {
-		d, err := deployments.Get(ctx, "web", metav1.GetOptions{})
-		if err != nil {
+		d, err := downDeployments.Get(ctx, "web", metav1.GetOptions{})
+		if err != nil || statusField(d, "replicas") != 1 || statusField(d, "observedGeneration") != d.GetGeneration() {
 			return false
 		}
-		lastUp = d
-		return hasStatusManager(d, "tmc-syncer") && statusField(d, "replicas") == 1
-	}, wait, 200*time.Millisecond, "the downstream Deployment's status is written upstream by tmc-syncer") {
-		t.Fatalf("last upstream Deployment: %v", lastUp)
+		u, err := deployments.Get(ctx, "web", metav1.GetOptions{})
+		lastDown, lastUp = d, u
+		return err == nil && reflect.DeepEqual(d.Object["status"], u.Object["status"]) && hasStatusManager(u, "tmc-syncer")
+	}, wait, 50*time.Millisecond, "the downstream Deployment's status is written upstream by tmc-syncer") {
+		if lastDown != nil && lastUp != nil {
+			t.Fatalf("downstream status %v\nupstream status %v", lastDown.Object["status"], lastUp.Object["status"])
+		}
+		t.FailNow()
 	}
 	require.Eventually(t, func() bool {
 		evs, err := up.CoreV1().Events(upNS).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=web"})
