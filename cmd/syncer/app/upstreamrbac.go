@@ -8,7 +8,7 @@ import (
 )
 
 func newUpstreamRBACCommand() *cobra.Command {
-	cfg := manifests.UpstreamConfig{ServiceAccount: "tmc-syncer"}
+	cfg := manifests.UpstreamConfig{ServiceAccount: "tmc-syncer", SyncedObjects: true}
 	cmd := &cobra.Command{
 		Use:   "upstream-rbac",
 		Short: "Print the control plane's RBAC that lets one syncer act as its SyncTarget and no other",
@@ -40,5 +40,8 @@ func newUpstreamRBACCommand() *cobra.Command {
 	fs.StringVar(&cfg.SyncTargetName, "sync-target-name", "", "name of the SyncTarget")
 	fs.StringVar(&cfg.Namespace, "namespace", "", "upstream namespace of the syncer's ServiceAccount")
 	fs.StringVar(&cfg.ServiceAccount, "service-account", cfg.ServiceAccount, "the syncer's upstream ServiceAccount")
+	fs.StringSliceVarP(&cfg.Resources, "resources", "r", nil, "the syncer's --resources (resource.group): granted with --synced-objects (configmaps, secrets, serviceaccounts always are)")
+	fs.BoolVar(&cfg.Upsync, "upsync", false, "with --synced-objects: also let the syncer upsync Pods, PersistentVolumes and Endpoints labelled Upsync downstream (create, update, delete them on the hub)")
+	fs.BoolVar(&cfg.SyncedObjects, "synced-objects", true, "also print the plain hub's grant to read and write the synced objects (false under kcp, whose syncer virtual workspace authorizes them)")
 	return cmd
 }

@@ -186,3 +186,53 @@ func TestNamespaceNameIsAValidLabel(t *testing.T) {
 	}
 	assert.NotEqual(t, NamespaceName("a", "x"), NamespaceName("b", "x"), "per logical cluster")
 }
+
+func TestUpstreamObjectRulesGrantOnlyWhatTheSyncerDoesUpstream(t *testing.T) {
+	rules := UpstreamObjectRules([]string{"deployments.apps"}, false)
+	find := func(group, resource string) []string {
+		for _, r := range rules {
+			if slices.Contains(r.APIGroups, group) && slices.Contains(r.Resources, resource) {
+				return r.Verbs
+			}
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		group, resource string
+		verbs           []string
+	}{
+		{"", "namespaces", []string{"list", "watch"}},
+		{"", "events", []string{"create", "get", "patch"}},
+		{"", "configmaps", []string{"get", "list", "watch", "patch"}},
+		{"", "secrets/status", []string{"update"}},
+		{"apps", "deployments", []string{"get", "list", "watch", "patch"}},
+		{"apps", "deployments/status", []string{"update"}},
+		{"", "pods", nil},
+		{"", "persistentvolumes", nil},
+		{"apps", "replicasets", nil},
+	} {
+		assert.Equal(t, c.verbs, find(c.group, c.resource), "%s.%s", c.resource, c.group)
+	}
+	for _, r := range rules {
+		assert.NotContains(t, r.Verbs, "delete", "the syncer deletes nothing upstream without upsync: %v", r)
+		if !slices.Contains(r.Resources, "events") {
+			assert.NotContains(t, r.Verbs, "create", "nor creates anything but Events: %v", r)
+		}
+	}
+	withUpsync := UpstreamObjectRules(nil, true)
+	assert.Len(t, withUpsync, len(UpstreamObjectRules(nil, false))+len(UpstreamUpsyncRules()))
+}
+
+func TestUpstreamObjectsAreOptional(t *testing.T) {
+	cfg := UpstreamConfig{SyncTargetName: "a", Namespace: "n", ServiceAccount: "sa"}
+	assert.Len(t, UpstreamObjects(cfg), 4, "per-target ClusterRole, token Role and their bindings")
+	cfg.SyncedObjects = true
+	objs := UpstreamObjects(cfg)
+	require.Len(t, objs, 6)
+	cr, ok := objs[4].(*rbacv1.ClusterRole)
+	require.True(t, ok)
+	assert.Equal(t, UpstreamObjectsRoleName("a"), cr.Name)
+	crb, ok := objs[5].(*rbacv1.ClusterRoleBinding)
+	require.True(t, ok)
+	assert.Equal(t, []rbacv1.Subject{{Kind: "ServiceAccount", Name: "sa", Namespace: "n"}}, crb.Subjects)
+}
