@@ -9,9 +9,9 @@ func (a *Auth) AskedSoFar() []server.Attributes {
 	return append([]server.Attributes(nil), a.Asked...)
 }
 
-// ReviewedInSoFar returns a copy of the clusters of the token reviews so far.
-func (a *Auth) ReviewedInSoFar() []string {
+// LastReview returns the number of token reviews so far and the cluster of the last one.
+func (a *Auth) LastReview() (int, string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return append([]string(nil), a.ReviewedIn...)
+	return a.Reviews, a.LastReviewedIn
 }
