@@ -54,8 +54,8 @@ type Auth struct {
 	// LastReviewedIn is the cluster of the last token review (only the last: hostile tests
 	// send tens of thousands).
 	LastReviewedIn string
-	revoked map[string]bool
-	broken  bool
+	revoked        map[string]bool
+	broken         bool
 }
 
 // SetBroken makes every token review fail (true) or work again.
