@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -100,25 +101,36 @@ func TestKCPPodLogsFromTheWorkspaceThroughTheTunnelServer(t *testing.T) {
 	kube := kubernetes.NewForConfigOrDie(team.Config)
 	reader := workspaceUserToken(t, kube, "default", "log-reader", true)
 	stranger := workspaceUserToken(t, kube, "default", "stranger", false)
-	// The pod mutator projects the token Secret of the Pod's ServiceAccount.
+	// The pod mutator projects the token Secret of the pod's ServiceAccount.
 	workspaceUserToken(t, kube, "default", "app", false)
-	require.Eventually(t, func() bool {
-		_, err := kube.CoreV1().Pods("default").Create(ctx, &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Name: "web"},
+	// The physical cluster's controllers make the Pod (its template names the stub
+	// kubelet's Node: the bed has no scheduler); with the tunnel on, the pod template is
+	// labelled Upsync, so the Pod also appears in the workspace under the same name.
+	replicas := int32(1)
+	_, err := kube.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: appsv1.DeploymentSpec{
+		Replicas: &replicas,
+		Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+		Template: corev1.PodTemplateSpec{
+			ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
 			Spec: corev1.PodSpec{
 				NodeName: node, ServiceAccountName: "app", AutomountServiceAccountToken: ptr.To(false),
 				Containers: []corev1.Container{{Name: "app", Image: "registry.k8s.io/pause:3.10"}},
 			},
-		}, metav1.CreateOptions{})
-		return err == nil
-	}, 2*time.Minute, 500*time.Millisecond, "the workspace serves pods (compute bound)")
+		},
+	}}, metav1.CreateOptions{})
+	require.NoError(t, err)
 
 	physical := env.Physical.Kube(t)
 	downNS := downstreamNamespace(t, physical, st, team.Cluster, "default")
+	var pod string
 	require.Eventually(t, func() bool {
-		_, err := physical.CoreV1().Pods(downNS).Get(ctx, "web", metav1.GetOptions{})
-		return err == nil
-	}, 2*time.Minute, 250*time.Millisecond, "the Pod syncs down; syncer output:\n%s", p.Output)
+		list, err := physical.CoreV1().Pods(downNS).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil || len(list.Items) == 0 {
+			return false
+		}
+		pod = list.Items[0].Name
+		return true
+	}, 2*time.Minute, 250*time.Millisecond, "the Deployment syncs down and its Pod is created; syncer output:\n%s", p.Output)
 
 	// Another workspace, not bound to compute: its namespace is placed on no SyncTarget.
 	other, err := env.KCP.CreateWorkspace(ctx, "root", "other-kcplogs")
@@ -134,7 +146,7 @@ func TestKCPPodLogsFromTheWorkspaceThroughTheTunnelServer(t *testing.T) {
 	hc := &http.Client{Transport: tr}
 	target := tunnel.Target{Cluster: fromCluster(t, st), Name: st.name}
 	logURL := func(workspace string) string {
-		return ts.url + target.WorkspaceProxyPath(workspace) + "/api/v1/namespaces/default/pods/web/log?container=app"
+		return ts.url + target.WorkspaceProxyPath(workspace) + "/api/v1/namespaces/default/pods/" + pod + "/log?container=app"
 	}
 	get := func(url, token string) (int, string) {
 		t.Helper()
@@ -186,12 +198,12 @@ func TestKCPPodLogsFromTheWorkspaceThroughTheTunnelServer(t *testing.T) {
 	})
 
 	t.Run("an invalid workspace name gets 400", func(t *testing.T) {
-		code, body := get(ts.url+target.ProxyPath()+"/clusters/Root:X/api/v1/namespaces/default/pods/web/log", reader)
+		code, body := get(ts.url+target.ProxyPath()+"/clusters/Root:X/api/v1/namespaces/default/pods/"+pod+"/log", reader)
 		assert.Equal(t, http.StatusBadRequest, code, body)
 	})
 
 	for _, r := range kubelet.Requests() {
-		assert.True(t, strings.HasPrefix(r, fmt.Sprintf("/containerLogs/%s/web/app", downNS)), "only the synced pod's logs reach the kubelet: %s", r)
+		assert.True(t, strings.HasPrefix(r, fmt.Sprintf("/containerLogs/%s/%s/app", downNS, pod)), "only the synced pod's logs reach the kubelet: %s", r)
 	}
 	require.NotEmpty(t, kubelet.Requests(), "kube-apiserver proxied pods/log to the stub kubelet")
 }
