@@ -163,3 +163,34 @@ func StripCredentials(h http.Header) {
 		}
 	}
 }
+
+// WorkspaceSegment starts the optional workspace part of a proxied path under kcp:
+// <target>/proxy/clusters/<workspace>/api/v1/... names a namespace of that workspace.
+const WorkspaceSegment = "clusters"
+
+// SplitWorkspace splits the path after <target>/proxy into the workspace it names and the
+// Kubernetes API path: "/clusters/<workspace>/api/v1/..." gives ("<workspace>",
+// "/api/v1/..."), a path without the workspace part gives ("", p). The workspace must be a
+// kcp logical cluster name or path exactly as a target's cluster (DNS labels joined by
+// ':', bounded, no wildcard); otherwise the error wraps ErrInvalidTarget. The API path is
+// not checked here (ParseAPIPath does).
+func SplitWorkspace(p string) (workspace, apiPath string, err error) {
+	rest, ok := strings.CutPrefix(p, "/"+WorkspaceSegment+"/")
+	if !ok {
+		return "", p, nil
+	}
+	workspace, apiPath, ok = strings.Cut(rest, "/")
+	if err := validClusterPath(workspace); err != nil {
+		return "", "", fmt.Errorf("%w: workspace %.64q: %s", ErrInvalidTarget, workspace, err.Error())
+	}
+	if !ok {
+		return "", "", fmt.Errorf("path %.128q names workspace %s but no API path", p, workspace)
+	}
+	return workspace, "/" + apiPath, nil
+}
+
+// WorkspaceProxyPath returns the path prefix under which a user of workspace reaches t's
+// physical cluster (kcp): <t.ProxyPath()>/clusters/<workspace>; append the API path.
+func (t Target) WorkspaceProxyPath(workspace string) string {
+	return t.ProxyPath() + "/" + WorkspaceSegment + "/" + workspace
+}

@@ -101,6 +101,49 @@ func FuzzParseAPIPath(f *testing.F) {
 	})
 }
 
+// FuzzSplitWorkspace: whatever follows <target>/proxy, SplitWorkspace never panics; an
+// accepted workspace is a valid cluster path (valid UTF-8, bounded, no '/', no wildcard, no
+// dot segment) and workspace and API path rebuild the input; a path without the workspace
+// part is passed on untouched.
+func FuzzSplitWorkspace(f *testing.F) {
+	for _, s := range []string{
+		"/clusters/root:org:team/api/v1/namespaces/default/pods/web/log",
+		"/clusters/2abc3def/api/v1/namespaces/default/pods/web/log",
+		"/api/v1/namespaces/default/pods/web/log",
+		"/clusters/../api/v1/namespaces/default/pods/web/log",
+		"/clusters/*/api/v1/namespaces/default/pods",
+		"/clusters//api/v1",
+		"/clusters/root:/api/v1",
+		"/clusters/ROOT/api/v1",
+		"/clusters/root%2Fx/api/v1",
+		"/clusters/root",
+		"/clusters/\xff/api",
+		"/clusters/" + strings.Repeat("a:", 600) + "a/api/v1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		ws, apiPath, err := tunnel.SplitWorkspace(p)
+		if err != nil {
+			require.True(t, strings.HasPrefix(p, "/clusters/"), "only a workspace part can fail")
+			return
+		}
+		if ws == "" {
+			require.Equal(t, p, apiPath, "no workspace: the path is passed on as it is")
+			require.False(t, strings.HasPrefix(p, "/clusters/"))
+			return
+		}
+		require.Equal(t, p, "/clusters/"+ws+apiPath, "workspace and API path rebuild the input")
+		require.NoError(t, tunnel.Target{Cluster: ws, Name: "x"}.Validate(), "the workspace is a valid cluster path")
+		require.True(t, utf8.ValidString(ws))
+		require.LessOrEqual(t, len(ws), tunnel.MaxClusterLength)
+		require.NotContains(t, ws, "/")
+		require.NotContains(t, ws, "*")
+		require.NotContains(t, ws, "..")
+		require.True(t, strings.HasPrefix(apiPath, "/"))
+	})
+}
+
 // yamuxFrame builds a 12-byte yamux header (version 0).
 func yamuxFrame(typ byte, flags uint16, stream, length uint32) []byte {
 	b := make([]byte, 12)

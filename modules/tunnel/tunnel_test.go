@@ -2,6 +2,7 @@ package tunnel_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -55,6 +56,38 @@ func TestParsePath(t *testing.T) {
 	}
 	assert.Equal(t, "/tunnel/v1/clusters/root:org/synctargets/c1/proxy", target.ProxyPath())
 	assert.Equal(t, "root:org/c1", target.String())
+}
+
+func TestSplitWorkspace(t *testing.T) {
+	for _, tc := range []struct {
+		path, workspace, apiPath string
+		invalid, wantErr         bool
+	}{
+		{path: "/api/v1/namespaces/x/pods/web/log", apiPath: "/api/v1/namespaces/x/pods/web/log"},
+		{path: "/clusters/root:org:team/api/v1/namespaces/x/pods/web/log", workspace: "root:org:team", apiPath: "/api/v1/namespaces/x/pods/web/log"},
+		{path: "/clusters/2abc3def/apis/apps/v1/namespaces/x/deployments", workspace: "2abc3def", apiPath: "/apis/apps/v1/namespaces/x/deployments"},
+		{path: "/clusters/../api/v1/namespaces/x/pods", invalid: true},
+		{path: "/clusters/*/api/v1/namespaces/x/pods", invalid: true},
+		{path: "/clusters//api/v1/namespaces/x/pods", invalid: true},
+		{path: "/clusters/root:/api/v1", invalid: true},
+		{path: "/clusters/Root/api/v1", invalid: true},
+		{path: "/clusters/root%2Fx/api/v1", invalid: true},
+		{path: "/clusters/" + strings.Repeat("a:", 600) + "a/api/v1", invalid: true},
+		{path: "/clusters/root", wantErr: true},
+	} {
+		t.Run(tc.path[:min(len(tc.path), 64)], func(t *testing.T) {
+			ws, apiPath, err := tunnel.SplitWorkspace(tc.path)
+			if tc.invalid || tc.wantErr {
+				require.Error(t, err)
+				assert.Equal(t, tc.invalid, errors.Is(err, tunnel.ErrInvalidTarget), "invalid names wrap ErrInvalidTarget: %v", err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.workspace, ws)
+			assert.Equal(t, tc.apiPath, apiPath)
+		})
+	}
+	assert.Equal(t, "/tunnel/v1/clusters/root:org/synctargets/c1/proxy/clusters/root:team", target.WorkspaceProxyPath("root:team"))
 }
 
 func TestParseAPIPathAndVerb(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -17,6 +18,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/engine/clients"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	nsname "github.com/tmc-syncer/syncer/modules/transformation/namespace"
 	"github.com/tmc-syncer/syncer/modules/tunnel"
 	tunnelclient "github.com/tmc-syncer/syncer/modules/tunnel/client"
 	"github.com/tmc-syncer/syncer/modules/tunnel/server"
@@ -42,28 +44,69 @@ func newKCPEventSink(cfg *rest.Config, clusters *server.KCPClients) (*kcpEventSi
 // Placed reports whether namespace of cluster carries the state label of the SyncTarget t,
 // whose key comes from its own kcp.io/cluster annotation as everywhere else.
 func (s *kcpEventSink) Placed(ctx context.Context, t tunnel.Target, cluster, namespace string) (bool, error) {
-	stCfg, err := clients.ForCluster(s.cfg, strings.TrimSuffix(s.cfg.Host, "/"), t.Cluster)
+	st, err := s.syncTarget(ctx, t)
 	if err != nil {
 		return false, err
+	}
+	ns, err := s.namespace(ctx, cluster, namespace)
+	if err != nil {
+		return false, err
+	}
+	return ns.Labels[st.StateLabel()] != "", nil
+}
+
+// syncTarget reads the SyncTarget t at /clusters/<t.Cluster> with the server's identity:
+// its own logical cluster (kcp.io/cluster), key and UID, as the syncer computes them.
+func (s *kcpEventSink) syncTarget(ctx context.Context, t tunnel.Target) (identity.Target, error) {
+	stCfg, err := clients.ForCluster(s.cfg, strings.TrimSuffix(s.cfg.Host, "/"), t.Cluster)
+	if err != nil {
+		return identity.Target{}, err
 	}
 	dyn, err := dynamic.NewForConfigAndClient(stCfg, s.http)
 	if err != nil {
-		return false, err
+		return identity.Target{}, err
 	}
 	st, err := dyn.Resource(v1alpha1.SyncTargetsResource).Get(ctx, t.Name, metav1.GetOptions{})
 	if err != nil {
-		return false, fmt.Errorf("read SyncTarget %s: %w", t, err)
+		return identity.Target{}, fmt.Errorf("read SyncTarget %s: %w", t, err)
 	}
-	key := identity.TargetOf(st, t.Cluster).Key
+	return identity.TargetOf(st, t.Cluster), nil
+}
+
+func (s *kcpEventSink) namespace(ctx context.Context, cluster, name string) (*corev1.Namespace, error) {
 	kube, err := s.clusters.Authenticated(cluster)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	ns, err := kube.CoreV1().Namespaces().Get(ctx, namespace, metav1.GetOptions{})
+	ns, err := kube.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return false, fmt.Errorf("read namespace %s of %s: %w", namespace, cluster, err)
+		return nil, fmt.Errorf("read namespace %s of %s: %w", name, cluster, err)
 	}
-	return ns.Labels[identity.StateLabel(key)] != "", nil
+	return ns, nil
+}
+
+// WorkspaceNamespace maps namespace of workspace (a logical cluster name or path, named
+// by an authorised user) to its downstream namespace on t's physical cluster, exactly as
+// the syncer names it: the locator holds the SyncTarget's own logical cluster, name and
+// UID and the workspace's logical cluster (the namespace's kcp.io/cluster, whatever path
+// the user wrote). A namespace that is not placed on t has none.
+func (s *kcpEventSink) WorkspaceNamespace(ctx context.Context, t tunnel.Target, workspace, namespace string) (string, error) {
+	st, err := s.syncTarget(ctx, t)
+	if err != nil {
+		return "", err
+	}
+	ns, err := s.namespace(ctx, workspace, namespace)
+	if err != nil {
+		return "", err
+	}
+	if ns.Labels[st.StateLabel()] == "" {
+		return "", fmt.Errorf("namespace %s of %s is not placed on sync target %s", namespace, workspace, t)
+	}
+	return nsname.DownstreamName(nsname.Locator{
+		SyncTarget: nsname.SyncTarget{Cluster: st.Cluster, Name: st.Name, UID: string(st.UID)},
+		Cluster:    identity.LogicalCluster(ns, workspace),
+		Namespace:  namespace,
+	})
 }
 
 // Client returns the server's clientset of cluster.

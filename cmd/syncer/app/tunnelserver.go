@@ -72,7 +72,8 @@ func newTunnelServerCommand() *cobra.Command {
 		Short: "Run the control-plane side of the tunnel that syncers dial out to",
 		Long: "tunnel-server accepts one WebSocket per syncer at /tunnel/v1/clusters/<cluster>/synctargets/<name>,\n" +
 			"connects the syncer's API streams to the control plane's API address only, and proxies\n" +
-			"users' pod logs/exec/attach/port-forward requests to the physical cluster after a SubjectAccessReview.",
+			"users' pod logs/exec/attach/port-forward requests to the physical cluster after a SubjectAccessReview;\n" +
+			"with --kcp, <target>/proxy/clusters/<workspace>/api/v1/... reviews and maps in that workspace.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runTunnelServer(cmd.Context(), o) },
 	}
@@ -153,6 +154,7 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 	// per-cluster client cache (names come from the request path).
 	authnClusters, authzClusters := server.SingleCluster(reviewKube), server.SingleCluster(reviewKube)
 	var events server.EventSink
+	namespaces, workspaceNamespaces := syncTargetNamespaces(dyn), server.WorkspaceNamespaceMapper(nil)
 	if o.kcp {
 		kc, err := server.NewKCPClients(reviewCfg, server.DefaultMaxKCPClusters)
 		if err != nil {
@@ -165,8 +167,16 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		if err != nil {
 			return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
 		}
-		if events, err = newKCPEventSink(cfg, ec); err != nil {
+		sink, err := newKCPEventSink(cfg, ec)
+		if err != nil {
 			return errorf(ExitKubeconfig, "--kubeconfig: %w", err)
+		}
+		events = sink
+		// Users name the workspace of the pod (<target>/proxy/clusters/<workspace>/...);
+		// without it, the namespace is one of the SyncTarget's own workspace.
+		workspaceNamespaces = sink.WorkspaceNamespace
+		namespaces = func(ctx context.Context, t tunnel.Target, ns string) (string, error) {
+			return sink.WorkspaceNamespace(ctx, t, t.Cluster, ns)
 		}
 	}
 	authn := server.NewCachedAuthenticator(server.NewTokenReviewAuthenticator(authnClusters), server.TokenCacheOptions{
@@ -248,7 +258,8 @@ func runTunnelServer(ctx context.Context, o tunnelServerOptions) error {
 		WriteTimeout:        o.writeTimeout,
 		Limits:              server.Limits{MaxConnections: o.maxConns, MaxConnectionsPerSource: o.maxConnsPerSrc},
 		Authorizer:          server.NewSubjectAccessReviewAuthorizer(authzClusters),
-		NamespaceMapper:     syncTargetNamespaces(dyn),
+		NamespaceMapper:     namespaces,
+		WorkspaceNamespaces: workspaceNamespaces,
 		Events:              events,
 		TunnelVerb:          tunnelVerb(o.kcp),
 		Logger:              log,

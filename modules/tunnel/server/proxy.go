@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -58,6 +59,21 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 		http.Error(w, "control plane → cluster requests are not enabled on this tunnel server", http.StatusNotFound)
 		return
 	}
+	// Under kcp a user names the workspace of the namespace: authenticated, authorised and
+	// mapped there. Without it, the namespace is one of the SyncTarget's own cluster.
+	workspace, apiPath, err := tunnel.SplitWorkspace(apiPath)
+	if err != nil {
+		code := http.StatusNotFound
+		if errors.Is(err, tunnel.ErrInvalidTarget) {
+			code = http.StatusBadRequest
+		}
+		http.Error(w, err.Error(), code)
+		return
+	}
+	if workspace != "" && s.opts.WorkspaceNamespaces == nil {
+		http.Error(w, "requests naming a workspace are not enabled on this tunnel server (kcp only)", http.StatusNotFound)
+		return
+	}
 	req, err := tunnel.ParseAPIPath(apiPath)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusNotFound)
@@ -71,7 +87,11 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 	if !limitBody(w, r, s.opts.Limits.MaxRequestBodyBytes) {
 		return
 	}
-	user, ok := s.proxyCaller(w, r, t, req, verb)
+	cluster := t.Cluster
+	if workspace != "" {
+		cluster = workspace
+	}
+	user, ok := s.proxyCaller(w, r, cluster, req, verb)
 	if !ok {
 		return
 	}
@@ -101,14 +121,19 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request, t tunnel.Tar
 		return
 	}
 	defer sess.limits.releaseRequest(uk)
-	downNS, err := s.opts.NamespaceMapper(r.Context(), t, req.Namespace)
+	var downNS string
+	if workspace != "" {
+		downNS, err = s.opts.WorkspaceNamespaces(r.Context(), t, workspace, req.Namespace)
+	} else {
+		downNS, err = s.opts.NamespaceMapper(r.Context(), t, req.Namespace)
+	}
 	if err != nil {
-		http.Error(w, fmt.Sprintf("namespace %s has no downstream namespace on %s: %v", req.Namespace, t, err), http.StatusNotFound)
+		http.Error(w, fmt.Sprintf("namespace %s of %s has no downstream namespace on %s: %v", req.Namespace, cluster, t, err), http.StatusNotFound)
 		return
 	}
 	down := req
 	down.Namespace = downNS
-	s.log.V(2).Info("forwarding request through tunnel", "syncTarget", t.String(), "user", user.Name, "verb", verb, "path", down.Path())
+	s.log.V(2).Info("forwarding request through tunnel", "syncTarget", t.String(), "cluster", cluster, "user", user.Name, "verb", verb, "path", down.Path())
 	// Followed logs, exec and port-forward sessions and watches end at the latest here
 	// (ReverseProxy closes an upgraded connection when the request's context ends).
 	ctx, cancel := context.WithTimeout(r.Context(), s.opts.Limits.MaxRequestDuration)

@@ -45,8 +45,9 @@ func (s *Server) releaseLease(t tunnel.Target, sess *Session) {
 
 // proxyCaller returns who asks for a control plane → cluster request: on the replica
 // port, the identity the forwarding replica authorised (trusted only there, from a
-// replica certificate); anywhere else the caller authenticated and authorised here.
-func (s *Server) proxyCaller(w http.ResponseWriter, r *http.Request, t tunnel.Target, req tunnel.APIRequest, verb string) (UserInfo, bool) {
+// replica certificate); anywhere else the caller authenticated and authorised here, in
+// cluster (t's own, or the workspace the request names under kcp).
+func (s *Server) proxyCaller(w http.ResponseWriter, r *http.Request, cluster string, req tunnel.APIRequest, verb string) (UserInfo, bool) {
 	if isPeerRequest(r) {
 		user, err := s.forwardedUser(r)
 		if err != nil {
@@ -57,13 +58,13 @@ func (s *Server) proxyCaller(w http.ResponseWriter, r *http.Request, t tunnel.Ta
 		return user, true
 	}
 	r.Header.Del(ForwardedUserHeader)
-	user, code, err := s.authenticate(r, s.opts.Authenticator, t.Cluster)
+	user, code, err := s.authenticate(r, s.opts.Authenticator, cluster)
 	if err != nil {
 		refuseAuthentication(w, code, err)
 		return UserInfo{}, false
 	}
 	attrs := Attributes{
-		User: user, Cluster: t.Cluster, Verb: verb, Group: req.Group, Resource: req.Resource,
+		User: user, Cluster: cluster, Verb: verb, Group: req.Group, Resource: req.Resource,
 		Subresource: req.Subresource, Namespace: req.Namespace, Name: req.Name,
 	}
 	if code, err := s.authorize(r.Context(), attrs); err != nil {

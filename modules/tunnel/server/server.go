@@ -29,6 +29,11 @@ import (
 // to the downstream namespace on the target's physical cluster.
 type NamespaceMapper func(ctx context.Context, target tunnel.Target, upstreamNamespace string) (string, error)
 
+// WorkspaceNamespaceMapper maps an upstream namespace of a kcp workspace (a logical
+// cluster name or path, already validated) to the downstream namespace on the target's
+// physical cluster; it fails when the namespace is not placed on the target.
+type WorkspaceNamespaceMapper func(ctx context.Context, target tunnel.Target, workspace, upstreamNamespace string) (string, error)
+
 // Options configure a Server.
 type Options struct {
 	// UpstreamAddress is host:port of the upstream API server; every syncer
@@ -47,6 +52,10 @@ type Options struct {
 	// NamespaceMapper maps namespaces for control plane → cluster requests.
 	// Nil disables those requests (404).
 	NamespaceMapper NamespaceMapper
+	// WorkspaceNamespaces maps namespaces of requests that name a workspace
+	// (<target>/proxy/clusters/<workspace>/api/...; kcp): the caller is authenticated and
+	// authorised in that workspace. Nil disables those requests (404).
+	WorkspaceNamespaces WorkspaceNamespaceMapper
 	// TunnelVerb is the verb on synctargets/tunnel (resource name = the SyncTarget) that
 	// lets an identity hold a target's tunnel. Default "update"; kcp's plugin grants
 	// "get", so a server for kcp sets that.

@@ -20,6 +20,9 @@ import (
 // Target is the SyncTarget the helpers use.
 var Target = tunnel.Target{Cluster: "root:org:ws", Name: "cluster-1"}
 
+// Workspace is a kcp workspace whose namespaces "team*" are placed on Target.
+const Workspace = "root:org:team"
+
 // Tokens maps bearer tokens to users.
 const (
 	// SyncerToken authenticates the syncer, which may update synctargets/tunnel.
@@ -35,6 +38,9 @@ const (
 	// IntruderToken authenticates another service account that RBAC also lets update
 	// the Target's tunnel.
 	IntruderToken = "intruder-token"
+	// WorkspaceUserToken authenticates "carol", a user of Workspace (not of the Target's
+	// cluster) who may do anything in its namespaces "team*".
+	WorkspaceUserToken = "carol-token"
 	// SyncerUser is the identity of SyncerToken.
 	SyncerUser = "system:serviceaccount:default:syncer"
 )
@@ -45,8 +51,11 @@ type Auth struct {
 	Denied  bool // deny every question
 	Asked   []server.Attributes
 	Reviews int
-	revoked map[string]bool
-	broken  bool
+	// LastReviewedIn is the cluster of the last token review (only the last: hostile tests
+	// send tens of thousands).
+	LastReviewedIn string
+	revoked        map[string]bool
+	broken         bool
 }
 
 // SetBroken makes every token review fail (true) or work again.
@@ -67,9 +76,10 @@ func (a *Auth) Revoke(token string) {
 }
 
 // AuthenticateToken implements server.Authenticator.
-func (a *Auth) AuthenticateToken(_ context.Context, _ string, token string) (server.UserInfo, bool, error) {
+func (a *Auth) AuthenticateToken(_ context.Context, cluster string, token string) (server.UserInfo, bool, error) {
 	a.mu.Lock()
 	a.Reviews++
+	a.LastReviewedIn = cluster
 	revoked, broken := a.revoked[token], a.broken
 	a.mu.Unlock()
 	if broken {
@@ -89,6 +99,8 @@ func (a *Auth) AuthenticateToken(_ context.Context, _ string, token string) (ser
 		return server.UserInfo{Name: "bob"}, true, nil
 	case OtherToken:
 		return server.UserInfo{Name: "mallory"}, true, nil
+	case WorkspaceUserToken:
+		return server.UserInfo{Name: "carol"}, true, nil
 	case BrokenToken:
 		return server.UserInfo{}, false, errors.New("token review backend down")
 	}
@@ -109,6 +121,8 @@ func (a *Auth) Authorize(_ context.Context, at server.Attributes) (bool, string,
 			at.Group == "workload.kcp.io" && at.Name == Target.Name && at.Cluster == Target.Cluster, "", nil
 	case "alice", "bob", "cert-user":
 		return strings.HasPrefix(at.Namespace, "team") && at.Cluster == Target.Cluster, "", nil
+	case "carol":
+		return strings.HasPrefix(at.Namespace, "team") && at.Cluster == Workspace, "", nil
 	}
 	return false, "no RBAC", nil
 }
@@ -129,6 +143,18 @@ func MapNamespace(_ context.Context, t tunnel.Target, ns string) (string, error)
 		return "kcp-" + ns, nil
 	}
 	return "", errors.New("namespace not synced")
+}
+
+// MapWorkspaceNamespace maps "team*" of Workspace to "kcp-ws-team*" and refuses other
+// workspaces and namespaces and "team-unplaced" (not placed on Target).
+func MapWorkspaceNamespace(_ context.Context, t tunnel.Target, workspace, ns string) (string, error) {
+	if t != Target {
+		return "", errors.New("unknown target")
+	}
+	if workspace == Workspace && strings.HasPrefix(ns, "team") && ns != "team-unplaced" {
+		return "kcp-ws-" + ns, nil
+	}
+	return "", errors.New("namespace not placed on the target")
 }
 
 // Server is a tunnel server on a loopback listener that can be stopped and
