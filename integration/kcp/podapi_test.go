@@ -14,7 +14,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -35,14 +34,7 @@ func waitComputeAccepted(t *testing.T, st syncTarget, p *framework.SyncerProcess
 		if err != nil {
 			return false
 		}
-		accepted := map[string]bool{}
-		entries, _, _ := unstructured.NestedSlice(got.Object, "status", "syncedResources")
-		for _, e := range entries {
-			m, _ := e.(map[string]any)
-			if m["state"] == "Accepted" {
-				accepted[m["resource"].(string)] = true
-			}
-		}
+		accepted := acceptedResources(got)
 		return accepted["deployments"] && accepted["services"] && accepted["pods"] && accepted["ingresses"]
 	}, 2*time.Minute, 500*time.Millisecond, "kcp accepts the compute export's resources; output:\n%s", p.Output)
 }

@@ -29,6 +29,20 @@ func startOurSyncer(t *testing.T, env *framework.KCPEnvironment, name string, re
 	return st, runOurSyncer(t, env, st)
 }
 
+// acceptedResources is the set of resources kcp marked Accepted in the SyncTarget's
+// status.syncedResources.
+func acceptedResources(st *unstructured.Unstructured) map[string]bool {
+	accepted := map[string]bool{}
+	entries, _, _ := unstructured.NestedSlice(st.Object, "status", "syncedResources")
+	for _, e := range entries {
+		if m, _ := e.(map[string]any); m["state"] == "Accepted" {
+			r, _ := m["resource"].(string)
+			accepted[r] = true
+		}
+	}
+	return accepted
+}
+
 // markWorkspaceDNSReady plays the kubelet's and the endpoints controller's part for the
 // per-workspace DNS servers the syncer deploys (the bed has neither), as kcp's own e2e
 // does: every DNS Service in the syncer's namespace gets Endpoints with a ready address,

@@ -11,7 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -42,14 +41,7 @@ func TestKCPUpsyncPodAndPersistentVolume(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		accepted := map[string]bool{}
-		entries, _, _ := unstructured.NestedSlice(got.Object, "status", "syncedResources")
-		for _, e := range entries {
-			m, _ := e.(map[string]any)
-			if m["state"] == "Accepted" {
-				accepted[m["resource"].(string)] = true
-			}
-		}
+		accepted := acceptedResources(got)
 		return accepted["pods"] && accepted["persistentvolumes"] && conditionStatus(got, "Ready") == "True"
 	}, 2*time.Minute, 500*time.Millisecond, "kcp accepts pods and persistentvolumes for the SyncTarget; output:\n%s", p.Output)
 

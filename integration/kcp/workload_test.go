@@ -9,7 +9,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -36,14 +35,7 @@ func TestKCPDeploymentServiceConfigMapSecretSyncAndStatusComesBack(t *testing.T)
 		if err != nil {
 			return false
 		}
-		accepted := map[string]bool{}
-		entries, _, _ := unstructured.NestedSlice(got.Object, "status", "syncedResources")
-		for _, e := range entries {
-			m, _ := e.(map[string]any)
-			if m["state"] == "Accepted" {
-				accepted[m["resource"].(string)] = true
-			}
-		}
+		accepted := acceptedResources(got)
 		return accepted["deployments"] && accepted["services"] && accepted["pods"] && accepted["ingresses"] &&
 			conditionStatus(got, "APIImporterReady") == "True" && conditionStatus(got, "SyncerAuthorized") == "True"
 	}, 2*time.Minute, 500*time.Millisecond, "kcp accepts the v1.37 schemas our API importer publishes; output:\n%s", p.Output)
