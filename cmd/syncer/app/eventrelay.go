@@ -11,6 +11,7 @@ import (
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilcache "k8s.io/apimachinery/pkg/util/cache"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -31,14 +32,27 @@ type kcpEventSink struct {
 	cfg      *rest.Config
 	http     *http.Client
 	clusters *server.KCPClients
+	// targets caches each SyncTarget's identity, mapped its workspaces' namespace names:
+	// a proxied pod request asks after authorisation, and must not cost two reads of the
+	// control plane every time. Bounded: the keys come from authorised requests only.
+	targets, mapped *utilcache.LRUExpireCache
 }
+
+// How long the sink trusts what it read: a SyncTarget's identity does not change for its
+// life; a namespace mapping goes stale only when the namespace is unplaced.
+const (
+	syncTargetTTL   = 5 * time.Minute
+	namespaceMapTTL = 30 * time.Second
+	sinkCacheSize   = 4096
+)
 
 func newKCPEventSink(cfg *rest.Config, clusters *server.KCPClients) (*kcpEventSink, error) {
 	hc, err := rest.HTTPClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("event relay: %w", err)
 	}
-	return &kcpEventSink{cfg: cfg, http: hc, clusters: clusters}, nil
+	return &kcpEventSink{cfg: cfg, http: hc, clusters: clusters,
+		targets: utilcache.NewLRUExpireCache(sinkCacheSize), mapped: utilcache.NewLRUExpireCache(sinkCacheSize)}, nil
 }
 
 // Placed reports whether namespace of cluster carries the state label of the SyncTarget t,
@@ -58,6 +72,9 @@ func (s *kcpEventSink) Placed(ctx context.Context, t tunnel.Target, cluster, nam
 // syncTarget reads the SyncTarget t at /clusters/<t.Cluster> with the server's identity:
 // its own logical cluster (kcp.io/cluster), key and UID, as the syncer computes them.
 func (s *kcpEventSink) syncTarget(ctx context.Context, t tunnel.Target) (identity.Target, error) {
+	if v, ok := s.targets.Get(t); ok {
+		return v.(identity.Target), nil
+	}
 	stCfg, err := clients.ForCluster(s.cfg, strings.TrimSuffix(s.cfg.Host, "/"), t.Cluster)
 	if err != nil {
 		return identity.Target{}, err
@@ -70,7 +87,9 @@ func (s *kcpEventSink) syncTarget(ctx context.Context, t tunnel.Target) (identit
 	if err != nil {
 		return identity.Target{}, fmt.Errorf("read SyncTarget %s: %w", t, err)
 	}
-	return identity.TargetOf(st, t.Cluster), nil
+	id := identity.TargetOf(st, t.Cluster)
+	s.targets.Add(t, id, syncTargetTTL)
+	return id, nil
 }
 
 func (s *kcpEventSink) namespace(ctx context.Context, cluster, name string) (*corev1.Namespace, error) {
@@ -91,6 +110,10 @@ func (s *kcpEventSink) namespace(ctx context.Context, cluster, name string) (*co
 // UID and the workspace's logical cluster (the namespace's kcp.io/cluster, whatever path
 // the user wrote). A namespace that is not placed on t has none.
 func (s *kcpEventSink) WorkspaceNamespace(ctx context.Context, t tunnel.Target, workspace, namespace string) (string, error) {
+	key := t.String() + "|" + workspace + "|" + namespace
+	if v, ok := s.mapped.Get(key); ok {
+		return v.(string), nil
+	}
 	st, err := s.syncTarget(ctx, t)
 	if err != nil {
 		return "", err
@@ -102,11 +125,16 @@ func (s *kcpEventSink) WorkspaceNamespace(ctx context.Context, t tunnel.Target, 
 	if ns.Labels[st.StateLabel()] == "" {
 		return "", fmt.Errorf("namespace %s of %s is not placed on sync target %s", namespace, workspace, t)
 	}
-	return nsname.DownstreamName(nsname.Locator{
+	down, err := nsname.DownstreamName(nsname.Locator{
 		SyncTarget: nsname.SyncTarget{Cluster: st.Cluster, Name: st.Name, UID: string(st.UID)},
 		Cluster:    identity.LogicalCluster(ns, workspace),
 		Namespace:  namespace,
 	})
+	if err != nil {
+		return "", err
+	}
+	s.mapped.Add(key, down, namespaceMapTTL)
+	return down, nil
 }
 
 // Client returns the server's clientset of cluster.
