@@ -3,8 +3,6 @@ package integration
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -100,13 +98,7 @@ func startTunnelServerBinary(t *testing.T, env *framework.Environment) *tunnelSe
 // httpClient trusts the tunnel server's CA and nothing else.
 func (ts *tunnelServerProcess) httpClient(t *testing.T) *http.Client {
 	t.Helper()
-	pem, err := os.ReadFile(ts.caFile)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(pem))
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	t.Cleanup(tr.CloseIdleConnections)
-	return &http.Client{Transport: tr}
+	return framework.HTTPClientTrusting(t, ts.caFile)
 }
 
 // TestPodLogsThroughTheTunnel reads the logs of a synced Pod the way a control

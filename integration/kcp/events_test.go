@@ -2,12 +2,7 @@ package kcp
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,8 +12,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
 )
@@ -32,36 +25,22 @@ type kcpTunnelServer struct {
 }
 
 // startKCPTunnelServer runs the tunnel server as a platform team would under kcp: with
-// an admin identity of kcp's bare host (it reviews tokens and writes relayed Events in
+// an admin identity of kcp's bare host (context "base" of kcp's admin kubeconfig) (it reviews tokens and writes relayed Events in
 // whichever workspace a request names).
 func startKCPTunnelServer(t *testing.T, env *framework.KCPEnvironment) *kcpTunnelServer {
 	t.Helper()
 	dir := t.TempDir()
 	cert, key, err := env.Physical.IssueServingCert(dir, "tunnel-server")
 	require.NoError(t, err)
-	kubeconfig := filepath.Join(dir, "kcp-admin.kubeconfig")
-	cfg := env.KCP.Config
-	kc := clientcmdapi.NewConfig()
-	kc.Clusters["kcp"] = &clientcmdapi.Cluster{Server: strings.TrimSuffix(env.KCP.Host, "/"), CertificateAuthorityData: cfg.CAData}
-	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{Token: cfg.BearerToken, ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
-	kc.Contexts["kcp"] = &clientcmdapi.Context{Cluster: "kcp", AuthInfo: "admin"}
-	kc.CurrentContext = "kcp"
-	require.NoError(t, clientcmd.WriteToFile(*kc, kubeconfig))
 	addr, err := framework.FreeAddr()
 	require.NoError(t, err)
 	internal, err := framework.FreeAddr()
 	require.NoError(t, err)
 	p := framework.StartSyncer(t, framework.SyncerBinary(t, env.Root), nil, "tunnel-server", "--kcp", "-v=2",
-		"--bind-address="+addr, "--internal-bind-address="+internal, "--kubeconfig="+kubeconfig,
+		"--bind-address="+addr, "--internal-bind-address="+internal, "--kubeconfig="+env.KCP.Kubeconfig, "--context=base",
 		"--tls-cert-file="+cert, "--tls-private-key-file="+key)
 	ts := &kcpTunnelServer{SyncerProcess: p, url: "https://" + addr, caFile: env.Physical.CAFile()}
-	pem, err := os.ReadFile(ts.caFile)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(pem))
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	t.Cleanup(tr.CloseIdleConnections)
-	hc := &http.Client{Transport: tr}
+	hc := framework.HTTPClientTrusting(t, ts.caFile)
 	require.Eventually(t, func() bool {
 		resp, err := hc.Get(ts.url + "/livez") //nolint:noctx // readiness poll
 		if err != nil {

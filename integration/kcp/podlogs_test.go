@@ -2,12 +2,9 @@ package kcp
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -137,13 +134,7 @@ func TestKCPPodLogsFromTheWorkspaceThroughTheTunnelServer(t *testing.T) {
 	require.NoError(t, err)
 	otherReader := workspaceUserToken(t, kubernetes.NewForConfigOrDie(other.Config), "default", "log-reader", true)
 
-	pem, err := os.ReadFile(ts.caFile)
-	require.NoError(t, err)
-	pool := x509.NewCertPool()
-	require.True(t, pool.AppendCertsFromPEM(pem))
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
-	t.Cleanup(tr.CloseIdleConnections)
-	hc := &http.Client{Transport: tr}
+	hc := framework.HTTPClientTrusting(t, ts.caFile)
 	target := tunnel.Target{Cluster: fromCluster(t, st), Name: st.name}
 	logURL := func(workspace string) string {
 		return ts.url + target.WorkspaceProxyPath(workspace) + "/api/v1/namespaces/default/pods/" + pod + "/log?container=app"
