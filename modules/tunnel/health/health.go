@@ -312,15 +312,26 @@ type cachedCheck struct {
 	done bool
 }
 
-func (c *cachedCheck) run(ctx context.Context) error {
+// fresh returns the cached result while it is within the TTL.
+func (c *cachedCheck) fresh() (error, bool) { //nolint:revive // (result, ok) reads best here
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.done && c.clock.Since(c.at) < c.ttl {
-		err := c.err
-		c.mu.Unlock()
+		return c.err, true
+	}
+	return nil, false
+}
+
+func (c *cachedCheck) run(ctx context.Context) error {
+	if err, ok := c.fresh(); ok {
 		return err
 	}
-	c.mu.Unlock()
 	_, err, _ := c.group.Do("", func() (any, error) {
+		// A flight that ended between the look above and this one has just stored a
+		// result: use it rather than asking again.
+		if err, ok := c.fresh(); ok {
+			return nil, err
+		}
 		err := c.check(ctx)
 		c.mu.Lock()
 		c.at, c.err, c.done = c.clock.Now(), err, true
