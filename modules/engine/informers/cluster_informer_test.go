@@ -157,11 +157,13 @@ func TestSameNamespaceAndNameInTwoClustersNeverCollide(t *testing.T) {
 	lw := newFakeLW(t, cm("a", "ns", "cm", "1"), cm("b", "ns", "cm", "2"), cm("", "ns", "cm", "3"))
 	inf := newTestInformer(WithoutWatchList(lw.listWatch()))
 	h := &events{}
-	_, err := inf.AddEventHandler(h)
+	reg, err := inf.AddEventHandler(h)
 	require.NoError(t, err)
 	run(t, inf)
 	w := lw.watcher(t)
-	require.True(t, cache.WaitForCacheSync(t.Context().Done(), inf.HasSynced))
+	// The informer's HasSynced says the cache is filled; the registration's says this
+	// handler has seen the initial list too.
+	require.True(t, cache.WaitForCacheSync(t.Context().Done(), inf.HasSynced, reg.HasSynced))
 
 	assert.ElementsMatch(t, []string{"a|ns/cm", "b|ns/cm", "root|ns/cm"}, inf.GetStore().ListKeys(),
 		"one entry per logical cluster; no annotation means --from-cluster")
