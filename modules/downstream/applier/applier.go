@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -25,6 +26,12 @@ const (
 	// HashAnnotation holds, on a downstream object, the hash of the desired object we last
 	// applied, so an unchanged object is not written again.
 	HashAnnotation = "syncer.tmc.dev/applied-hash"
+
+	// createOnlyResourceVersion is the resourceVersion a CreateOnly apply carries. The API
+	// server ignores an apply's resourceVersion when the apply creates the object and
+	// otherwise requires it to match the live one (409). No stored object can carry "1":
+	// etcd's revisions start at 1 and every write, the first included, makes a later one.
+	createOnlyResourceVersion = "1"
 )
 
 // Outcome says what Apply did.
@@ -56,6 +63,12 @@ type Request struct {
 	// Preserve lists dotted paths set on create only: once the object exists, their live
 	// values are kept, so a local controller (an HPA) owns them.
 	Preserve []string
+	// CreateOnly says the caller has not read the live object and believes it absent
+	// (Live is nil): the apply creates it, owned by our Apply entry as any apply would,
+	// or, should the object exist, changes nothing and fails with an error IsExists
+	// recognises; the caller then reads the object and decides again. One request where a
+	// read and a write were two.
+	CreateOnly bool
 	// ReleaseManagers are field managers whose managed fields the apply takes over
 	// (kcp's syncer when taking over its objects): their managedFields entries are
 	// removed right after the apply, so fields only they held are no longer kept
@@ -178,6 +191,12 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Outcome, *unstructure
 		res, err := a.release(ctx, req.GVR, req.Live, req.ReleaseManagers)
 		return Unchanged, res, err
 	}
+	if req.CreateOnly {
+		if req.Live != nil {
+			return "", nil, fmt.Errorf("apply %s: CreateOnly with a live object", ref(obj))
+		}
+		obj.SetResourceVersion(createOnlyResourceVersion)
+	}
 	body, err := json.Marshal(obj.Object)
 	if err != nil {
 		return "", nil, fmt.Errorf("apply %s: encode: %w", ref(obj), err)
@@ -186,6 +205,9 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Outcome, *unstructure
 	res, err := a.client.Resource(req.GVR).Namespace(obj.GetNamespace()).Patch(ctx, obj.GetName(), types.ApplyPatchType, body,
 		metav1.PatchOptions{FieldManager: a.fieldManager, Force: &force})
 	if err != nil {
+		if req.CreateOnly && apierrors.IsConflict(err) {
+			return "", nil, &ExistsError{GVR: req.GVR, Namespace: obj.GetNamespace(), Name: obj.GetName()}
+		}
 		return "", nil, fmt.Errorf("apply %s %s: %w", req.GVR.Resource, ref(obj), err)
 	}
 	if len(req.ReleaseManagers) > 0 {
@@ -229,6 +251,23 @@ func (a *Applier) release(ctx context.Context, gvr schema.GroupVersionResource, 
 		return nil, &ReleaseError{Err: fmt.Errorf("release managed fields of %s %s (%s): %w", gvr.Resource, ref(obj), strings.Join(managers, ", "), err)}
 	}
 	return res, nil
+}
+
+// ExistsError is a CreateOnly apply that found the object already there: nothing was
+// written.
+type ExistsError struct {
+	GVR             schema.GroupVersionResource
+	Namespace, Name string
+}
+
+func (e *ExistsError) Error() string {
+	return fmt.Sprintf("%s %s exists already", e.GVR.Resource, join(e.Namespace, e.Name))
+}
+
+// IsExists reports whether err is a CreateOnly apply that found the object already there.
+func IsExists(err error) bool {
+	var e *ExistsError
+	return errors.As(err, &e)
 }
 
 // ReleaseError is a failed hand-over of managed fields after a successful apply

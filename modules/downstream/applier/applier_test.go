@@ -330,3 +330,41 @@ func TestReleaseFailureIsAReleaseError(t *testing.T) {
 	require.ErrorAs(t, err, &release)
 	assert.True(t, apierrors.IsConflict(err))
 }
+
+func TestCreateOnlyCarriesAnImpossibleResourceVersionAndReportsExists(t *testing.T) {
+	tests := map[string]struct {
+		serverErr  error
+		wantExists bool
+		wantErr    bool
+	}{
+		"absent: created":               {},
+		"present: 409 means exists":     {serverErr: apierrors.NewConflict(schema.GroupResource{Resource: "configmaps"}, "web", errors.New("the object has been modified")), wantExists: true, wantErr: true},
+		"other errors stay as they are": {serverErr: apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "web", errors.New("no")), wantErr: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			client := fakeClient()
+			var sent map[string]any
+			client.PrependReactor("patch", "configmaps", func(a clienttesting.Action) (bool, runtime.Object, error) {
+				require.NoError(t, json.Unmarshal(a.(clienttesting.PatchAction).GetPatch(), &sent))
+				if tc.serverErr != nil {
+					return true, nil, tc.serverErr
+				}
+				return true, &unstructured.Unstructured{Object: sent}, nil
+			})
+			d := desired(map[string]any{"k": "v"})
+			outcome, _, err := New(client, "").Apply(context.Background(), Request{GVR: cmGVR, Desired: d, Force: true, CreateOnly: true})
+			rv, _, _ := unstructured.NestedString(sent, "metadata", "resourceVersion")
+			assert.Equal(t, createOnlyResourceVersion, rv, "the precondition no stored object meets")
+			assert.Empty(t, d.GetResourceVersion(), "the request's object is not modified")
+			assert.Equal(t, tc.wantErr, err != nil, "%v", err)
+			assert.Equal(t, tc.wantExists, IsExists(err), "%v", err)
+			if !tc.wantErr {
+				assert.Equal(t, Created, outcome)
+			}
+		})
+	}
+
+	_, _, err := New(fakeClient(), "").Apply(context.Background(), Request{GVR: cmGVR, Desired: desired(nil), Live: desired(nil), CreateOnly: true})
+	require.Error(t, err, "CreateOnly with a live object is a caller's bug")
+}

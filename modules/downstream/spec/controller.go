@@ -153,6 +153,8 @@ type Controller struct {
 
 	mu       sync.Mutex
 	failures map[queue.Key]failure
+
+	written *written
 }
 
 // failure remembers a permanent failure, so that the same desired object is not sent again
@@ -184,7 +186,7 @@ func NewController(cfg Config) *Controller {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
-	c := &Controller{cfg: cfg, resources: map[schema.GroupVersionResource]Resource{}, failures: map[queue.Key]failure{}}
+	c := &Controller{cfg: cfg, resources: map[schema.GroupVersionResource]Resource{}, failures: map[queue.Key]failure{}, written: newWritten()}
 	for _, r := range cfg.Resources {
 		c.resources[r.GVR] = r
 	}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -93,36 +95,11 @@ func (c *Controller) wanted(up *unstructured.Unstructured) bool {
 
 // sync creates or updates the downstream object.
 func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured) error {
-	logger := klog.FromContext(ctx)
-	desired, err := c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up)
-	if transformation.IsSkip(err) {
-		logger.V(4).Info("not synced", "reason", err.Error())
-		return nil
-	}
-	if err != nil {
-		return c.transformFailed(ctx, r, key, up, err)
-	}
-	// The finalizer goes on before any downstream write; reading the live object is not a
-	// write, so on a first sync both requests run at once.
-	cached := up
-	up, live, err := c.finalizerAndLive(ctx, r, up, desired.GetNamespace(), desired.GetName())
-	if err != nil || up == nil {
+	p, err := c.prepare(ctx, r, key, up)
+	if p == nil || err != nil {
 		return err
 	}
-	if up != cached {
-		// The patched object; it differs from the cached one only if someone changed it
-		// meanwhile, perhaps so that it is no longer ours to sync.
-		if !c.wanted(up) {
-			return c.remove(ctx, r, key, up)
-		}
-		if desired, err = c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up); err != nil {
-			if transformation.IsSkip(err) {
-				return nil
-			}
-			return c.transformFailed(ctx, r, key, up, err)
-		}
-	}
-	if desired.GetNamespace() != "" {
+	if p.desired.GetNamespace() != "" {
 		if _, err := c.cfg.Namespaces.Ensure(ctx, c.cfg.Transform.Locator(up)); err != nil {
 			if errors.Is(err, namespace.ErrCollision) {
 				return c.permanent(ctx, r, key, up, "", "namespace-collision", err)
@@ -130,40 +107,190 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 			return err
 		}
 	}
-	owner, _ := ownership.FromAnnotations(desired.GetAnnotations())
-	own := conflict.Classify(live, c.cfg.Target.Key, owner)
+	if wait := c.failedBefore(key, p.hash); wait > 0 {
+		klog.FromContext(ctx).V(4).Info("same object failed permanently before, not sending it again yet", "after", wait)
+		return queue.RequeueAfter(wait, nil)
+	}
+	live, known, remembered := c.cachedLive(r, p.desired.GetNamespace(), p.desired.GetName())
+	if !known {
+		return c.create(ctx, r, key, up, p)
+	}
+	if !hasFinalizer(up, c.cfg.Target.SyncerFinalizer()) {
+		// An object already downstream that lacks our finalizer (taken over from kcp's
+		// syncer, or the finalizer was removed): the finalizer goes on before the write.
+		cached := up
+		if up, err = c.ensureFinalizer(ctx, r, up); err != nil || up == nil {
+			return err
+		}
+		if p, err = c.again(ctx, r, key, cached, up, p); p == nil || err != nil {
+			return err
+		}
+	}
+	if err := c.write(ctx, r, key, up, p, live); err != nil {
+		return err
+	}
+	if remembered {
+		// The cache had not seen our last write yet; look once more when it has.
+		return queue.RequeueAfter(writtenTTL, nil)
+	}
+	return nil
+}
+
+// prepared is what an upstream object asks for downstream.
+type prepared struct {
+	desired  *unstructured.Unstructured
+	policy   conflict.Policy
+	preserve []string
+	hash     string
+}
+
+// prepare transforms up and reads its conflict settings. A nil result with a nil error
+// means the object is not synced (skipped, or an error was reported and retried later).
+func (c *Controller) prepare(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured) (*prepared, error) {
+	desired, err := c.cfg.Pipeline.ToDownstream(c.cfg.Transform, up)
+	if transformation.IsSkip(err) {
+		klog.FromContext(ctx).V(4).Info("not synced", "reason", err.Error())
+		return nil, nil
+	}
+	if err != nil {
+		return nil, c.transformFailed(ctx, r, key, up, err)
+	}
 	policy, err := conflict.PolicyFor(up, c.cfg.Policy)
 	if err != nil {
-		return c.permanent(ctx, r, key, up, "", "annotation", err)
+		return nil, c.permanent(ctx, r, key, up, "", "annotation", err)
 	}
-	decision := conflict.Decide(policy, own, desired, live)
+	preserve, err := conflict.IgnoreFields(up)
+	if err != nil {
+		return nil, c.permanent(ctx, r, key, up, "", "annotation", err)
+	}
+	hash, err := applier.Hash(desired, preserve)
+	if err != nil {
+		return nil, c.permanent(ctx, r, key, up, "", "encode", err)
+	}
+	return &prepared{desired: desired, policy: policy, preserve: preserve, hash: hash}, nil
+}
+
+// again prepares up, the object our finalizer patch returned, when it differs from cached
+// in more than that patch: someone changed it meanwhile, perhaps so that it is no longer
+// ours to sync. A nil result with a nil error means there is nothing more to write.
+func (c *Controller) again(ctx context.Context, r Resource, key queue.Key, cached, up *unstructured.Unstructured, p *prepared) (*prepared, error) {
+	if !c.wanted(up) {
+		return nil, c.remove(ctx, r, key, up)
+	}
+	if cached.GetGeneration() == up.GetGeneration() && equalExceptFinalizers(cached, up) {
+		return p, nil
+	}
+	return c.prepare(ctx, r, key, up)
+}
+
+// equalExceptFinalizers compares what the transformation reads of a and b: labels,
+// annotations and everything outside metadata.
+func equalExceptFinalizers(a, b *unstructured.Unstructured) bool {
+	for k, v := range a.Object {
+		if k != "metadata" && !equality.Semantic.DeepEqual(v, b.Object[k]) {
+			return false
+		}
+	}
+	for k := range b.Object {
+		if _, ok := a.Object[k]; !ok && k != "metadata" {
+			return false
+		}
+	}
+	return maps.Equal(a.GetLabels(), b.GetLabels()) && maps.Equal(a.GetAnnotations(), b.GetAnnotations())
+}
+
+// create writes an object our downstream cache does not hold, without reading it first:
+// most such objects do not exist yet. On a first sync the upstream finalizer goes on in
+// the same moment (see the package README for why the start-up orphan sweep makes that
+// safe). Should the object exist (not ours, so not cached; or ours and created so recently
+// that the cache has not seen it), nothing is written and it is read and decided on as any
+// existing object.
+func (c *Controller) create(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured, p *prepared) error {
+	logger := klog.FromContext(ctx)
+	req := applier.Request{GVR: r.GVR, Desired: p.desired, Force: true, Preserve: p.preserve, CreateOnly: true}
+	cached := up
+	var (
+		created    *unstructured.Unstructured
+		createErr  error
+		patched    = up
+		patchErr   error
+		needsFinal = !hasFinalizer(up, c.cfg.Target.SyncerFinalizer())
+	)
+	if needsFinal {
+		var wg sync.WaitGroup
+		wg.Go(func() { patched, patchErr = c.ensureFinalizer(ctx, r, up) })
+		_, created, createErr = c.cfg.Writer.Apply(ctx, req)
+		wg.Wait()
+	} else {
+		_, created, createErr = c.cfg.Writer.Apply(ctx, req)
+	}
+	switch {
+	case createErr == nil:
+		c.wrote(r, created)
+		c.forgetFailure(key)
+		c.cfg.Metrics.Applied(r.GVR.Resource, string(applier.Created))
+		logger.V(2).Info("applied downstream object", "outcome", applier.Created, "downstream", cacheKey(p.desired.GetNamespace(), p.desired.GetName()))
+	case !applier.IsExists(createErr):
+		if patchErr != nil {
+			logger.V(2).Info("could not add the upstream finalizer either", "err", patchErr.Error())
+		}
+		return c.applyFailed(ctx, r, key, up, nil, p.hash, createErr)
+	}
+	if patchErr != nil {
+		return patchErr
+	}
+	if patched == nil {
+		// Gone upstream meanwhile; its delete event removes what we may have created.
+		return nil
+	}
+	up = patched
+	if needsFinal {
+		var err error
+		if p, err = c.again(ctx, r, key, cached, up, p); p == nil || err != nil {
+			return err
+		}
+	}
+	if createErr == nil {
+		if p.hash == created.GetAnnotations()[applier.HashAnnotation] {
+			return c.clearSyncError(ctx, r, up)
+		}
+		// Changed upstream while we created it: update what we just created.
+		return c.write(ctx, r, key, up, p, created)
+	}
+	logger.V(4).Info("downstream object exists though not in our cache, reading it", "downstream", cacheKey(p.desired.GetNamespace(), p.desired.GetName()))
+	live, err := c.live(ctx, r, p.desired.GetNamespace(), p.desired.GetName())
+	if err != nil {
+		return err
+	}
+	return c.write(ctx, r, key, up, p, live)
+}
+
+// write converges the existing (or, for a nil live, absent) downstream object to p,
+// within the conflict policy.
+func (c *Controller) write(ctx context.Context, r Resource, key queue.Key, up *unstructured.Unstructured, p *prepared, live *unstructured.Unstructured) error {
+	logger := klog.FromContext(ctx)
+	desired := p.desired
+	owner, _ := ownership.FromAnnotations(desired.GetAnnotations())
+	own := conflict.Classify(live, c.cfg.Target.Key, owner)
+	decision := conflict.Decide(p.policy, own, desired, live)
 	if !decision.Write {
-		return c.conflict(ctx, r, up, policy, decision.Conflict)
+		return c.conflict(ctx, r, up, p.policy, decision.Conflict)
 	}
 	if live != nil && live.GetDeletionTimestamp() != nil {
 		logger.V(4).Info("downstream object is being deleted, waiting to recreate it")
 		return queue.RequeueAfter(recreateDelay, nil)
 	}
-	preserve, err := conflict.IgnoreFields(up)
-	if err != nil {
-		return c.permanent(ctx, r, key, up, "", "annotation", err)
-	}
-	hash, err := applier.Hash(desired, preserve)
-	if err != nil {
-		return c.permanent(ctx, r, key, up, "", "encode", err)
-	}
-	if wait := c.failedBefore(key, hash); wait > 0 {
-		logger.V(4).Info("same object failed permanently before, not sending it again yet", "after", wait)
-		return queue.RequeueAfter(wait, nil)
-	}
-	req := applier.Request{GVR: r.GVR, Desired: desired, Live: live, Force: decision.Force, Preserve: preserve}
+	req := applier.Request{GVR: r.GVR, Desired: desired, Live: live, Force: decision.Force, Preserve: p.preserve}
 	if conflict.ManagedBy(live, conflict.KCPSyncerFieldManager) {
 		// Taking over from kcp's syncer: its fields become ours, in one more write.
 		req.ReleaseManagers = []string{conflict.KCPSyncerFieldManager}
 	}
-	outcome, _, err := c.cfg.Writer.Apply(ctx, req)
+	outcome, res, err := c.cfg.Writer.Apply(ctx, req)
 	if err != nil {
-		return c.applyFailed(ctx, r, key, up, live, hash, err)
+		return c.applyFailed(ctx, r, key, up, live, p.hash, err)
+	}
+	if outcome != applier.Unchanged {
+		c.wrote(r, res)
 	}
 	c.forgetFailure(key)
 	c.cfg.Metrics.Applied(r.GVR.Resource, string(outcome))
@@ -174,11 +301,16 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 	case own == conflict.Inherited:
 		logger.Info("took over downstream object synced by kcp's syncer", "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	case own == conflict.Foreign:
-		logger.Info("took over foreign downstream object", "policy", policy, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
+		logger.Info("took over foreign downstream object", "policy", p.policy, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	case outcome != applier.Unchanged:
 		logger.V(2).Info("applied downstream object", "outcome", outcome, "downstream", cacheKey(desired.GetNamespace(), desired.GetName()))
 	}
 	return c.clearSyncError(ctx, r, up)
+}
+
+// wrote remembers the server's answer to a write until the downstream cache sees it.
+func (c *Controller) wrote(r Resource, obj *unstructured.Unstructured) {
+	c.written.remember(r.GVR, obj, c.cfg.Now())
 }
 
 // transformFailed handles a transformation error: inputs that are not ready yet (a pod's
@@ -192,28 +324,19 @@ func (c *Controller) transformFailed(ctx context.Context, r Resource, key queue.
 	return c.permanent(ctx, r, key, up, "", "transform", err)
 }
 
-// finalizerAndLive adds the upstream finalizer when missing and reads the live downstream
-// object, concurrently when both need a request. A nil upstream object means it is gone.
-func (c *Controller) finalizerAndLive(ctx context.Context, r Resource, up *unstructured.Unstructured, ns, name string) (*unstructured.Unstructured, *unstructured.Unstructured, error) {
-	if hasFinalizer(up, c.cfg.Target.SyncerFinalizer()) {
-		live, err := c.live(ctx, r, ns, name)
-		return up, live, err
+// cachedLive returns the downstream object namespace/name as our cache (or a write the
+// cache has not caught up with yet, then remembered is true) knows it. known is false when
+// neither has it: the object is absent, not ours (our cache holds only our objects), or
+// was created by someone else so recently that the cache has not seen it.
+func (c *Controller) cachedLive(r Resource, ns, name string) (live *unstructured.Unstructured, known, remembered bool) {
+	var cached *unstructured.Unstructured
+	if item, ok, err := r.Downstream.GetByKey(cacheKey(ns, name)); err == nil && ok {
+		cached, _ = item.(*unstructured.Unstructured)
 	}
-	var (
-		wg      sync.WaitGroup
-		live    *unstructured.Unstructured
-		liveErr error
-	)
-	wg.Go(func() { live, liveErr = c.live(ctx, r, ns, name) })
-	up, err := c.ensureFinalizer(ctx, r, up)
-	wg.Wait()
-	if err != nil {
-		return nil, nil, err
+	if w, ok := c.written.newer(r.GVR, ns, name, cached, c.cfg.Now()); ok {
+		return w, true, true
 	}
-	if liveErr != nil {
-		return nil, nil, liveErr
-	}
-	return up, live, nil
+	return cached, cached != nil, false
 }
 
 // live returns the downstream object namespace/name from the cache, else from the API
@@ -250,6 +373,7 @@ func (c *Controller) applyFailed(ctx context.Context, r Resource, key queue.Key,
 	case applier.Immutable:
 		if up.GetAnnotations()[RecreateOnImmutableAnnotation] == "true" && live != nil {
 			klog.FromContext(ctx).Info("immutable field changed, recreating downstream object", "downstream", cacheKey(live.GetNamespace(), live.GetName()))
+			c.written.forget(r.GVR, live.GetNamespace(), live.GetName())
 			if derr := c.cfg.Writer.Delete(ctx, r.GVR, live.GetNamespace(), live.GetName(), live.GetUID(), metav1.DeletePropagationBackground); derr != nil {
 				return derr
 			}
@@ -345,6 +469,7 @@ func (c *Controller) deleteDownstream(ctx context.Context, r Resource, up *unstr
 		if d.GetDeletionTimestamp() != nil {
 			continue
 		}
+		c.written.forget(r.GVR, d.GetNamespace(), d.GetName())
 		if err := c.cfg.Writer.Delete(ctx, r.GVR, d.GetNamespace(), d.GetName(), d.GetUID(), c.propagation(up)); err != nil {
 			return true, err
 		}

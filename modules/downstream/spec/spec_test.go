@@ -36,7 +36,12 @@ import (
 var cmGVR = schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
 
 type fakeWriter struct {
-	mu       sync.Mutex
+	mu sync.Mutex
+	// down is the physical cluster a CreateOnly apply checks, as the server's
+	// resourceVersion precondition does.
+	down *dynamicfake.FakeDynamicClient
+	// refused counts CreateOnly applies that found the object there (nothing written).
+	refused  int
 	applies  []applier.Request
 	deletes  []string
 	applyErr error
@@ -52,6 +57,12 @@ func (w *fakeWriter) Apply(_ context.Context, req applier.Request) (applier.Outc
 	}
 	if outcome == applier.Unchanged {
 		return outcome, req.Live, nil
+	}
+	if req.CreateOnly && w.down != nil {
+		if _, err := w.down.Tracker().Get(req.GVR, sent.GetNamespace(), sent.GetName()); err == nil {
+			w.refused++
+			return "", nil, &applier.ExistsError{GVR: req.GVR, Namespace: sent.GetNamespace(), Name: sent.GetName()}
+		}
 	}
 	w.applies = append(w.applies, req)
 	if w.applyErr != nil {
@@ -134,6 +145,7 @@ func newFixture(t *testing.T, upObjs ...*unstructured.Unstructured) *fixture {
 	kinds := map[schema.GroupVersionResource]string{cmGVR: "ConfigMapList"}
 	f.up = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds, objs...)
 	f.downAPI = dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), kinds)
+	f.writer.down = f.downAPI
 	f.ctl = NewController(Config{
 		Target: target, Transform: f.tctx,
 		Pipeline:       transformation.NewPipeline(transformation.WithStage(StripControlAnnotations())),
@@ -208,25 +220,111 @@ func (f *fixture) upstream(name string) *unstructured.Unstructured {
 	return u
 }
 
-func TestSyncAddsFinalizerFirstThenEnsuresNamespaceAndApplies(t *testing.T) {
+func TestFirstSyncIsOneFinalizerPatchAndOneCreateWithoutARead(t *testing.T) {
 	f := newFixture(t)
 	up := f.cm("web")
 	f = newFixture(t, up)
-	var order []string
-	f.up.PrependReactor("patch", "configmaps", func(clienttesting.Action) (bool, runtime.Object, error) {
-		order = append(order, "finalizer")
-		return false, nil, nil
-	})
 	require.NoError(t, f.ctl.Reconcile(context.Background(), key("web")))
-	assert.Equal(t, []string{"finalizer"}, order)
+	var upVerbs []string
+	for _, a := range f.up.Actions() {
+		upVerbs = append(upVerbs, a.GetVerb())
+	}
+	assert.Equal(t, []string{"patch"}, upVerbs, "one upstream write: the finalizer")
 	assert.Contains(t, f.upstream("web").GetFinalizers(), f.target.SyncerFinalizer())
 	assert.Equal(t, 1, f.ns.calls)
 	require.Len(t, f.writer.applies, 1)
 	req := f.writer.applies[0]
 	assert.Nil(t, req.Live)
+	assert.True(t, req.CreateOnly, "an object missing from our cache is created without a read")
 	assert.True(t, req.Force)
 	assert.Equal(t, f.target.Key, req.Desired.GetLabels()[identity.DownstreamClusterLabel])
 	assert.Equal(t, 1, f.metrics.counts["applied/created"])
+	assert.Empty(t, f.downAPI.Actions(), "no downstream read")
+
+	// The finalizer's watch event brings the key back before the downstream cache has seen
+	// the create: the server's answer stands in for it, nothing is sent, and the key is
+	// looked at again once the cache must have caught up.
+	require.NoError(t, f.upStore.Update(f.upstream("web")))
+	err := f.ctl.Reconcile(context.Background(), key("web"))
+	var again *queue.RequeueAfterError
+	require.ErrorAs(t, err, &again)
+	assert.Equal(t, writtenTTL, again.After)
+	assert.Len(t, f.writer.applies, 1, "no second write")
+	assert.Empty(t, f.downAPI.Actions(), "no downstream read")
+	assert.Zero(t, f.writer.refused)
+}
+
+func TestFirstSyncOfAnObjectChangedMeanwhileWritesTheNewVersion(t *testing.T) {
+	f := newFixture(t)
+	up := f.cm("web")
+	f = newFixture(t, up)
+	changed := up.DeepCopy()
+	require.NoError(t, unstructured.SetNestedField(changed.Object, "v2", "data", "k"))
+	changed.SetResourceVersion("2")
+	_, err := f.up.Resource(cmGVR).Namespace("team").Update(context.Background(), changed, metav1.UpdateOptions{})
+	require.NoError(t, err)
+
+	// The cache still holds version 1: its finalizer patch conflicts, is computed again on
+	// version 2, and the object created from version 1 is updated to version 2 at once.
+	require.NoError(t, f.ctl.Reconcile(context.Background(), key("web")))
+	require.Len(t, f.writer.applies, 2)
+	assert.True(t, f.writer.applies[0].CreateOnly)
+	assert.False(t, f.writer.applies[1].CreateOnly)
+	assert.NotNil(t, f.writer.applies[1].Live, "the update starts from what was just created")
+	v, _, _ := unstructured.NestedString(f.writer.applies[1].Desired.Object, "data", "k")
+	assert.Equal(t, "v2", v)
+	assert.Contains(t, f.upstream("web").GetFinalizers(), f.target.SyncerFinalizer())
+}
+
+func TestObjectOursButNotYetCachedIsReadAfterTheRefusedCreate(t *testing.T) {
+	f := newFixture(t)
+	up := f.cm("web", withFinalizer(f))
+	f = newFixture(t, up)
+	// Created by an earlier run; the cache has not seen it.
+	live := f.downstreamOf(up)
+	_, err := f.downAPI.Resource(cmGVR).Namespace(live.GetNamespace()).Create(context.Background(), live, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, f.ctl.Reconcile(context.Background(), key("web")))
+	assert.Equal(t, 1, f.writer.refused, "the create found it")
+	assert.Empty(t, f.writer.applies, "then read it: unchanged, nothing written")
+	assert.Equal(t, 1, f.metrics.counts["applied/unchanged"])
+}
+
+func TestRememberedWritesYieldToTheCacheAndToDeletes(t *testing.T) {
+	now := time.Unix(1000, 0)
+	w := newWritten()
+	obj := func(rv string) *unstructured.Unstructured {
+		u := &unstructured.Unstructured{}
+		u.SetNamespace("ns")
+		u.SetName("a")
+		u.SetResourceVersion(rv)
+		return u
+	}
+	tests := map[string]struct {
+		cached *unstructured.Unstructured
+		after  time.Duration
+		forget bool
+		want   bool
+	}{
+		"cache has not seen it":           {want: true},
+		"cache holds an older version":    {cached: obj("5"), want: true},
+		"cache caught up":                 {cached: obj("7")},
+		"cache is newer":                  {cached: obj("9")},
+		"too old to trust":                {after: writtenTTL},
+		"we deleted it":                   {forget: true},
+		"unparsable versions: cache wins": {cached: obj("x")},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			w.remember(cmGVR, obj("7"), now)
+			if tc.forget {
+				w.forget(cmGVR, "ns", "a")
+			}
+			_, ok := w.newer(cmGVR, "ns", "a", tc.cached, now.Add(tc.after))
+			assert.Equal(t, tc.want, ok)
+			w.forget(cmGVR, "ns", "a")
+		})
+	}
 }
 
 func TestUnchangedObjectIsNotWritten(t *testing.T) {
