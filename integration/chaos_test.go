@@ -109,6 +109,8 @@ func TestChaosConvergence(t *testing.T) {
 		"--to-kubeconfig=" + env.Physical.Kubeconfig,
 		"--resources=deployments.apps,services," + chaosWidgets.Resource + "." + chaosWidgets.Group,
 		"--downstream-namespace-clean-delay=5s",
+		// For a post-mortem: why a namespace was kept (a 20-minute run once ended with one).
+		"--vmodule=namespaces_reconcile=4",
 		"--health-bind-address=", "--metrics-bind-address=",
 	}
 	argsOf := func(tg identity.Target, kubeconfig string, extra ...string) []string {

@@ -34,7 +34,8 @@ func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
 		c.forget(key.Name)
 		return nil
 	}
-	if c.inUseCached(key.Name, l) {
+	if why := c.inUseCached(key.Name, l); why != "" {
+		logger.V(4).Info("downstream namespace in use (caches)", "by", why, "recheckAfter", InUseRecheck)
 		c.forget(key.Name)
 		return queue.RequeueAfter(InUseRecheck, nil)
 	}
@@ -42,11 +43,12 @@ func (c *Controller) Reconcile(ctx context.Context, key queue.Key) error {
 		logger.V(4).Info("downstream namespace unused, waiting before deleting", "after", wait)
 		return queue.RequeueAfter(wait, nil)
 	}
-	inUse, err := c.inUseLive(ctx, key.Name, l)
+	why, err := c.inUseLive(ctx, key.Name, l)
 	if err != nil {
 		return err
 	}
-	if inUse {
+	if why != "" {
+		logger.V(4).Info("downstream namespace in use (API servers)", "by", why, "recheckAfter", InUseRecheck)
 		c.forget(key.Name)
 		return queue.RequeueAfter(InUseRecheck, nil)
 	}
@@ -96,33 +98,47 @@ func (c *Controller) ours(l namespace.Locator) bool {
 		(t.UID == "" || types.UID(l.SyncTarget.UID) == t.UID)
 }
 
-// inUseCached reports, from the caches, an upstream object assigned to the target in the
-// locator's namespace, or one of our objects left in the downstream namespace.
-func (c *Controller) inUseCached(name string, l namespace.Locator) bool {
-	_, upstream, downstream := c.caches()
-	for _, idx := range upstream {
+// inUseCached names, from the caches, an upstream object assigned to the target in the
+// locator's namespace, or one of our objects left in the downstream namespace; "" when
+// there is none.
+func (c *Controller) inUseCached(name string, l namespace.Locator) string {
+	resources, upstream, downstream := c.caches()
+	resource := func(i int) string {
+		if i < len(resources) {
+			return resources[i].Resource
+		}
+		return "objects"
+	}
+	for i, idx := range upstream {
 		items, err := idx.ByIndex(cache.NamespaceIndex, l.Namespace)
 		if err != nil {
-			return true
+			return "upstream index: " + err.Error()
 		}
 		for _, it := range items {
 			if o, err := meta.Accessor(it); err == nil && identity.LogicalCluster(o, c.cfg.FallbackCluster) == l.Cluster {
-				return true
+				return "upstream " + resource(i) + " " + o.GetNamespace() + "/" + o.GetName()
 			}
 		}
 	}
-	for _, idx := range downstream {
+	for i, idx := range downstream {
 		items, err := idx.ByIndex(cache.NamespaceIndex, name)
-		if err != nil || len(items) > 0 {
-			return true
+		if err != nil {
+			return "downstream index: " + err.Error()
+		}
+		if len(items) > 0 {
+			if o, err := meta.Accessor(items[0]); err == nil {
+				return "downstream " + resource(i) + " " + o.GetNamespace() + "/" + o.GetName()
+			}
+			return "downstream " + resource(i)
 		}
 	}
-	return false
+	return ""
 }
 
 // inUseLive is the last check before a delete, against the API servers rather than the
-// caches, which may lag behind a create that just happened.
-func (c *Controller) inUseLive(ctx context.Context, name string, l namespace.Locator) (bool, error) {
+// caches, which may lag behind a create that just happened. It names what uses the
+// namespace, "" when nothing does.
+func (c *Controller) inUseLive(ctx context.Context, name string, l namespace.Locator) (string, error) {
 	upSel := c.cfg.Target.UpstreamSelector().String()
 	downSel := c.cfg.Target.DownstreamSelector().String()
 	resources, _, _ := c.caches()
@@ -131,24 +147,24 @@ func (c *Controller) inUseLive(ctx context.Context, name string, l namespace.Loc
 	for _, gvr := range resources {
 		list, err := c.cfg.UpstreamClient.Resource(gvr).Namespace(l.Namespace).List(upCtx, metav1.ListOptions{LabelSelector: upSel})
 		if err != nil && !apierrors.IsNotFound(err) {
-			return true, fmt.Errorf("list upstream %s in %s: %w", gvr.Resource, l.Namespace, err)
+			return "", fmt.Errorf("list upstream %s in %s: %w", gvr.Resource, l.Namespace, err)
 		}
 		if list != nil {
 			for i := range list.Items {
 				if identity.LogicalCluster(&list.Items[i], c.cfg.FallbackCluster) == l.Cluster {
-					return true, nil
+					return "upstream " + gvr.Resource + " " + list.Items[i].GetNamespace() + "/" + list.Items[i].GetName(), nil
 				}
 			}
 		}
 		list, err = c.cfg.DownstreamClient.Resource(gvr).Namespace(name).List(ctx, metav1.ListOptions{LabelSelector: downSel, Limit: 1})
 		if err != nil && !apierrors.IsNotFound(err) {
-			return true, fmt.Errorf("list downstream %s in %s: %w", gvr.Resource, name, err)
+			return "", fmt.Errorf("list downstream %s in %s: %w", gvr.Resource, name, err)
 		}
 		if list != nil && len(list.Items) > 0 {
-			return true, nil
+			return "downstream " + gvr.Resource + " " + name + "/" + list.Items[0].GetName(), nil
 		}
 	}
-	return false, nil
+	return "", nil
 }
 
 // waitLeft starts or continues the clean delay of an unused namespace and returns how much
