@@ -244,13 +244,15 @@ func BenchmarkTLSProxyThroughput(b *testing.B) {
 		}
 		return c
 	}
-	var proxUp, proxDown, dirUp, dirDown time.Duration
-	timed := func(sum *time.Duration, proxied bool, op func(*testing.B, net.Conn)) {
+	type cost struct{ wall, cpu time.Duration }
+	var proxUp, proxDown, dirUp, dirDown cost
+	timed := func(sum *cost, proxied bool, op func(*testing.B, net.Conn)) {
 		c := dial(proxied)
 		defer func() { _ = c.Close() }()
-		start := time.Now()
+		start, cpu := time.Now(), cpuTime(b)
 		op(b, c)
-		*sum += time.Since(start)
+		sum.wall += time.Since(start)
+		sum.cpu += cpuTime(b) - cpu
 	}
 	b.ResetTimer()
 	for range b.N {
@@ -259,11 +261,15 @@ func BenchmarkTLSProxyThroughput(b *testing.B) {
 		timed(&dirUp, false, upload)
 		timed(&dirDown, false, download)
 	}
-	mbps := func(d time.Duration) float64 { return float64(b.N) * bulkSize / 1e6 / d.Seconds() }
+	mbps := func(c cost) float64 { return float64(b.N) * bulkSize / 1e6 / c.wall.Seconds() }
 	b.ReportMetric(mbps(proxUp), "proxy-up-MB/s")
 	b.ReportMetric(mbps(proxDown), "proxy-down-MB/s")
 	b.ReportMetric(mbps(proxUp)/mbps(dirUp), "proxy-ratio-up")
 	b.ReportMetric(mbps(proxDown)/mbps(dirDown), "proxy-ratio-down")
+	b.ReportMetric(proxUp.cpu.Seconds()/(float64(b.N)*bulkSize/1e9), "proxy-up-cpu-s/GB")
+	b.ReportMetric(proxDown.cpu.Seconds()/(float64(b.N)*bulkSize/1e9), "proxy-down-cpu-s/GB")
+	b.ReportMetric(dirUp.cpu.Seconds()/proxUp.cpu.Seconds(), "proxy-cpu-ratio-up")
+	b.ReportMetric(dirDown.cpu.Seconds()/proxDown.cpu.Seconds(), "proxy-cpu-ratio-down")
 }
 
 // cpuTime returns the user and system CPU time of the process so far.
