@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/tmc-syncer/syncer/integration/framework"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
@@ -344,11 +345,20 @@ func TestUpstreamDeploymentStatusFollowsDownstream(t *testing.T) {
 	}
 	t.Logf("upstream Progressing: %q", progressing(lastUp))
 
-	// Scale: upstream first, then downstream as the downstream syncer would.
-	u, err := upDeps.Get(ctx, "web", metav1.GetOptions{})
-	require.NoError(t, err)
-	require.NoError(t, unstructured.SetNestedField(u.Object, int64(3), "spec", "replicas"))
-	_, err = upDeps.Update(ctx, u, metav1.UpdateOptions{})
+	// Scale: upstream first, then downstream as the downstream syncer would. Two writers
+	// (the control plane's deployment controller and the syncer) keep changing the upstream
+	// status, so the read-modify-write retries on a conflict.
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		u, err := upDeps.Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if err := unstructured.SetNestedField(u.Object, int64(3), "spec", "replicas"); err != nil {
+			return err
+		}
+		_, err = upDeps.Update(ctx, u, metav1.UpdateOptions{})
+		return err
+	})
 	require.NoError(t, err)
 	_, err = downDeps.Patch(ctx, "web", types.MergePatchType, []byte(`{"spec":{"replicas":3}}`), metav1.PatchOptions{})
 	require.NoError(t, err)

@@ -132,14 +132,20 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 	}))
 
 	objectInformer := func(id informers.ID) bool { return !id.MetadataOnly && id.GVR != informers.NamespacesGVR }
+	// The spec syncer reads no status on either side (ToDownstream drops it): a status
+	// write, upstream by the status syncer or downstream by a controller, is no work for it.
+	statusOnly := func(_ informers.ID, oldObj, newObj any) bool { return informers.OnlyStatusChanged(oldObj, newObj) }
+	// The namespaces controller reads which objects the (label-selected) caches hold per
+	// namespace: only adds and deletes change that, never an update of an object.
+	objectUpdate := func(id informers.ID, _, _ any) bool { return objectInformer(id) }
 	if reg.Spec, err = e.Register(specCtl,
-		engine.Watch{Side: informers.Upstream, Direction: queue.Down},
+		engine.Watch{Side: informers.Upstream, Direction: queue.Down, SkipUpdate: statusOnly},
 		engine.Watch{Side: informers.Downstream, Keys: func(id informers.ID) queue.KeysFunc {
 			if !objectInformer(id) {
 				return nil
 			}
 			return spec.DownstreamKeys(id.GVR)
-		}},
+		}, SkipUpdate: statusOnly},
 	); err != nil {
 		return nil, fmt.Errorf("downstream: %w", err)
 	}
@@ -149,7 +155,7 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 				return nil
 			}
 			return w.namespaceOfUpstream
-		}},
+		}, SkipUpdate: objectUpdate},
 		engine.Watch{Side: informers.Downstream, Keys: func(id informers.ID) queue.KeysFunc {
 			if id.GVR == informers.NamespacesGVR {
 				return func(obj metav1.Object) []queue.Key { return []queue.Key{namespaces.Key(obj.GetName())} }
@@ -158,7 +164,7 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 				return nil
 			}
 			return namespaceOfDownstream
-		}},
+		}, SkipUpdate: objectUpdate},
 	); err != nil {
 		return nil, fmt.Errorf("downstream: %w", err)
 	}

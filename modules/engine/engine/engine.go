@@ -141,6 +141,10 @@ type Watch struct {
 	// nil skips an informer. Nil means every informer of the resource set on Side
 	// (see SetInformer), mapped by Engine.DefaultKeys.
 	Keys func(id informers.ID) queue.KeysFunc
+	// SkipUpdate, when set, drops the update events of informer id it returns true for:
+	// changes the controller does not read (e.g. informers.OnlyStatusChanged), which would
+	// only cost a reconcile on the hot path of every write. Adds and deletes always pass.
+	SkipUpdate func(id informers.ID, oldObj, newObj any) bool
 }
 
 // Register adds a controller. Its workers start once the engine is ready; keys
@@ -162,11 +166,17 @@ func (e *Engine) Register(c queue.Controller, watches ...Watch) (*queue.Runner, 
 				return e.DefaultKeys(dir, id)
 			}
 		}
+		skip := w.SkipUpdate
 		err := e.informers.AddEventHandler(w.Side, func(id informers.ID) cache.ResourceEventHandler {
-			if f := keys(id); f != nil {
-				return r.EventHandler(f)
+			f := keys(id)
+			if f == nil {
+				return nil
 			}
-			return nil
+			h := r.EventHandler(f)
+			if skip == nil {
+				return h
+			}
+			return skippingUpdates{h, func(oldObj, newObj any) bool { return skip(id, oldObj, newObj) }}
 		})
 		if err != nil {
 			return nil, fmt.Errorf("register controller %s: %w", c.Name(), err)
@@ -347,4 +357,17 @@ func (e *Engine) syncTargetClient() dynamic.NamespaceableResourceInterface {
 
 func (e *Engine) resourceKey() queue.Key {
 	return queue.Key{Direction: queue.Up, GVR: workloadv1alpha1.SyncTargetsResource, Cluster: e.cfg.FromCluster, Name: e.cfg.SyncTargetName}
+}
+
+// skippingUpdates passes the events of an informer to a handler, except the updates skip
+// returns true for.
+type skippingUpdates struct {
+	cache.ResourceEventHandler
+	skip func(oldObj, newObj any) bool
+}
+
+func (s skippingUpdates) OnUpdate(oldObj, newObj any) {
+	if !s.skip(oldObj, newObj) {
+		s.ResourceEventHandler.OnUpdate(oldObj, newObj)
+	}
 }

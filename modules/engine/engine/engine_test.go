@@ -393,3 +393,59 @@ func TestTheSyncTargetKeyComesFromTheSyncTargetsOwnCluster(t *testing.T) {
 		})
 	}
 }
+
+func TestWatchSkipUpdateDropsTheUpdatesItSelects(t *testing.T) {
+	target := identity.NewTarget(cluster, stName, stUID)
+	mine := unstr("v1", "ConfigMap", "ns", "mine", map[string]string{target.StateLabel(): "Sync"})
+	mine.SetResourceVersion("1")
+	f := newFixture(t, syncTarget(""), mine)
+	e, err := New(config(), f.up, f.down)
+	require.NoError(t, err)
+	rec := &recordingController{}
+	var mu sync.Mutex
+	var asked []informers.ID
+	_, err = e.Register(rec, Watch{Side: informers.Upstream, Direction: queue.Down, SkipUpdate: func(id informers.ID, _, _ any) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, id)
+		return true
+	}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	require.Eventually(t, func() bool { return len(rec.seen()) == 1 }, 10*time.Second, 5*time.Millisecond, "the add passes")
+
+	mine.Object["data"] = map[string]any{"k": "v"}
+	mine.SetResourceVersion("2") // the fake client keeps what it is given
+	_, err = f.upDyn.Resource(configmaps).Namespace("ns").Update(ctx, mine, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(asked) == 1
+	}, 5*time.Second, 5*time.Millisecond, "the update is offered to SkipUpdate")
+	mu.Lock()
+	assert.Equal(t, informers.ID{Side: informers.Upstream, GVR: configmaps}, asked[0], "with the informer's ID")
+	mu.Unlock()
+	// SkipUpdate runs in the handler before the key is queued: none was.
+	assert.Len(t, rec.seen(), 1, "the skipped update is not reconciled")
+}
+
+func TestSkippingUpdatesPassesAddsDeletesAndOtherUpdates(t *testing.T) {
+	var adds, updates, deletes int
+	h := skippingUpdates{cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { adds++ },
+		UpdateFunc: func(_, _ any) { updates++ },
+		DeleteFunc: func(any) { deletes++ },
+	}, func(oldObj, _ any) bool { return oldObj == "skip" }}
+	h.OnAdd("a", false)
+	h.OnUpdate("skip", "b")
+	h.OnUpdate("keep", "b")
+	h.OnDelete("c")
+	assert.Equal(t, []int{1, 1, 1}, []int{adds, updates, deletes})
+}

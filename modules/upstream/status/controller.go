@@ -16,7 +16,9 @@
 //   - the downstream object is the truth: when another writer changes the upstream status
 //     (a resourceVersion that is not our last write's), the key is re-queued after a delay
 //     that doubles per re-assert (10 ms … 1 min, reset after 2 min of quiet), so a writer
-//     that keeps disagreeing is answered ever more slowly instead of spinning.
+//     that keeps disagreeing is answered ever more slowly instead of spinning. The watch
+//     usually delivers our own write before its response: a change seen while a write of
+//     the key is in flight is judged once the response names our resourceVersion.
 package status
 
 import (
@@ -95,6 +97,10 @@ type Controller struct {
 	// written holds the upstream resourceVersion our last write produced, to tell our own
 	// updates from another writer's.
 	written map[queue.Key]string
+	// inflight holds the keys whose upstream write has been sent but not answered, with the
+	// resourceVersion of the last status change seen meanwhile ("" for none): the watch
+	// often delivers our own write before its response, when it cannot be told apart yet.
+	inflight map[queue.Key]string
 	// reasserts backs off re-asserting status over another writer, per key.
 	reasserts map[queue.Key]*backoff
 	now       func() time.Time
@@ -127,7 +133,7 @@ func New(cfg Config) (*Controller, error) {
 	}
 	c := &Controller{
 		cfg: cfg, seen: map[queue.Key]time.Time{}, noStatus: map[schema.GroupVersionResource]bool{},
-		written: map[queue.Key]string{}, reasserts: map[queue.Key]*backoff{}, now: time.Now,
+		written: map[queue.Key]string{}, inflight: map[queue.Key]string{}, reasserts: map[queue.Key]*backoff{}, now: time.Now,
 	}
 	c.runner = queue.NewRunner(c, cfg.Queue)
 	return c, nil
@@ -288,13 +294,27 @@ func (c *Controller) upstreamHandler(gvr schema.GroupVersionResource) cache.Reso
 }
 
 // reassert queues key after another writer changed its status, unless resourceVersion is
-// the one our own last write produced.
+// the one our own last write produced. While a write of key is in flight the decision waits
+// for its response (see writing).
 func (c *Controller) reassert(key queue.Key, resourceVersion string) {
 	c.mu.Lock()
+	if _, writing := c.inflight[key]; writing {
+		c.inflight[key] = resourceVersion
+		c.mu.Unlock()
+		return
+	}
 	if c.written[key] == resourceVersion {
 		c.mu.Unlock()
 		return
 	}
+	delay := c.reassertDelayLocked(key)
+	c.mu.Unlock()
+	c.runner.EnqueueAfter(key, delay)
+}
+
+// reassertDelayLocked returns how long to wait before re-asserting key, growing with each
+// re-assert; called with mu held.
+func (c *Controller) reassertDelayLocked(key queue.Key) time.Duration {
 	now := c.now()
 	b := c.reasserts[key]
 	if b == nil || now.Sub(b.last) > reassertReset {
@@ -304,15 +324,32 @@ func (c *Controller) reassert(key queue.Key, resourceVersion string) {
 	delay := min(reassertBase<<min(b.n, 20), reassertMax)
 	b.n++
 	b.last = now
-	c.mu.Unlock()
-	c.runner.EnqueueAfter(key, delay)
+	return delay
 }
 
-// wrote records the resourceVersion of our write to key.
-func (c *Controller) wrote(key queue.Key, resourceVersion string) {
+// writing sends one upstream write of key (write returns the resourceVersion it produced)
+// and records that resourceVersion as ours. A status change the upstream watch delivered
+// while the write was in flight is re-asserted only if it is not our write's.
+func (c *Controller) writing(key queue.Key, write func() (string, error)) error {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.written[key] = resourceVersion
+	c.inflight[key] = ""
+	c.mu.Unlock()
+	resourceVersion, err := write()
+	c.mu.Lock()
+	seen := c.inflight[key]
+	delete(c.inflight, key)
+	if err == nil {
+		c.written[key] = resourceVersion
+	}
+	// A failed write is retried (conflict) or re-queued (error) and re-reads the object then.
+	if err != nil || seen == "" || seen == resourceVersion {
+		c.mu.Unlock()
+		return err
+	}
+	delay := c.reassertDelayLocked(key)
+	c.mu.Unlock()
+	c.runner.EnqueueAfter(key, delay)
+	return nil
 }
 
 func (c *Controller) forget(key queue.Key) {
@@ -320,6 +357,9 @@ func (c *Controller) forget(key queue.Key) {
 	defer c.mu.Unlock()
 	delete(c.written, key)
 	delete(c.reasserts, key)
+	if _, writing := c.inflight[key]; writing {
+		c.inflight[key] = ""
+	}
 }
 
 func (c *Controller) statusAnnotation() string {

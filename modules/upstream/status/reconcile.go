@@ -235,11 +235,16 @@ func (c *Controller) writeStatus(ctx context.Context, key queue.Key, up, down, d
 				return nil
 			}
 		}
-		updated, err := client.UpdateStatus(ctx, desired, metav1.UpdateOptions{FieldManager: FieldManager})
+		err := c.writing(key, func() (string, error) {
+			updated, err := client.UpdateStatus(ctx, desired, metav1.UpdateOptions{FieldManager: FieldManager})
+			if err != nil {
+				return "", err
+			}
+			return updated.GetResourceVersion(), nil
+		})
 		if err != nil {
 			return err
 		}
-		c.wrote(key, updated.GetResourceVersion())
 		wrote = true
 		return nil
 	})
@@ -293,7 +298,13 @@ func (c *Controller) writeAnnotation(ctx context.Context, key queue.Key, uid typ
 	if err != nil {
 		return fmt.Errorf("encode status annotation patch of %s: %w", key, err)
 	}
-	patched, err := c.resource(key).Patch(ctx, key.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
+	err = c.writing(key, func() (string, error) {
+		patched, err := c.resource(key).Patch(ctx, key.Name, types.MergePatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
+		if err != nil {
+			return "", err
+		}
+		return patched.GetResourceVersion(), nil
+	})
 	switch {
 	case apierrors.IsNotFound(err):
 		return nil
@@ -304,7 +315,6 @@ func (c *Controller) writeAnnotation(ctx context.Context, key queue.Key, uid typ
 	case err != nil:
 		return fmt.Errorf("patch status annotation of %s: %w", key, err)
 	}
-	c.wrote(key, patched.GetResourceVersion())
 	c.cfg.Metrics.StatusWrite(key.GVR, writeAnnotation)
 	klog.FromContext(ctx).V(4).Info("wrote upstream status annotation", "removed", value == nil)
 	return nil

@@ -446,7 +446,7 @@ func TestReassertBacksOffAndIgnoresOwnWrites(t *testing.T) {
 	c, _, _ := newTestController(t, nil, nil)
 	now := time.Now()
 	c.now = func() time.Time { return now }
-	c.wrote(key, "10")
+	require.NoError(t, c.writing(key, func() (string, error) { return "10", nil }))
 	c.reassert(key, "10")
 	assert.Nil(t, c.reasserts[key], "our own write is not re-asserted")
 	for range 3 {
@@ -459,4 +459,41 @@ func TestReassertBacksOffAndIgnoresOwnWrites(t *testing.T) {
 	c.forget(key)
 	assert.Empty(t, c.written)
 	assert.Empty(t, c.reasserts)
+}
+
+// The upstream watch often delivers our own write before the write's response: the event
+// must not count as another writer's (which would re-queue the key and grow its backoff).
+func TestOwnWriteSeenBeforeItsResponseIsNotReasserted(t *testing.T) {
+	tests := []struct {
+		name     string
+		seen     []string // status changes the watch delivers while the write is in flight
+		rv       string
+		err      error
+		reassert bool
+	}{
+		{name: "nothing seen", rv: "10"},
+		{name: "own write seen first", seen: []string{"10"}, rv: "10"},
+		{name: "another write after ours", seen: []string{"10", "11"}, rv: "10", reassert: true},
+		{name: "another write only", seen: []string{"9"}, rv: "10", reassert: true},
+		{name: "failed write re-reads anyway", seen: []string{"9"}, err: errors.New("conflict")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, _, _ := newTestController(t, nil, nil)
+			err := c.writing(key, func() (string, error) {
+				for _, rv := range tt.seen {
+					c.reassert(key, rv)
+				}
+				return tt.rv, tt.err
+			})
+			require.ErrorIs(t, err, tt.err)
+			assert.Equal(t, tt.reassert, c.reasserts[key] != nil, "re-asserted")
+			assert.Empty(t, c.inflight, "no write in flight afterwards")
+			if tt.err == nil {
+				assert.Equal(t, tt.rv, c.written[key], "our write's resourceVersion is remembered")
+				c.reassert(key, tt.rv)
+				assert.Equal(t, tt.reassert, c.reasserts[key] != nil, "the later event of our own write is ignored")
+			}
+		})
+	}
 }
