@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,6 +24,8 @@ import (
 	workloadv1alpha1 "github.com/tmc-syncer/syncer/modules/engine/apis/workload/v1alpha1"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
 )
+
+var errExitedCleanly = errors.New("exit status 0")
 
 // kcpFlavour is one syncer of the real-kcp rows: ours or kcp's own.
 type kcpFlavour struct {
@@ -145,7 +148,10 @@ func (r *runner) kcpRun(ctx context.Context, env *framework.KCPEnvironment, f kc
 	}
 	alive := func(p *framework.SyncerProcess) error {
 		if done, err := p.Exited(); done {
-			return fmt.Errorf("%s exited: %v; output:\n%s", f.label, err, lastLines(p.Output.String(), 20))
+			if err == nil {
+				err = errExitedCleanly
+			}
+			return fmt.Errorf("%s exited: %w; output:\n%s", f.label, err, lastLines(p.Output.String(), 20))
 		}
 		return nil
 	}

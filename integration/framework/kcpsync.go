@@ -127,7 +127,7 @@ func (e *KCPEnvironment) EnsureKubernetesEndpoints(ctx context.Context) error {
 	}
 	_, err = kube.CoreV1().Endpoints("default").Create(ctx, ep, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("Endpoints default/kubernetes: %w", err)
+		return fmt.Errorf("create Endpoints default/kubernetes: %w", err)
 	}
 	return nil
 }
