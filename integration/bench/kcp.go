@@ -35,6 +35,9 @@ type kcpFlavour struct {
 	bin    string
 	extra  []string // arguments added to the plugin's
 	budget string
+	// metricsAddr is where the syncer serves /metrics and pprof ("" for none): the
+	// harness saves a CPU profile and a goroutine dump of its initial sync there.
+	metricsAddr string
 }
 
 // kcpResult is what one flavour measured.
@@ -70,12 +73,17 @@ func (r *runner) kcpRows(ctx context.Context) error {
 	if err := env.EnsureKubernetesEndpoints(ctx); err != nil {
 		return err
 	}
+	metricsAddr, err := framework.FreeAddr()
+	if err != nil {
+		return err
+	}
 	plugin := fmt.Sprintf("--qps %d --burst %d (plugin flags, in the Deployment's arguments)", r.cfg.QPS, r.cfg.Burst)
 	flavours := []kcpFlavour{
 		{name: "kcps", label: "kcp's syncer " + framework.KCPVersion, image: "ghcr.io/kcp-dev/kcp/syncer:" + framework.KCPVersion, bin: env.Bins.Syncer,
 			budget: plugin + "; 2 workers per controller (fixed in kcp's syncer, no flag)"},
-		{name: "ours", label: "TMC Syncer", image: "ghcr.io/tmc-syncer/syncer:bench", bin: r.cfg.SyncerBin,
-			extra:  []string{"--health-bind-address=", "--metrics-bind-address=", fmt.Sprintf("--workers=%d", r.cfg.Workers)},
+		{name: "ours", label: "TMC Syncer", image: "ghcr.io/tmc-syncer/syncer:bench", bin: r.cfg.SyncerBin, metricsAddr: metricsAddr,
+			extra: []string{"--health-bind-address=", "--metrics-bind-address=" + metricsAddr, "--profiling",
+				fmt.Sprintf("--workers=%d", r.cfg.Workers)},
 			budget: plugin + fmt.Sprintf("; --workers %d", r.cfg.Workers)},
 	}
 	res := map[string]kcpResult{}
@@ -252,6 +260,9 @@ func (r *runner) kcpRun(ctx context.Context, env *framework.KCPEnvironment, f kc
 		return res, err
 	}
 	defer func() { stop(p) }()
+	if f.metricsAddr != "" {
+		go r.profileAt(ctx, f.metricsAddr, "k1-"+f.name)
+	}
 	err = pollUntil(ctx, 4*time.Minute+59*time.Second, alive, p, "K1: every ConfigMap downstream", func() bool { return seen.count() >= n })
 	if err != nil {
 		return res, err
@@ -290,6 +301,25 @@ func (r *runner) kcpRun(ctx context.Context, env *framework.KCPEnvironment, f kc
 		return res, err
 	}
 	return res, alive(p)
+}
+
+// profileAt saves a CPU profile of the syncer serving pprof at addr, and a goroutine
+// dump taken meanwhile, both under profiles/ in the work directory.
+func (r *runner) profileAt(ctx context.Context, addr, name string) {
+	dir := filepath.Join(r.cfg.WorkDir, "profiles")
+	go func() {
+		time.Sleep(time.Second + time.Duration(r.cfg.CPUProfileSecs)*time.Second/2)
+		if body, err := framework.HTTPGet(ctx, "http://"+addr+"/debug/pprof/goroutine?debug=1"); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, name+".goroutines.txt"), []byte(body), 0o600)
+		}
+	}()
+	time.Sleep(time.Second) // the listener binds early, but give the process a moment
+	body, err := framework.HTTPGet(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, r.cfg.CPUProfileSecs))
+	if err != nil {
+		r.logf("   profile %s: %v", name, err)
+		return
+	}
+	_ = os.WriteFile(filepath.Join(dir, name+".cpu.pprof"), []byte(body), 0o600)
 }
 
 // kcpSeen counts the distinct bench ConfigMaps (cm-*) a downstream watch saw added,
