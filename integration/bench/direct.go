@@ -365,8 +365,16 @@ func (r *runner) p2(ctx context.Context, p *syncerProcess, t target, objs object
 	r.rep.Raw["reference direct write → watch"] = ref
 	p4ctx, stopP4 := context.WithCancel(ctx)
 	defer stopP4()
-	p4done := make(chan error, 1)
-	go func() { p4done <- r.p4(p4ctx, p, t, objs, objects, ref) }()
+	type p4result struct {
+		row *Row
+		raw any
+		err error
+	}
+	p4done := make(chan p4result, 1)
+	go func() {
+		row, raw, err := r.p4(p4ctx, p, t, objs, objects, ref)
+		p4done <- p4result{row, raw, err}
+	}()
 	got, missing, err := r.syncedLatency(ctx, t, objs, objects, r.cfg.P2Rate, r.cfg.P2Duration)
 	if err != nil {
 		return err
@@ -384,5 +392,9 @@ func (r *runner) p2(ctx context.Context, p *syncerProcess, t target, objs object
 	}, map[string]any{"syncer": got, "reference": ref, "missing": missing})
 	// P4 stops with P2's load: its edits are only meaningful under it.
 	stopP4()
-	return <-p4done
+	res := <-p4done
+	if res.row != nil {
+		r.add(*res.row, res.raw)
+	}
+	return res.err
 }

@@ -139,7 +139,7 @@ func (r *runner) p3(ctx context.Context, p *syncerProcess, t target, upNS string
 // when they end), a synced field of other objects of the same namespace is edited
 // downstream, one at a time, until the watch shows the upstream value again. Edits
 // still pending when P2 ends are neither samples nor misses.
-func (r *runner) p4(ctx context.Context, p *syncerProcess, t target, objs objectSet, p2Objects int, ref Percentiles) error {
+func (r *runner) p4(ctx context.Context, p *syncerProcess, t target, objs objectSet, p2Objects int, ref Percentiles) (*Row, any, error) {
 	first, last := p2Objects, min(objs.perNS, objs.n)
 	if last-first > 50 {
 		last = first + 50
@@ -160,14 +160,14 @@ func (r *runner) p4(ctx context.Context, p *syncerProcess, t target, objs object
 		}
 	})
 	if err != nil {
-		return ignoreCanceled(ctx, err)
+		return nil, nil, ignoreCanceled(ctx, err)
 	}
 	upstreamSeq := map[string]string{}
 	for i := first; i < last; i++ {
 		_, name := objs.at(i)
 		cm, err := r.upKube.CoreV1().ConfigMaps(upNS).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return ignoreCanceled(ctx, err)
+			return nil, nil, ignoreCanceled(ctx, err)
 		}
 		upstreamSeq[name] = cm.Data["seq"]
 	}
@@ -179,23 +179,23 @@ func (r *runner) p4(ctx context.Context, p *syncerProcess, t target, objs object
 	}
 	s, missed, err := sequential(ctx, r.cfg.DriftEdits, write, func(k int) string { return name(k) + "=" + upstreamSeq[name(k)] }, seen)
 	if err != nil && ctx.Err() == nil {
-		return err
+		return nil, nil, err
 	}
 	if err := p.exited(); err != nil {
-		return err
+		return nil, nil, err
 	}
 	got := percentiles(s)
 	r50, r99 := ratio(got.P50, ref.P50), ratio(got.P99, ref.P99)
-	r.add(Row{
+	return &Row{
 		ID: "P4", What: fmt.Sprintf("drift revert under P2's load: synced field edited downstream → reverted, up to %d sequential edits while P2's %d updates/s run", r.cfg.DriftEdits, r.cfg.P2Rate),
 		Measured: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms over %d edits; %d not reverted within 10 s", got.P50, got.P99, got.N, missed), Reference: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (P2's reference)", ref.P50, ref.P99),
 		Ratio: fmt.Sprintf("p50 %.1f×, p99 %.1f×", r50, r99),
 		Goal:  "p99 ≤ 2.2× the reference, under load", Met: met(r99 <= 2.2 && missed == 0 && got.N > 0),
-	}, map[string]any{"syncer": got, "missed": missed})
-	return nil
+	}, map[string]any{"syncer": got, "missed": missed}, nil
 }
 
-// ignoreCanceled drops err when ctx ended (P2's load is over before P4 started).
+// ignoreCanceled drops err when ctx ended (P2's load was over before P4 got going):
+// then P4 has no row.
 func ignoreCanceled(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return nil
