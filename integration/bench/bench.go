@@ -60,6 +60,14 @@ type Config struct {
 	P9Duration     time.Duration `json:"p9_duration"`
 	SessionHold    time.Duration `json:"p8_hold"`
 	CPUProfileSecs int           `json:"cpu_profile_seconds"`
+	// KCPObjects, KCPDuration and KCPSettle size the real-kcp rows K1/K2/K5 (K2 runs
+	// at P2Rate over min(P2Objects, KCPObjects) objects; K5 reads memory KCPSettle
+	// after K2).
+	KCPObjects  int           `json:"k1_objects"`
+	KCPDuration time.Duration `json:"k2_duration"`
+	KCPSettle   time.Duration `json:"k5_settle"`
+	// SkipKCP leaves out the real-kcp rows, with the reason printed.
+	SkipKCP string `json:"skip_kcp,omitempty"`
 	// SkipP6 leaves out the tunnel module's own benchmarks (quick mode: they
 	// compile a test binary and stream 512 MiB, and `make test` covers them).
 	SkipP6 bool `json:"skip_p6"`
@@ -76,6 +84,7 @@ func Quick() Config {
 		StatusUpdates: 30, DriftEdits: 20, IdleObjects: 300, IdleWindow: 3 * time.Second,
 		Reconnects: 1, TunnelBenchN: 1, Sessions: 50, SessionHold: 6 * time.Second, P9Objects: 200, P9Duration: 3 * time.Second,
 		CPUProfileSecs: 2, SkipP6: true,
+		KCPObjects: 30, KCPDuration: 3 * time.Second, KCPSettle: 2 * time.Second,
 	}
 }
 
@@ -89,6 +98,7 @@ func Full() Config {
 		StatusUpdates: 300, DriftEdits: 200, IdleObjects: 10000, IdleWindow: 30 * time.Second,
 		Reconnects: 5, TunnelBenchN: 3, Sessions: 1000, SessionHold: 12 * time.Second, P9Objects: 2000, P9Duration: 20 * time.Second,
 		CPUProfileSecs: 10,
+		KCPObjects:     2000, KCPDuration: 20 * time.Second, KCPSettle: 10 * time.Second,
 	}
 }
 
@@ -177,10 +187,16 @@ func Run(ctx context.Context, env *framework.Environment, cfg Config, log io.Wri
 		{"P1/P11/P2/P3/P4/P10/P5 direct", r.direct},
 		{"P9/P7 through the tunnel", r.tunnelled},
 		{"P8 tunnel sessions", r.p8},
+		{"K1/K2/K5 real kcp: ours vs kcp's syncer", r.kcpRows},
 	}
 	for _, s := range steps {
 		if (cfg.SkipP6 && strings.HasPrefix(s.name, "P6")) || !selected(cfg.Only, s.name) {
 			r.rep.Skipped = append(r.rep.Skipped, s.name)
+			continue
+		}
+		if cfg.SkipKCP != "" && strings.HasPrefix(s.name, "K") {
+			r.logf("== %s: skipped: %s", s.name, cfg.SkipKCP)
+			r.rep.Skipped = append(r.rep.Skipped, s.name+" ("+cfg.SkipKCP+")")
 			continue
 		}
 		r.logf("== %s", s.name)

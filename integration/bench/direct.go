@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -16,6 +17,8 @@ import (
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/tmc-syncer/syncer/modules/engine/identity"
 )
 
 const refNS = "bench-reference"
@@ -48,6 +51,10 @@ func (r *runner) direct(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	minTime, err := r.minimalWorkReference(ctx, t, n)
+	if err != nil {
+		return err
+	}
 
 	cnt := &counter{seen: map[types.UID]bool{}}
 	if err := watchAll(ctx, r.downDyn, configMapsGVR, "", t.id.DownstreamSelector().String(), cnt.observe); err != nil {
@@ -72,20 +79,28 @@ func (r *runner) direct(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rt := ratio(syncTime.Seconds(), refTime.Seconds())
+	rt, rtSSA := ratio(syncTime.Seconds(), minTime.Seconds()), ratio(syncTime.Seconds(), refTime.Seconds())
 	r.p1Time = syncTime
+	budget := fmt.Sprintf("--qps %d --burst %d (per cluster) and %d concurrent workers", r.cfg.QPS, r.cfg.Burst, r.cfg.Workers)
 	r.add(Row{
 		ID: "P1", What: fmt.Sprintf("initial sync of %d ConfigMaps (1 KiB), from syncer start", n),
-		Measured: syncTime.Round(time.Millisecond).String(), Reference: refTime.Round(time.Millisecond).String() + " (client-go SSA, same budget)",
-		Ratio: fmt.Sprintf("%.2f×", rt), Goal: "≤ 1.15×", Met: met(rt <= 1.15),
-		Notes: fmt.Sprintf("budget: --qps %d --burst %d --workers %d for both", r.cfg.QPS, r.cfg.Burst, r.cfg.Workers),
-	}, map[string]any{"syncer_seconds": syncTime.Seconds(), "reference_seconds": refTime.Seconds(), "objects": n})
+		Measured:  syncTime.Round(time.Millisecond).String(),
+		Reference: minTime.Round(time.Millisecond).String() + " (minimal work: per object the downstream apply and the upstream finalizer patch, concurrently, same budget)",
+		Ratio:     fmt.Sprintf("%.2f×", rt), Goal: "≤ 1.10× minimal work", Met: met(rt <= 1.10),
+		Notes: "budget: " + budget + " for the syncer and both references; the minimal-work reference patches a finalizer of the syncer's form " +
+			"(workload.kcp.io/syncer-<key> of another SyncTarget key) onto separate unlabelled upstream ConfigMaps while it applies their copies downstream",
+	}, map[string]any{"syncer_seconds": syncTime.Seconds(), "minimal_work_seconds": minTime.Seconds(), "ssa_only_seconds": refTime.Seconds(), "objects": n})
+	r.add(Row{
+		ID: "P1", What: "the same initial sync against a downstream SSA only (the old reference, for comparison with peers)",
+		Measured: syncTime.Round(time.Millisecond).String(), Reference: refTime.Round(time.Millisecond).String() + " (client-go SSA only, same budget)",
+		Ratio: fmt.Sprintf("%.2f×", rtSSA), Goal: "— (comparison)", Met: "—",
+	}, nil)
 	up, down := upAfter.delta(upBefore), downAfter.delta(downBefore)
 	perObj := (up.total() + down.total()) / float64(n)
 	r.add(Row{
 		ID: "P11", What: "API requests per synced object during P1 (both apiservers, WATCH excluded)",
-		Measured: fmt.Sprintf("%.2f", perObj), Reference: "1 (the reference's one apply)",
-		Ratio: fmt.Sprintf("upstream %.0f, downstream %.0f", up.total(), down.total()), Goal: "≤ 2.1", Met: met(perObj <= 2.1),
+		Measured: fmt.Sprintf("%.2f", perObj), Reference: "2 (minimal work: one upstream finalizer write, one downstream write)",
+		Ratio: fmt.Sprintf("upstream %.0f, downstream %.0f", up.total(), down.total()), Goal: "≤ 2.05", Met: met(perObj <= 2.05),
 		Notes: "upstream: " + up.top(4) + "; downstream: " + down.top(4),
 	}, map[string]any{"upstream": up, "downstream": down, "per_object": perObj})
 
@@ -93,9 +108,6 @@ func (r *runner) direct(ctx context.Context) error {
 		return err
 	}
 	if err := r.p3(ctx, p, t, objs.namespaces[0], widgets); err != nil {
-		return err
-	}
-	if err := r.p4(ctx, p, t, objs); err != nil {
 		return err
 	}
 	return r.idle(ctx, &p, t, cnt)
@@ -137,6 +149,98 @@ func (r *runner) applyReference(ctx context.Context, n int) (time.Duration, erro
 		return err
 	})
 	return time.Since(start), err
+}
+
+// minimalWork is the P1 reference of issue 18: per object exactly the writes the job
+// needs, the downstream apply and the upstream finalizer patch, run concurrently, by
+// Workers workers with the syncer's QPS and burst on each cluster's client. Its upstream
+// objects are unlabelled ConfigMaps of their own namespaces, created before and deleted
+// after it (the syncer's start-up sweep of unlabelled objects carrying its finalizer would
+// otherwise list them during P1), and its finalizer is that of another SyncTarget key, of
+// the same length as the syncer's, so that no syncer ever releases it.
+const minimalNS = "bench-minimal"
+
+func (r *runner) minimalWorkReference(ctx context.Context, t target, n int) (time.Duration, error) {
+	up := objectSet{perNS: 1000, n: n}
+	for i := 0; i*up.perNS < n; i++ {
+		ns := fmt.Sprintf("p1-minimal-%d", i)
+		if err := r.createNamespace(ctx, r.upKube, ns); err != nil {
+			return 0, err
+		}
+		up.namespaces = append(up.namespaces, ns)
+	}
+	if err := r.createNamespace(ctx, r.downKube, minimalNS); err != nil {
+		return 0, err
+	}
+	rvs := make([]string, n)
+	err := parallel(ctx, n, 16, func(ctx context.Context, i int) error {
+		ns, name := up.at(i)
+		cm, err := r.upKube.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Data:       map[string]string{"payload": r.payload, "seq": "0"},
+		}, metav1.CreateOptions{})
+		if err == nil {
+			rvs[i] = cm.ResourceVersion
+		}
+		return err
+	})
+	if err != nil {
+		return 0, err
+	}
+	budgeted := func(c *rest.Config) (kubernetes.Interface, error) {
+		c = rest.CopyConfig(c)
+		c.QPS, c.Burst = float32(r.cfg.QPS), r.cfg.Burst
+		return kubernetes.NewForConfig(c)
+	}
+	upKube, err := budgeted(r.env.KCP.Config)
+	if err != nil {
+		return 0, err
+	}
+	downKube, err := budgeted(r.env.Physical.Config)
+	if err != nil {
+		return 0, err
+	}
+	finalizer := identity.SyncerFinalizer(identity.SyncTargetKey("root", t.id.Name+"-minimal-work"))
+	start := time.Now()
+	err = parallel(ctx, n, r.cfg.Workers, func(ctx context.Context, i int) error {
+		ns, name := up.at(i)
+		var wg sync.WaitGroup
+		var upErr error
+		wg.Go(func() {
+			patch := fmt.Sprintf(`{"metadata":{"finalizers":[%q],"resourceVersion":%q}}`, finalizer, rvs[i])
+			_, upErr = upKube.CoreV1().ConfigMaps(ns).Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{})
+		})
+		cm := corev1ac.ConfigMap(name, minimalNS).
+			WithLabels(map[string]string{"bench": "minimal-work"}).
+			WithData(map[string]string{"payload": r.payload, "seq": "0"})
+		_, downErr := downKube.CoreV1().ConfigMaps(minimalNS).Apply(ctx, cm, metav1.ApplyOptions{FieldManager: "bench-reference", Force: true})
+		wg.Wait()
+		if upErr != nil {
+			return fmt.Errorf("minimal work: finalizer of %s/%s: %w", ns, name, upErr)
+		}
+		return downErr
+	})
+	elapsed := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	// Clean up before P1: release and delete the upstream objects, one at a time per worker.
+	err = parallel(ctx, n, 16, func(ctx context.Context, i int) error {
+		ns, name := up.at(i)
+		if _, err := r.upKube.CoreV1().ConfigMaps(ns).Patch(ctx, name, types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`), metav1.PatchOptions{}); err != nil {
+			return err
+		}
+		return r.upKube.CoreV1().ConfigMaps(ns).Delete(ctx, name, metav1.DeleteOptions{})
+	})
+	if err != nil {
+		return 0, fmt.Errorf("minimal work: clean up upstream: %w", err)
+	}
+	for _, ns := range up.namespaces {
+		if err := r.upKube.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
+			return 0, err
+		}
+	}
+	return elapsed, nil
 }
 
 // latencies measures write → watch-visible for writes of data.seq, each seq unique.
@@ -250,6 +354,8 @@ func (r *runner) syncedLatency(ctx context.Context, t target, objs objectSet, ob
 	return percentiles(s), missing, err
 }
 
+// p2 is spec latency; P4 (drift revert) runs during it, on other objects of the same
+// namespace, so that the revert is measured under P2's update rate.
 func (r *runner) p2(ctx context.Context, p *syncerProcess, t target, objs objectSet) error {
 	objects := min(r.cfg.P2Objects, objs.perNS, objs.n)
 	ref, err := r.referenceLatency(ctx, objects, r.cfg.P2Rate, r.cfg.RefDuration)
@@ -257,6 +363,18 @@ func (r *runner) p2(ctx context.Context, p *syncerProcess, t target, objs object
 		return err
 	}
 	r.rep.Raw["reference direct write → watch"] = ref
+	p4ctx, stopP4 := context.WithCancel(ctx)
+	defer stopP4()
+	type p4result struct {
+		row *Row
+		raw any
+		err error
+	}
+	p4done := make(chan p4result, 1)
+	go func() {
+		row, raw, err := r.p4(p4ctx, p, t, objs, objects, ref)
+		p4done <- p4result{row, raw, err}
+	}()
 	got, missing, err := r.syncedLatency(ctx, t, objs, objects, r.cfg.P2Rate, r.cfg.P2Duration)
 	if err != nil {
 		return err
@@ -265,11 +383,18 @@ func (r *runner) p2(ctx context.Context, p *syncerProcess, t target, objs object
 		return err
 	}
 	r.p2Result = got
+	r50, r99 := ratio(got.P50, ref.P50), ratio(got.P99, ref.P99)
 	r.add(Row{
-		ID: "P2", What: fmt.Sprintf("spec latency, upstream write → downstream watch, %d updates/s over %d objects for %s", r.cfg.P2Rate, objects, r.cfg.P2Duration),
-		Measured: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", got.P50, got.P99), Reference: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", ref.P50, ref.P99),
-		Ratio: fmt.Sprintf("p50 %.1f×, p99 %.1f×; %d of %d never seen", ratio(got.P50, ref.P50), ratio(got.P99, ref.P99), missing, got.N+missing),
-		Goal:  "p50 ≤ 10 ms, p99 ≤ 30 ms", Met: met(got.P50 <= 10 && got.P99 <= 30 && missing == 0),
+		ID: "P2", What: fmt.Sprintf("spec latency, upstream write → downstream watch, %d updates/s over %d objects for %s (P4 runs meanwhile)", r.cfg.P2Rate, objects, r.cfg.P2Duration),
+		Measured: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms", got.P50, got.P99), Reference: fmt.Sprintf("p50 %.1f ms, p99 %.1f ms (direct write → watch at the same rate)", ref.P50, ref.P99),
+		Ratio: fmt.Sprintf("p50 %.1f×, p99 %.1f×; %d of %d never seen", r50, r99, missing, got.N+missing),
+		Goal:  "p50 ≤ 2.0×, p99 ≤ 2.2× the reference", Met: met(r50 <= 2.0 && r99 <= 2.2 && missing == 0 && got.N > 0),
 	}, map[string]any{"syncer": got, "reference": ref, "missing": missing})
-	return nil
+	// P4 stops with P2's load: its edits are only meaningful under it.
+	stopP4()
+	res := <-p4done
+	if res.row != nil {
+		r.add(*res.row, res.raw)
+	}
+	return res.err
 }

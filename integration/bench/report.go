@@ -17,8 +17,8 @@ func (rep *Report) Markdown(command string) string {
 	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %.1f GiB memory, %s, kernel %s, commit %s; load average %s at start, %s at the end (the machine is shared).\n\n",
 		m.CPUs, m.CPUModel, m.MemoryGiB, m.GoVersion, m.Kernel, m.GitCommit, m.LoadAvgStart, m.LoadAvgEnd)
 	c := rep.Config
-	fmt.Fprintf(&b, "Sizes: P1 %d objects, P2 %d objects at %d/s for %s (reference %s), P3 %d updates, P4 %d edits, P5/P10 %d objects over %s, P7 %d restarts, P8 %d sessions, P9 %d objects and %s; syncer --qps %d --burst %d --workers %d.\n\n",
-		c.P1Objects, c.P2Objects, c.P2Rate, c.P2Duration, c.RefDuration, c.StatusUpdates, c.DriftEdits, c.IdleObjects, c.IdleWindow, c.Reconnects, c.Sessions, c.P9Objects, c.P9Duration, c.QPS, c.Burst, c.Workers)
+	fmt.Fprintf(&b, "Sizes: P1 %d objects, P2 %d objects at %d/s for %s (reference %s), P3 %d updates, P4 %d edits (during P2), P5/P10 %d objects over %s, P7 %d restarts, P8 %d sessions, P9 %d objects and %s, K1/K5 %d objects, K2 %s; syncer --qps %d --burst %d --workers %d.\n\n",
+		c.P1Objects, c.P2Objects, c.P2Rate, c.P2Duration, c.RefDuration, c.StatusUpdates, c.DriftEdits, c.IdleObjects, c.IdleWindow, c.Reconnects, c.Sessions, c.P9Objects, c.P9Duration, c.KCPObjects, c.KCPDuration, c.QPS, c.Burst, c.Workers)
 	if len(rep.Skipped) > 0 {
 		fmt.Fprintf(&b, "Skipped in this mode: %s.\n\n", strings.Join(rep.Skipped, ", "))
 	}

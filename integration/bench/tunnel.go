@@ -203,7 +203,7 @@ func (r *runner) p6(ctx context.Context) error {
 	r.add(Row{
 		ID: "P6", What: "tunnel throughput: 256 MiB stream each way (TLS), tunnel vs direct loopback",
 		Measured: fmt.Sprintf("up %.0f MB/s, down %.0f MB/s", tu, td), Reference: fmt.Sprintf("direct up %.0f MB/s, down %.0f MB/s", du, dd),
-		Ratio: fmt.Sprintf("up %.2f×, down %.2f×", ru, rd), Goal: "≥ 0.7×", Met: met(ru >= 0.7 && rd >= 0.7 && tu > 0),
+		Ratio: fmt.Sprintf("up %.2f×, down %.2f×", ru, rd), Goal: "≥ 0.7× each way", Met: met(ru >= 0.7 && rd >= 0.7 && tu > 0),
 		Notes: fmt.Sprintf("the tunnel module's benchmark, run by the harness: `cd modules/tunnel && GOWORK=off go test -run '^$' -bench BulkThroughput/tls -benchtime %dx ./client` (and `-bench SmallRequestLatency -benchtime 2000x`)", r.cfg.TunnelBenchN),
 	}, m)
 	added := m["added-p50-µs"]

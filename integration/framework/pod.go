@@ -160,7 +160,9 @@ func RunPodContainer(t testing.TB, c *Cluster, namespace string, spec corev1.Pod
 			t.Fatalf("volume mount %s names no volume of the pod", vm.Name)
 		}
 		volDir := filepath.Join(dir, "volumes", vm.Name)
-		writeFiles(t, volDir, volumeFiles(*vol))
+		if err := writeFiles(volDir, volumeFiles(*vol)); err != nil {
+			t.Fatal(err)
+		}
 		if !strings.HasPrefix(vm.MountPath, "/run/") && !strings.HasPrefix(vm.MountPath, "/var/run/") {
 			if err := os.MkdirAll(vm.MountPath, 0o755); err != nil {
 				t.Fatalf("mount point %s: %v", vm.MountPath, err)

@@ -81,23 +81,32 @@ type SyncerProcess struct {
 // killed when the test ends, and its output is logged if the test failed.
 func StartSyncer(t testing.TB, bin string, env []string, args ...string) *SyncerProcess {
 	t.Helper()
+	p, err := startProgram(bin, env, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop()
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(bin), p.Output.String())
+		}
+	})
+	return p
+}
+
+// startProgram runs bin with args (and env added to this process's environment), its
+// output collected in Output; it dies with this process.
+func startProgram(bin string, env []string, args ...string) (*SyncerProcess, error) {
 	p := &SyncerProcess{Output: &LockedBuffer{}, done: make(chan struct{})}
 	p.Cmd = exec.Command(bin, args...)
 	p.Cmd.Env = append(os.Environ(), env...)
 	p.Cmd.Stdout, p.Cmd.Stderr = p.Output, p.Output
 	p.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.Cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
+		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	go func() { p.err = p.Cmd.Wait(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = p.Cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			t.Logf("%s output:\n%s", filepath.Base(bin), p.Output.String())
-		}
-	})
-	return p
+	return p, nil
 }
 
 // Stop kills the process and waits for it.

@@ -11,8 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
@@ -28,6 +26,7 @@ type syncTarget struct {
 	name, uid  string
 	key        string
 	deployment *appsv1.Deployment
+	installed  framework.KCPSyncTarget
 }
 
 // installWithKcpsPlugin creates a location workspace and runs `kubectl kcp workload
@@ -35,31 +34,16 @@ type syncTarget struct {
 // to the physical cluster.
 func installWithKcpsPlugin(t *testing.T, env *framework.KCPEnvironment, name string, resources ...string) syncTarget {
 	t.Helper()
-	ctx := context.Background()
-	loc, err := env.KCP.CreateWorkspace(ctx, "root", "loc-"+name)
-	require.NoError(t, err)
-	args := []string{"workload", "sync", name, "--syncer-image", "ghcr.io/tmc-syncer/syncer:e2e", "-o", "-"}
+	var args []string
 	for _, r := range resources {
 		args = append(args, "--resources", r)
 	}
-	out, err := env.KCP.Plugin(ctx, loc.Path, args...)
+	got, err := env.InstallSyncTarget(context.Background(), name, "ghcr.io/tmc-syncer/syncer:e2e", args...)
 	require.NoError(t, err)
-	objs, err := framework.ApplyManifests(ctx, env.Physical, out)
+	st := syncTarget{location: got.Location, name: got.Name, uid: got.UID, key: got.Key, deployment: got.Deployment, installed: got}
+	stObj, err := dynamic.NewForConfigOrDie(got.Location.Config).Resource(workloadv1alpha1.SyncTargetsResource).Get(context.Background(), name, metav1.GetOptions{})
 	require.NoError(t, err)
-
-	st := syncTarget{location: loc, name: name}
-	for _, o := range objs {
-		if o.GetKind() == "Deployment" {
-			st.deployment = &appsv1.Deployment{}
-			require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, st.deployment))
-		}
-	}
-	require.NotNil(t, st.deployment, "kcp's plugin writes a Deployment")
-	got, err := dynamic.NewForConfigOrDie(loc.Config).Resource(workloadv1alpha1.SyncTargetsResource).Get(ctx, name, metav1.GetOptions{})
-	require.NoError(t, err)
-	st.uid = string(got.GetUID())
-	st.key = identity.SyncTargetKey(loc.Cluster, name)
-	require.Equal(t, st.key, got.GetLabels()["internal.workload.kcp.io/key"], "our syncTargetKey is kcp's")
+	require.Equal(t, st.key, stObj.GetLabels()["internal.workload.kcp.io/key"], "our syncTargetKey is kcp's")
 	return st
 }
 
@@ -78,30 +62,13 @@ func userWorkspace(t *testing.T, env *framework.KCPEnvironment, name string, st 
 }
 
 // placedWorkspace creates a workspace whose namespaces are placed on the location's
-// SyncTargets by a Placement alone, without binding kcp's compute export: with a
-// v1.37 physical cluster, kcp's own syncer cannot make that export's resources
-// Accepted, so `kubectl kcp bind compute` never schedules for it.
+// SyncTargets by a Placement alone (framework.KCPEnvironment.PlacedWorkspace).
 func placedWorkspace(t *testing.T, env *framework.KCPEnvironment, name string, st syncTarget) framework.Workspace {
 	t.Helper()
-	ctx := context.Background()
-	ws, err := env.KCP.CreateWorkspace(ctx, "root", name)
-	require.NoError(t, err)
-	placement := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "scheduling.kcp.io/v1alpha1", "kind": "Placement",
-		"metadata": map[string]any{"name": "placement-" + name},
-		"spec": map[string]any{
-			"locationSelectors": []any{map[string]any{}},
-			"locationResource":  map[string]any{"group": "workload.kcp.io", "resource": "synctargets", "version": "v1alpha1"},
-			"namespaceSelector": map[string]any{},
-			"locationWorkspace": st.location.Path,
-		},
-	}}
-	_, err = dynamic.NewForConfigOrDie(ws.Config).Resource(placementsResource).Create(ctx, placement, metav1.CreateOptions{})
+	ws, err := env.PlacedWorkspace(context.Background(), name, st.installed)
 	require.NoError(t, err)
 	return ws
 }
-
-var placementsResource = schema.GroupVersionResource{Group: "scheduling.kcp.io", Version: "v1alpha1", Resource: "placements"}
 
 func downstreamNamespace(t *testing.T, kube kubernetes.Interface, st syncTarget, cluster, namespace string) string {
 	t.Helper()

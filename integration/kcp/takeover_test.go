@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -19,26 +18,10 @@ import (
 )
 
 // ensureKubernetesEndpoints gives the physical cluster the Endpoints
-// default/kubernetes that kcp's syncer reads for its DNS step (the bed's
-// kube-apiserver runs with --endpoint-reconciler-type=none).
+// default/kubernetes that kcp's syncer reads for its DNS step.
 func ensureKubernetesEndpoints(t *testing.T, env *framework.KCPEnvironment) {
 	t.Helper()
-	kube := env.Physical.Kube(t)
-	// kube-apiserver refuses loopback addresses in Endpoints; kcp's syncer only copies
-	// this into its DNS Deployment (which never runs here), so a TEST-NET-1 address
-	// that nothing ever dials stands in.
-	_, port := env.Physical.HostPort(t)
-	ep := &corev1.Endpoints{ //nolint:staticcheck // kcp v0.11's syncer reads core/v1 Endpoints
-		ObjectMeta: metav1.ObjectMeta{Name: "kubernetes", Namespace: "default"},
-		Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // see above
-			Addresses: []corev1.EndpointAddress{{IP: "192.0.2.1"}},
-			Ports:     []corev1.EndpointPort{{Name: "https", Port: port, Protocol: corev1.ProtocolTCP}},
-		}},
-	}
-	_, err := kube.CoreV1().Endpoints("default").Create(context.Background(), ep, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		require.NoError(t, err)
-	}
+	require.NoError(t, env.EnsureKubernetesEndpoints(context.Background()))
 }
 
 func managers(cm *corev1.ConfigMap) []string {

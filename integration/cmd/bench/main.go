@@ -1,7 +1,8 @@
 // Command bench is `make bench` / `make bench-quick`: it starts the integration test
 // bed (two clusters), runs the end-to-end benchmark scenarios P1–P11 against the
-// syncer binary and writes <out>/<UTC timestamp>.md and .json. It fails only when
-// the harness breaks or the syncer crashes, never on a missed goal.
+// syncer binary, then K1/K2/K5 on a real kcp bed next to kcp's own syncer, and
+// writes <out>/<UTC timestamp>.md and .json. It fails only when the harness breaks
+// or a syncer crashes, never on a missed goal.
 package main
 
 import (
@@ -25,16 +26,17 @@ func main() {
 	out := flag.String("out", "bench/results", "directory of the results")
 	only := flag.String("only", "", "comma-separated scenario steps to run, by the start of their name (e.g. P8); empty runs all")
 	sessions := flag.Int("sessions", 0, "P8's number of sessions (0: the mode's)")
+	kcpObjects := flag.Int("kcp-objects", 0, "K1's number of ConfigMaps (0: the mode's)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *quick, *syncerBin, *out, *only, *sessions); err != nil {
+	if err := run(ctx, *quick, *syncerBin, *out, *only, *sessions, *kcpObjects); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, quick bool, syncerBin, out, only string, sessions int) error {
+func run(ctx context.Context, quick bool, syncerBin, out, only string, sessions, kcpObjects int) error {
 	cfg, command := bench.Full(), "make bench"
 	if quick {
 		cfg, command = bench.Quick(), "make bench-quick"
@@ -45,6 +47,9 @@ func run(ctx context.Context, quick bool, syncerBin, out, only string, sessions 
 	}
 	if sessions > 0 {
 		cfg.Sessions = sessions
+	}
+	if kcpObjects > 0 {
+		cfg.KCPObjects = kcpObjects
 	}
 	bin, err := filepath.Abs(syncerBin)
 	if err != nil {
