@@ -125,3 +125,46 @@ func TestKCPInstallRunsOurImageAndSyncsThroughTheVirtualWorkspace(t *testing.T) 
 		return err == nil && got.Data["k"] == "v"
 	}, time.Minute, 250*time.Millisecond, "the ConfigMap arrives in %s; output:\n%s", downNS, p.Output)
 }
+
+// TestKCPResourcesTheVirtualWorkspaceDoesNotServeDoNotStopTheRest: with the plugin's
+// default exports the SyncTarget supports kcp's compute export, whose resources
+// (deployments, services, ingresses) kcp marks Accepted once our API imports land;
+// in a workspace placed by a Placement alone nothing binds that export, so the
+// virtual workspace answers 404 for them. The syncer must sync what is served
+// (ConfigMaps) anyway, also after a restart, when those resources are in its set
+// from the start.
+func TestKCPResourcesTheVirtualWorkspaceDoesNotServeDoNotStopTheRest(t *testing.T) {
+	env := framework.SharedKCP(t)
+	ctx := context.Background()
+	st := installWithKcpsPlugin(t, env, "unserved", "configmaps")
+	bin := framework.SyncerBinary(t, env.Root)
+	p := framework.RunDeployment(t, env.Physical, st.deployment, map[string]string{"/ko-app/syncer": bin})
+
+	team := placedWorkspace(t, env, "team-unserved", st)
+	teamKube := kubernetes.NewForConfigOrDie(team.Config)
+	physical := env.Physical.Kube(t)
+	create := func(name string) {
+		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"k": name}}
+		require.Eventually(t, func() bool {
+			_, err := teamKube.CoreV1().ConfigMaps("default").Create(ctx, cm, metav1.CreateOptions{})
+			return err == nil || apierrors.IsAlreadyExists(err)
+		}, time.Minute, time.Second, "create ConfigMap %s in the user's workspace", name)
+	}
+	arrives := func(p *framework.SyncerProcess, downNS, name string) {
+		require.Eventually(t, func() bool {
+			got, err := physical.CoreV1().ConfigMaps(downNS).Get(ctx, name, metav1.GetOptions{})
+			return err == nil && got.Data["k"] == name
+		}, 2*time.Minute, 250*time.Millisecond, "ConfigMap %s arrives in %s; output:\n%s", name, downNS, p.Output)
+	}
+	create("before-restart")
+	downNS := downstreamNamespace(t, physical, st, team.Cluster, "default")
+	arrives(p, downNS, "before-restart")
+	// By now kcp has accepted the compute export's resources from our API imports.
+	waitComputeAccepted(t, st, p)
+
+	p.Stop()
+	p = framework.RunDeployment(t, env.Physical, st.deployment, map[string]string{"/ko-app/syncer": bin})
+	create("after-restart")
+	arrives(p, downNS, "after-restart")
+	require.Contains(t, p.Output.String(), "resources not served (404)", "the syncer says which resources it does not wait for")
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -17,6 +18,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
 
 	"github.com/tmc-syncer/syncer/modules/downstream/applier"
 	"github.com/tmc-syncer/syncer/modules/downstream/cleanup"
@@ -168,15 +170,19 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 	); err != nil {
 		return nil, fmt.Errorf("downstream: %w", err)
 	}
+	// The start-up cleanup reads a resource's caches only once both have synced: an empty
+	// cache of a resource the upstream does not serve yet must never read as "gone".
+	cacheSynced := func(gvr schema.GroupVersionResource) bool {
+		up, okUp := full(informers.Upstream, gvr)
+		down, okDown := full(informers.Downstream, gvr)
+		return okUp && okDown && up.HasSynced() && down.HasSynced()
+	}
 	cleaner := &cleanupController{target: target, upstream: clients.Upstream, applier: bindingDeleter{w.applier, w.ensurer}, metrics: w.metrics,
-		gvrs: synced, cluster: w.tctx.UpstreamCluster, enqueue: reg.Spec.Enqueue,
-		resources: func() []cleanup.Resource {
-			var out []cleanup.Resource
-			for _, gvr := range synced() {
-				r, _ := lookup(gvr)
-				out = append(out, cleanup.Resource{GVR: gvr, Downstream: r.Downstream.(cache.Indexer), Upstream: r.Upstream})
-			}
-			return out
+		cluster: w.tctx.UpstreamCluster, enqueue: reg.Spec.Enqueue, accepted: synced, cacheSynced: cacheSynced,
+		swept: map[schema.GroupVersionResource]bool{},
+		resource: func(gvr schema.GroupVersionResource) cleanup.Resource {
+			r, _ := lookup(gvr)
+			return cleanup.Resource{GVR: gvr, Downstream: r.Downstream.(cache.Indexer), Upstream: r.Upstream}
 		}}
 	if reg.Cleanup, err = e.Register(cleaner); err != nil {
 		return nil, fmt.Errorf("downstream: %w", err)
@@ -201,27 +207,61 @@ func (d bindingDeleter) Delete(ctx context.Context, gvr schema.GroupVersionResou
 
 var cleanupKey = queue.Key{Direction: queue.Down, Name: "start-up-cleanup"}
 
-// cleanupController runs the start-up cleanup once the engine has started its controllers
-// (its informers are synced by then): orphans downstream, then stranded upstream finalizers.
+// cleanupController runs the start-up cleanup once the engine has started its controllers:
+// orphans downstream, then stranded upstream finalizers, for each resource whose caches
+// have synced. A resource whose caches have not (its upstream does not serve it yet) is
+// swept once they have: the key comes back every cleanupRecheck until all are done.
 type cleanupController struct {
-	target    identity.Target
-	upstream  dynamic.Interface
-	applier   cleanup.Deleter
-	metrics   *metrics.Metrics
-	resources func() []cleanup.Resource
-	gvrs      func() []schema.GroupVersionResource
-	cluster   func(*unstructured.Unstructured) string
-	enqueue   func(queue.Key)
+	target      identity.Target
+	upstream    dynamic.Interface
+	applier     cleanup.Deleter
+	metrics     *metrics.Metrics
+	accepted    func() []schema.GroupVersionResource
+	cacheSynced func(schema.GroupVersionResource) bool
+	resource    func(schema.GroupVersionResource) cleanup.Resource
+	cluster     func(*unstructured.Unstructured) string
+	enqueue     func(queue.Key)
+	swept       map[schema.GroupVersionResource]bool // one worker: no lock
 }
+
+// cleanupRecheck is how often the start-up cleanup looks for resources whose caches have
+// synced since.
+const cleanupRecheck = time.Minute
 
 func (c *cleanupController) Name() string { return "downstream-cleanup" }
 func (c *cleanupController) Workers() int { return 1 }
 func (c *cleanupController) Reconcile(ctx context.Context, _ queue.Key) error {
-	if _, err := cleanup.Orphans(ctx, c.target, c.resources(), c.upstream, c.applier, c.metrics); err != nil {
-		return err
+	var (
+		gvrs      []schema.GroupVersionResource
+		resources []cleanup.Resource
+		waiting   []string
+	)
+	for _, gvr := range c.accepted() {
+		switch {
+		case c.swept[gvr]:
+		case c.cacheSynced(gvr):
+			gvrs = append(gvrs, gvr)
+			resources = append(resources, c.resource(gvr))
+		default:
+			waiting = append(waiting, gvr.String())
+		}
 	}
-	_, err := cleanup.Stranded(ctx, c.target, c.gvrs(), c.upstream, c.cluster, c.enqueue)
-	return err
+	if len(gvrs) > 0 {
+		if _, err := cleanup.Orphans(ctx, c.target, resources, c.upstream, c.applier, c.metrics); err != nil {
+			return err
+		}
+		if _, err := cleanup.Stranded(ctx, c.target, gvrs, c.upstream, c.cluster, c.enqueue); err != nil {
+			return err
+		}
+		for _, gvr := range gvrs {
+			c.swept[gvr] = true
+		}
+	}
+	if len(waiting) > 0 {
+		klog.FromContext(ctx).V(2).Info("start-up cleanup waits for caches to sync", "resources", waiting, "recheckAfter", cleanupRecheck)
+		return queue.RequeueAfter(cleanupRecheck, nil)
+	}
+	return nil
 }
 
 // lazyStore resolves a cache.Indexer on each read, for informers the engine starts in Run.

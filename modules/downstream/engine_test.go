@@ -2,6 +2,7 @@ package downstream
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/tmc-syncer/syncer/modules/downstream/cleanup"
 	"github.com/tmc-syncer/syncer/modules/engine/engine"
 	"github.com/tmc-syncer/syncer/modules/engine/identity"
+	"github.com/tmc-syncer/syncer/modules/engine/queue"
 	"github.com/tmc-syncer/syncer/modules/transformation/namespace"
 	"github.com/tmc-syncer/syncer/modules/transformation/ownership"
 )
@@ -44,10 +46,55 @@ func TestRegisterWiresControllersOnTheEngine(t *testing.T) {
 	assert.Equal(t, 1, reg.Cleanup.Len(), "the start-up cleanup is queued")
 	reg.Close()
 
-	cl := &cleanupController{target: e.Target(), upstream: c, resources: func() []cleanup.Resource { return nil },
-		gvrs: func() []schema.GroupVersionResource { return nil }}
+	cl := &cleanupController{target: e.Target(), upstream: c, accepted: func() []schema.GroupVersionResource { return nil }}
 	require.NoError(t, cl.Reconcile(context.Background(), cleanupKey))
 	assert.Equal(t, 1, cl.Workers())
+}
+
+func TestStartUpCleanupSweepsAResourceOnlyOnceItsCachesSynced(t *testing.T) {
+	cm := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
+	deps := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}
+	c := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{
+		cm: "ConfigMapList", deps: "DeploymentList",
+	})
+	synced := map[schema.GroupVersionResource]bool{cm: true}
+	var sweptFor []string
+	cl := &cleanupController{
+		target: identity.NewTarget("root", "east", "uid"), upstream: c, applier: nil,
+		accepted:    func() []schema.GroupVersionResource { return []schema.GroupVersionResource{cm, deps} },
+		cacheSynced: func(gvr schema.GroupVersionResource) bool { return synced[gvr] },
+		resource: func(gvr schema.GroupVersionResource) cleanup.Resource {
+			sweptFor = append(sweptFor, gvr.Resource)
+			empty := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+			return cleanup.Resource{GVR: gvr, Downstream: empty, Upstream: empty}
+		},
+		cluster: func(*unstructured.Unstructured) string { return "root" }, enqueue: func(queue.Key) {},
+		swept: map[schema.GroupVersionResource]bool{},
+	}
+	steps := []struct {
+		name      string
+		sync      []schema.GroupVersionResource
+		wantSwept []string
+		wantAgain bool
+	}{
+		{name: "deployments not served yet: configmaps swept, the key comes back", wantSwept: []string{"configmaps"}, wantAgain: true},
+		{name: "still not served: nothing swept twice", wantSwept: []string{"configmaps"}, wantAgain: true},
+		{name: "served and synced: swept, done", sync: []schema.GroupVersionResource{deps}, wantSwept: []string{"configmaps", "deployments"}},
+	}
+	for _, st := range steps {
+		for _, gvr := range st.sync {
+			synced[gvr] = true
+		}
+		err := cl.Reconcile(context.Background(), cleanupKey)
+		var again *queue.RequeueAfterError
+		assert.Equal(t, st.wantAgain, errors.As(err, &again), "%s: %v", st.name, err)
+		if st.wantAgain {
+			assert.Equal(t, cleanupRecheck, again.After, st.name)
+		} else {
+			assert.NoError(t, err, st.name)
+		}
+		assert.Equal(t, st.wantSwept, sweptFor, st.name)
+	}
 }
 
 func TestByNamespaceAndLazyStore(t *testing.T) {

@@ -311,14 +311,26 @@ func (e *Engine) startBaseInformers(ctx context.Context) error {
 	return nil
 }
 
-// waitForInformers waits for every running informer, logging the slow ones.
+// waitForInformers waits for every running informer to sync, logging the slow ones. An
+// informer whose resource the server does not serve (404: kcp can accept a resource its
+// virtual workspace serves only once a workspace binds it) is not waited for: it keeps
+// retrying and its controllers see its objects once it syncs, while everything else syncs.
 func (e *Engine) waitForInformers(ctx context.Context) bool {
 	logger := klog.FromContext(ctx)
 	for {
 		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		ok := e.informers.WaitForSync(wctx, e.informers.Running()...)
+		ok := e.informers.WaitForSyncOrNotServed(wctx, e.informers.Running()...)
 		cancel()
 		if ok {
+			var unserved []string
+			for _, s := range e.informers.Status() {
+				if s.NotServed {
+					unserved = append(unserved, s.ID.String())
+				}
+			}
+			if len(unserved) > 0 {
+				logger.Info("WARNING: resources not served (404), their objects are synced once they are", "informers", unserved)
+			}
 			return true
 		}
 		if ctx.Err() != nil {

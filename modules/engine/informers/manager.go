@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -85,7 +87,14 @@ type entry struct {
 	done     chan struct{}
 	// managed entries are owned by Sync and stopped when no longer wanted.
 	managed bool
+	// notServed is set when the informer's last list or watch was answered 404: the
+	// server does not serve the resource (kcp's virtual workspace for a resource no
+	// workspace binds yet). It clears once the informer has synced.
+	notServed atomic.Bool
 }
+
+// unserved reports an informer answered 404 that has not synced.
+func (e *entry) unserved() bool { return e.notServed.Load() && !e.informer.HasSynced() }
 
 // Manager starts and stops informers. It is safe for concurrent use.
 type Manager struct {
@@ -160,6 +169,13 @@ func (m *Manager) startLocked(ctx context.Context, id ID, managed bool) (*entry,
 	}
 	ictx, cancel := context.WithCancel(ctx)
 	e := &entry{informer: inf, lister: lister, cancel: cancel, done: make(chan struct{}), managed: managed}
+	if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
+		e.notServed.Store(apierrors.IsNotFound(err))
+		cache.DefaultWatchErrorHandler(ctx, r, err)
+	}); err != nil {
+		cancel()
+		return nil, fmt.Errorf("informer %s: set watch error handler: %w", id, err)
+	}
 	m.running[id] = e
 	logger := klog.FromContext(ctx).WithValues("informer", id.String())
 	go func() {
@@ -339,11 +355,30 @@ func (m *Manager) WaitForSync(ctx context.Context, ids ...ID) bool {
 	return cache.WaitForCacheSync(ctx.Done(), synced...)
 }
 
+// WaitForSyncOrNotServed waits until each of the informers ids has synced or has been
+// answered 404 (its resource is not served), returning false if ctx ends first or one of
+// them is not running. An informer that is not served keeps retrying and syncs once it is.
+func (m *Manager) WaitForSyncOrNotServed(ctx context.Context, ids ...ID) bool {
+	var done []cache.InformerSynced
+	for _, id := range ids {
+		m.mu.RLock()
+		e, ok := m.running[id]
+		m.mu.RUnlock()
+		if !ok {
+			return false
+		}
+		done = append(done, func() bool { return e.informer.HasSynced() || e.unserved() })
+	}
+	return cache.WaitForCacheSync(ctx.Done(), done...)
+}
+
 // Status is the state of one informer.
 type Status struct {
-	ID      ID
-	Synced  bool
-	Objects int
+	ID     ID
+	Synced bool
+	// NotServed: the server answered its list 404 and it has not synced.
+	NotServed bool
+	Objects   int
 }
 
 // Status returns the state of every running informer, sorted by ID.
@@ -352,7 +387,7 @@ func (m *Manager) Status() []Status {
 	defer m.mu.RUnlock()
 	out := make([]Status, 0, len(m.running))
 	for id, e := range m.running {
-		out = append(out, Status{ID: id, Synced: e.informer.HasSynced(), Objects: len(e.informer.GetStore().ListKeys())})
+		out = append(out, Status{ID: id, Synced: e.informer.HasSynced(), NotServed: e.unserved(), Objects: len(e.informer.GetStore().ListKeys())})
 	}
 	sort.Slice(out, func(i, j int) bool { return less(out[i].ID, out[j].ID) })
 	return out

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -430,5 +431,39 @@ func TestUpstreamInformersSpanEveryClusterWhateverTheirContext(t *testing.T) {
 	defer rec.mu.Unlock()
 	for _, c := range rec.clusters {
 		assert.Empty(t, c, "list and watch go to every logical cluster")
+	}
+}
+
+func TestAResourceTheServerDoesNotServeIsNotWaitedFor(t *testing.T) {
+	notServed := func() *dynamicfake.FakeDynamicClient {
+		c := newFakeDynamic()
+		c.PrependReactor("list", "secrets", func(clienttesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewNotFound(schema.GroupResource{Resource: "secrets"}, "")
+		})
+		return c
+	}
+	for _, side := range []Side{Upstream, Downstream} {
+		t.Run(string(side), func(t *testing.T) {
+			m := NewManager(Options{Target: target, Upstream: Clients{Dynamic: notServed()}, Downstream: Clients{Dynamic: notServed()}})
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			defer m.StopAll()
+			cm, sec := ID{Side: side, GVR: configmaps}, ID{Side: side, GVR: secrets}
+			_, _, err := m.Sync(ctx, []ID{cm, sec})
+			require.NoError(t, err)
+			require.True(t, m.WaitForSyncOrNotServed(ctx, cm, sec), "the served one synced, the other answered 404")
+			byID := map[ID]Status{}
+			for _, s := range m.Status() {
+				byID[s.ID] = s
+			}
+			assert.True(t, byID[cm].Synced)
+			assert.False(t, byID[cm].NotServed)
+			assert.False(t, byID[sec].Synced)
+			assert.True(t, byID[sec].NotServed)
+
+			short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+			defer cancelShort()
+			assert.False(t, m.WaitForSync(short, sec), "WaitForSync still means synced")
+		})
 	}
 }

@@ -55,6 +55,9 @@ const FieldManager = "tmc-syncer"
 type Informers interface {
 	Start(ctx context.Context, id informers.ID) (cache.SharedIndexInformer, error)
 	Get(id informers.ID, cluster, namespace, name string) (metav1.Object, bool, error)
+	// WaitForSyncOrNotServed waits until each informer has synced or its resource was
+	// answered 404 (not served yet: it syncs later, and its status with it).
+	WaitForSyncOrNotServed(ctx context.Context, ids ...informers.ID) bool
 }
 
 // Transformer computes what the upstream object holds for a downstream status;
@@ -156,7 +159,7 @@ func (c *Controller) Runner() *queue.Runner { return c.runner }
 func (c *Controller) Run(ctx context.Context) error {
 	logger := klog.FromContext(ctx).WithValues("controller", ControllerName)
 	ctx = klog.NewContext(ctx, logger)
-	var synced []cache.InformerSynced
+	var ids []informers.ID
 	// The informers may be shared (the engine's) and outlive this controller: its
 	// handlers go when it stops, so a controller started again for a new resource
 	// set does not leave the old one's behind.
@@ -188,9 +191,9 @@ func (c *Controller) Run(ctx context.Context) error {
 			return fmt.Errorf("status controller: watch upstream %s: %w", gvr, err)
 		}
 		regs = append(regs, registration{up, reg})
-		synced = append(synced, down.HasSynced, up.HasSynced)
+		ids = append(ids, informers.ID{Side: informers.Downstream, GVR: gvr}, informers.ID{Side: informers.Upstream, GVR: gvr})
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+	if !c.cfg.Informers.WaitForSyncOrNotServed(ctx, ids...) {
 		// Stopped before the caches synced: a shutdown, not a failure.
 		return nil
 	}

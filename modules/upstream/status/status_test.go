@@ -82,6 +82,8 @@ func (f *fakeInformers) Start(context.Context, informers.ID) (cache.SharedIndexI
 	return nil, errors.New("not in unit tests")
 }
 
+func (f *fakeInformers) WaitForSyncOrNotServed(context.Context, ...informers.ID) bool { return true }
+
 // Get keys upstream objects by logical cluster as the engine's caches do.
 func (f *fakeInformers) Get(id informers.ID, cluster, namespace, name string) (metav1.Object, bool, error) {
 	if f.err != nil {
