@@ -48,3 +48,14 @@ func upstreamListPageSize(opts *options.Options, kcp bool) int64 {
 	}
 	return opts.UpstreamListPageSize
 }
+
+// applyGCPercent sets the garbage collector's target to --gc-percent unless the GOGC
+// environment variable is set (the runtime applied it already).
+func applyGCPercent(log logr.Logger, percent int, getenv func(string) string, set func(int) int) {
+	if v := getenv("GOGC"); v != "" {
+		log.V(1).Info("GOGC is set: --gc-percent is not applied", "GOGC", v)
+		return
+	}
+	set(percent)
+	log.V(1).Info("set the garbage collector's target", "percent", percent)
+}

@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -71,6 +72,7 @@ const shutdownGrace = 20 * time.Second
 func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.Writer) error {
 	log := klog.Background().WithValues("syncTarget", opts.FromCluster+"|"+opts.SyncTargetName)
 	applyMemoryLimit(log)
+	applyGCPercent(log, opts.GCPercent, os.Getenv, debug.SetGCPercent)
 	upCfg, err := loadConfig("from-kubeconfig", opts.FromKubeconfig, opts.FromContext)
 	if err != nil {
 		return err
