@@ -13,7 +13,9 @@ import (
 // idle runner does not keep tables sized for the burst; small ones are kept.
 func TestKeyMapsAreMadeAnewOnceEmptyAfterABurst(t *testing.T) {
 	gvr := schema.GroupVersionResource{Version: "v1", Resource: "configmaps"}
-	key := func(i int) Key { return Key{Direction: Down, GVR: gvr, Cluster: "root", Namespace: "ns", Name: fmt.Sprintf("cm-%d", i)} }
+	key := func(i int) Key {
+		return Key{Direction: Down, GVR: gvr, Cluster: "root", Namespace: "ns", Name: fmt.Sprintf("cm-%d", i)}
+	}
 	for _, n := range []int{10, shrinkAfter, 3 * shrinkAfter} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			s := newStats()
