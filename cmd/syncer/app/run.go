@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -71,6 +72,7 @@ const shutdownGrace = 20 * time.Second
 func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.Writer) error {
 	log := klog.Background().WithValues("syncTarget", opts.FromCluster+"|"+opts.SyncTargetName)
 	applyMemoryLimit(log)
+	applyGCPercent(log, opts.GCPercent, os.Getenv, debug.SetGCPercent)
 	upCfg, err := loadConfig("from-kubeconfig", opts.FromKubeconfig, opts.FromContext)
 	if err != nil {
 		return err
@@ -154,6 +156,9 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 		checks.AddReadyz(health.TunnelConnected(tun))
 	}
 	g.Go(func() error { return serve(gctx, metricsLn, metricsHandler(reg, opts.Profiling)) })
+	if opts.ReleaseIdleMemory {
+		g.Go(func() error { releaseIdleMemory(gctx, log); return nil })
+	}
 	g.Go(func() error { return serve(gctx, healthLn, checks) })
 
 	g.Go(func() error {
@@ -276,6 +281,8 @@ func runSync(ctx context.Context, opts *options.Options, upCfgs upstreamConfigs,
 		Registry:          reg,
 		SyncTarget:        stClient,
 		KCP:               upCfgs.KCP,
+		// kcp v0.11's syncer virtual workspace is listed as kcp's syncer lists it.
+		UpstreamListPageSize: upstreamListPageSize(opts, upCfgs.KCP),
 	}, up, down)
 	if err != nil {
 		return errorf(ExitUsage, "%w", err)

@@ -83,6 +83,16 @@ type Options struct {
 
 	// Profiling serves net/http/pprof under /debug/pprof/ on the metrics listener.
 	Profiling bool
+	// GCPercent is the garbage collector's target (GOGC) unless the GOGC environment
+	// variable is set.
+	GCPercent int
+	// ReleaseIdleMemory returns the memory of a busy phase to the operating system once
+	// the syncer has gone quiet (cmd/syncer/internal/idlemem).
+	ReleaseIdleMemory bool
+	// UpstreamListPageSize is the page size of the upstream informers' lists, each page
+	// trimmed before the next is read; 0 lists in one request (client-go's way). Under
+	// kcp the informers list in one request whatever it says.
+	UpstreamListPageSize int64
 
 	// APIImportPollInterval is how often the physical cluster's schemas are
 	// published upstream as APIResourceImports (kcp mode).
@@ -102,6 +112,12 @@ type Options struct {
 	Namespace string
 }
 
+// DefaultGCPercent is --gc-percent's default: half Go's headroom. A syncer's live heap is
+// mostly its caches, which change little; with Go's 100 % its resident memory is about
+// twice its caches, with 50 % one and a half times, for more frequent collections while
+// it is busy.
+const DefaultGCPercent = 50
+
 // New returns the defaults: kcp's where kcp has one.
 func New() *Options {
 	return &Options{
@@ -116,6 +132,9 @@ func New() *Options {
 		RenewDeadline:                 10 * time.Second,
 		RetryPeriod:                   2 * time.Second,
 		Workers:                       4,
+		ReleaseIdleMemory:             true,
+		GCPercent:                     DefaultGCPercent,
+		UpstreamListPageSize:          500,
 		EventRateLimit:                20,
 		APIImportPollInterval:         time.Minute,
 		FeatureGates:                  map[string]bool{},
@@ -162,6 +181,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Workers, "workers", o.Workers, "workers per controller")
 	fs.Float64Var(&o.EventRateLimit, "event-rate-limit", o.EventRateLimit, "Events per second forwarded upstream (global token bucket)")
 	fs.BoolVar(&o.Profiling, "profiling", o.Profiling, "serve pprof profiles under /debug/pprof/ on --metrics-bind-address, which must then be a loopback address")
+	fs.IntVar(&o.GCPercent, "gc-percent", o.GCPercent, "garbage collection target: the heap may grow this many percent over the live heap before the next collection (Go's GOGC, whose default is 100; the GOGC environment variable, when set, wins)")
+	fs.BoolVar(&o.ReleaseIdleMemory, "release-idle-memory", o.ReleaseIdleMemory, "once the syncer is quiet after a busy phase (start-up, resync), collect garbage once and return the free memory to the operating system")
+	fs.Int64Var(&o.UpstreamListPageSize, "upstream-list-page-size", o.UpstreamListPageSize, "objects per page of the upstream informers' lists, each page trimmed for the cache before the next is read (bounds the memory of a full list); 0: one request, from the API server's watch cache. Not used under kcp")
 	fs.StringVar(&o.Config, "config", o.Config, "YAML file with the same settings, keyed by flag name; flags given on the command line win")
 	fs.DurationVar(&o.APIImportPollInterval, "api-import-poll-interval", o.APIImportPollInterval, "how often the physical cluster's schemas are published upstream as APIResourceImports (under kcp)")
 	fs.StringVar(&o.DNSImage, "dns-image", o.DNSImage, "image of the per-workspace DNS servers (kcp's flag): one DNS server per workspace in the syncer's namespace; empty: none")
@@ -263,6 +285,12 @@ func (o *Options) Validate() error {
 	}
 	if o.Burst <= 0 {
 		bad("burst", "must be positive, got %d", o.Burst)
+	}
+	if o.GCPercent <= 0 {
+		bad("gc-percent", "must be positive, got %d", o.GCPercent)
+	}
+	if o.UpstreamListPageSize < 0 {
+		bad("upstream-list-page-size", "must not be negative, got %d", o.UpstreamListPageSize)
 	}
 	if o.Workers <= 0 {
 		bad("workers", "must be positive, got %d", o.Workers)

@@ -68,6 +68,10 @@ type Config struct {
 	// the others trim each entry to its manager (informers.TrimManagedFields). Nil means
 	// informers.DefaultKeepManagedFields.
 	KeepManagedFields informers.KeepManagedFieldsFunc
+	// UpstreamListPageSize, when positive, makes the upstream informers of the resource
+	// set list in pages of this many objects, each trimmed before the next page is read
+	// (informers.Options.UpstreamListPageSize). Zero lists in one request.
+	UpstreamListPageSize int64
 }
 
 func (c Config) metadataOnly(side informers.Side) bool {

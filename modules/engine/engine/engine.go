@@ -79,7 +79,8 @@ func New(cfg Config, upstream, downstream ClusterClients) (*Engine, error) {
 			Downstream:   informers.Clients{Dynamic: downstream.Dynamic, Metadata: downstream.Metadata},
 			ResyncPeriod: cfg.ResyncPeriod,
 
-			KeepManagedFields: cfg.KeepManagedFields,
+			KeepManagedFields:    cfg.KeepManagedFields,
+			UpstreamListPageSize: cfg.UpstreamListPageSize,
 		}),
 		resolved: make(chan struct{}),
 		ready:    make(chan struct{}),

@@ -74,6 +74,13 @@ type Options struct {
 	// KeepManagedFields says which caches keep metadata.managedFields whole; the others
 	// hold them trimmed by TrimManagedFields. Nil means DefaultKeepManagedFields.
 	KeepManagedFields KeepManagedFieldsFunc
+	// UpstreamListPageSize, when positive, makes upstream informers list in pages of this
+	// many objects, each page trimmed by the cache transform before the next is read
+	// (PagedList): the full list of a start or a relist then peaks at the trimmed
+	// objects instead of every object as decoded. Zero lists in one request from the
+	// API server's watch cache (resourceVersion "0"), as client-go does. Downstream
+	// informers stream their initial list (client-go's WatchList), object by object.
+	UpstreamListPageSize int64
 }
 
 // HandlerFactory returns the event handler to add to the informer id, or nil to
@@ -100,6 +107,9 @@ func (e *entry) unserved() bool { return e.notServed.Load() && !e.informer.HasSy
 type Manager struct {
 	opts Options
 
+	// interner shares the repeated strings of both sides' caches.
+	interner *Interner
+
 	mu       sync.RWMutex
 	running  map[ID]*entry
 	handlers map[Side][]HandlerFactory
@@ -110,7 +120,7 @@ func NewManager(opts Options) *Manager {
 	if opts.FromCluster == "" {
 		opts.FromCluster = opts.Target.Cluster
 	}
-	return &Manager{opts: opts, running: map[ID]*entry{}, handlers: map[Side][]HandlerFactory{}}
+	return &Manager{opts: opts, interner: NewInterner(), running: map[ID]*entry{}, handlers: map[Side][]HandlerFactory{}}
 }
 
 // AddEventHandler adds the handlers made by f to every running informer of side
@@ -214,6 +224,7 @@ func (m *Manager) newInformer(id ID) (cache.SharedIndexInformer, cache.GenericLi
 		if id.MetadataOnly {
 			lw, example = MetadataListWatch(clients.Metadata, id.GVR, selector), &metav1.PartialObjectMetadata{}
 		}
+		lw = PagedList(lw, m.opts.UpstreamListPageSize, m.transformFor(id))
 		inf := NewClusterInformer(WithoutWatchList(lw), example, ClusterInformerOptions{
 			FromCluster: m.opts.FromCluster, ResyncPeriod: m.opts.ResyncPeriod,
 			Indexers: upstreamIndexers(), Description: id.GVR.String(),

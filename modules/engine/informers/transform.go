@@ -41,7 +41,7 @@ func TrimManagedFields(obj any) (any, error) {
 		}
 		for i, e := range entries {
 			m, ok := e.(map[string]any)
-			if !ok {
+			if !ok || trimmedEntry(m) {
 				continue
 			}
 			trimmed := make(map[string]any, 3)
@@ -62,14 +62,32 @@ func TrimManagedFields(obj any) (any, error) {
 
 var _ cache.TransformFunc = TrimManagedFields
 
-// transformFor returns the cache transform of informer id, nil for none.
+// trimmedEntry reports whether a managedFields entry holds nothing TrimManagedFields drops
+// (paged lists trim before the cache does).
+func trimmedEntry(m map[string]any) bool {
+	for k := range m {
+		if k != "manager" && k != "operation" && k != "subresource" {
+			return false
+		}
+	}
+	return true
+}
+
+// transformFor returns the cache transform of informer id: TrimManagedFields unless the
+// cache keeps them whole, then the Manager's Interner.
 func (m *Manager) transformFor(id ID) cache.TransformFunc {
 	keep := m.opts.KeepManagedFields
 	if keep == nil {
 		keep = DefaultKeepManagedFields
 	}
 	if keep(id) {
-		return nil
+		return m.interner.Transform
 	}
-	return TrimManagedFields
+	return func(obj any) (any, error) {
+		obj, err := TrimManagedFields(obj)
+		if err != nil {
+			return nil, err
+		}
+		return m.interner.Transform(obj)
+	}
 }

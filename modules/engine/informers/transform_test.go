@@ -154,11 +154,11 @@ func BenchmarkCachedObjectBytes(b *testing.B) {
 	const n = 2000
 	for _, kind := range []string{"configmap", "deployment"} {
 		raw := benchObjectJSON(b, kind)
-		for _, mode := range []string{"whole", "trimmed"} {
+		for _, mode := range []string{"whole", "trimmed", "interned"} {
 			b.Run(kind+"/"+mode, func(b *testing.B) {
 				var perObject float64
 				for b.Loop() {
-					perObject = retainedPerObject(b, raw, n, mode == "trimmed")
+					perObject = retainedPerObject(b, raw, n, mode)
 				}
 				b.ReportMetric(perObject, "B/object")
 			})
@@ -166,9 +166,10 @@ func BenchmarkCachedObjectBytes(b *testing.B) {
 	}
 }
 
-func retainedPerObject(b *testing.B, raw []byte, n int, trim bool) float64 {
+func retainedPerObject(b *testing.B, raw []byte, n int, mode string) float64 {
 	b.Helper()
 	store := cache.NewStore(cache.MetaNamespaceKeyFunc)
+	in := NewInterner()
 	before := heapInUse()
 	for i := range n {
 		u := &unstructured.Unstructured{}
@@ -177,8 +178,11 @@ func retainedPerObject(b *testing.B, raw []byte, n int, trim bool) float64 {
 		}
 		u.SetName(fmt.Sprintf("obj-%05d", i))
 		var obj any = u
-		if trim {
+		if mode != "whole" {
 			obj, _ = TrimManagedFields(u)
+		}
+		if mode == "interned" {
+			obj, _ = in.Transform(obj)
 		}
 		if err := store.Add(obj); err != nil {
 			b.Fatal(err)

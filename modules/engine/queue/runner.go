@@ -45,6 +45,7 @@ type Runner struct {
 	// it is cleared by the reconcile that succeeds.
 	seenMu    sync.Mutex
 	firstSeen map[Key]time.Time
+	seenPeak  int // the most keys firstSeen held since it was made (see shrinkAfter)
 }
 
 // NewRunner returns a Runner for c. Keys may be enqueued before Run is called.
@@ -82,6 +83,7 @@ func (r *Runner) seen(key Key) {
 	r.seenMu.Lock()
 	if _, ok := r.firstSeen[key]; !ok {
 		r.firstSeen[key] = time.Now()
+		r.seenPeak = max(r.seenPeak, len(r.firstSeen))
 	}
 	r.seenMu.Unlock()
 }
@@ -91,6 +93,9 @@ func (r *Runner) converged(key Key, now time.Time) {
 	r.seenMu.Lock()
 	first, ok := r.firstSeen[key]
 	delete(r.firstSeen, key)
+	if len(r.firstSeen) == 0 && r.seenPeak >= shrinkAfter {
+		r.firstSeen, r.seenPeak = map[Key]time.Time{}, 0
+	}
 	r.seenMu.Unlock()
 	if lo, isLatency := r.observer.(LatencyObserver); ok && isLatency {
 		lo.ObserveSyncLatency(r.c.Name(), key, now.Sub(first))

@@ -22,8 +22,15 @@ type GVRStats struct {
 type stats struct {
 	mu      sync.Mutex
 	waiting map[Key]struct{}
-	byGVR   map[schema.GroupVersionResource]*GVRStats
+	// waitingPeak is the most keys waiting held since it was made (see shrinkAfter).
+	waitingPeak int
+	byGVR       map[schema.GroupVersionResource]*GVRStats
 }
+
+// shrinkAfter: a map of keys that held at least this many is made anew once it is empty.
+// Go maps keep the memory of deleted entries: after a resync of thousands of objects an
+// idle runner would otherwise hold tables sized for all of them.
+const shrinkAfter = 1024
 
 func newStats() *stats {
 	return &stats{waiting: map[Key]struct{}{}, byGVR: map[schema.GroupVersionResource]*GVRStats{}}
@@ -45,6 +52,7 @@ func (s *stats) pending(k Key) {
 		return
 	}
 	s.waiting[k] = struct{}{}
+	s.waitingPeak = max(s.waitingPeak, len(s.waiting))
 	s.gvr(k.GVR).Pending++
 }
 
@@ -55,6 +63,9 @@ func (s *stats) taken(k Key) {
 		return
 	}
 	delete(s.waiting, k)
+	if len(s.waiting) == 0 && s.waitingPeak >= shrinkAfter {
+		s.waiting, s.waitingPeak = map[Key]struct{}{}, 0
+	}
 	s.gvr(k.GVR).Pending--
 }
 
