@@ -108,7 +108,7 @@ func New(cfg Config) (*Syncer, error) {
 		tr = transformation.NewPipeline()
 	}
 	sc, err := status.New(status.Config{
-		Resources:   cfg.Resources,
+		Resources:   WithStatus(cfg.Resources),
 		Informers:   inf,
 		Upstream:    cfg.Upstream.Dynamic,
 		Transformer: tr,
@@ -178,4 +178,24 @@ func (s *Syncer) Run(ctx context.Context) error {
 		return fmt.Errorf("upstream syncer: %w", err)
 	}
 	return nil
+}
+
+// withoutStatus are the built-in resources that have no status at all: their status
+// syncer would queue every object of both sides for nothing (10,000 ConfigMaps are
+// 20,000 keys at a restart).
+var withoutStatus = map[schema.GroupVersionResource]bool{
+	{Version: "v1", Resource: "configmaps"}:      true,
+	{Version: "v1", Resource: "secrets"}:         true,
+	{Version: "v1", Resource: "serviceaccounts"}: true,
+}
+
+// WithStatus returns the resources of gvrs that can have a status to sync up.
+func WithStatus(gvrs []schema.GroupVersionResource) []schema.GroupVersionResource {
+	out := make([]schema.GroupVersionResource, 0, len(gvrs))
+	for _, gvr := range gvrs {
+		if !withoutStatus[gvr] {
+			out = append(out, gvr)
+		}
+	}
+	return out
 }

@@ -85,3 +85,27 @@ func TestRunStartsAndStops(t *testing.T) {
 		require.Fail(t, "Run did not return after cancel")
 	}
 }
+
+func TestStatusIsSyncedOnlyForResourcesThatHaveOne(t *testing.T) {
+	tests := map[string]struct {
+		in, want []schema.GroupVersionResource
+	}{
+		"built-ins without status are left out": {
+			in: []schema.GroupVersionResource{
+				{Version: "v1", Resource: "configmaps"}, {Version: "v1", Resource: "secrets"}, {Version: "v1", Resource: "serviceaccounts"},
+				{Group: "apps", Version: "v1", Resource: "deployments"}, {Version: "v1", Resource: "services"},
+			},
+			want: []schema.GroupVersionResource{{Group: "apps", Version: "v1", Resource: "deployments"}, {Version: "v1", Resource: "services"}},
+		},
+		"a CRD named like a built-in keeps its status": {
+			in:   []schema.GroupVersionResource{{Group: "example.dev", Version: "v1", Resource: "configmaps"}},
+			want: []schema.GroupVersionResource{{Group: "example.dev", Version: "v1", Resource: "configmaps"}},
+		},
+		"none": {in: nil, want: []schema.GroupVersionResource{}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			assert.Equal(t, tc.want, WithStatus(tc.in))
+		})
+	}
+}
