@@ -91,7 +91,7 @@ func TestStartUpCleanupSweepsAResourceOnlyOnceItsCachesSynced(t *testing.T) {
 		if st.wantAgain {
 			assert.Equal(t, cleanupRecheck, again.After, st.name)
 		} else {
-			assert.NoError(t, err, st.name)
+			require.NoError(t, err, st.name)
 		}
 		assert.Equal(t, st.wantSwept, sweptFor, st.name)
 	}

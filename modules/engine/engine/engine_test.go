@@ -382,8 +382,16 @@ func TestTheSyncTargetKeyComesFromTheSyncTargetsOwnCluster(t *testing.T) {
 			e, err := New(cfg, f.up, f.down)
 			require.NoError(t, err)
 			assert.Equal(t, tt.wantKey, e.Target().Key)
-			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			// Run until the engine is ready (a bound for a loaded machine, not a timing).
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
+			go func() {
+				select {
+				case <-e.Ready():
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
 			err = e.Run(ctx)
 			if tt.wantErr != "" {
 				require.ErrorContains(t, err, tt.wantErr)
