@@ -247,15 +247,19 @@ func (c *cleanupController) Reconcile(ctx context.Context, _ queue.Key) error {
 		}
 	}
 	if len(gvrs) > 0 {
-		if _, err := cleanup.Orphans(ctx, c.target, resources, c.upstream, c.applier, c.metrics); err != nil {
+		start := time.Now()
+		orphans, err := cleanup.Orphans(ctx, c.target, resources, c.upstream, c.applier, c.metrics)
+		if err != nil {
 			return err
 		}
-		if _, err := cleanup.Stranded(ctx, c.target, gvrs, c.upstream, c.cluster, c.enqueue); err != nil {
+		stranded, err := cleanup.Stranded(ctx, c.target, gvrs, c.upstream, c.cluster, c.enqueue)
+		if err != nil {
 			return err
 		}
 		for _, gvr := range gvrs {
 			c.swept[gvr] = true
 		}
+		klog.FromContext(ctx).V(1).Info("start-up cleanup done", "resources", len(gvrs), "orphansDeleted", orphans, "strandedFinalizers", stranded, "elapsed", time.Since(start))
 	}
 	if len(waiting) > 0 {
 		klog.FromContext(ctx).V(2).Info("start-up cleanup waits for caches to sync", "resources", waiting, "recheckAfter", cleanupRecheck)

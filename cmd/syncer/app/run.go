@@ -71,6 +71,7 @@ const shutdownGrace = 20 * time.Second
 // until ctx ends (exit 0 after draining) or one of them fails (that error).
 func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.Writer) error {
 	log := klog.Background().WithValues("syncTarget", opts.FromCluster+"|"+opts.SyncTargetName)
+	log.Info("starting", "version", version)
 	applyMemoryLimit(log)
 	applyGCPercent(log, opts.GCPercent, os.Getenv, debug.SetGCPercent)
 	upCfg, err := loadConfig("from-kubeconfig", opts.FromKubeconfig, opts.FromContext)
@@ -175,6 +176,7 @@ func runSyncer(ctx context.Context, version string, opts *options.Options, _ io.
 			// imports; on a plain hub a typo must not look like a pending resource.
 			return err
 		}
+		log.V(1).Info("control plane checked", "kcp", up.KCP)
 		var mutator *downstream.PodMutatorOptions
 		switch {
 		case up.KCP && podAPILn != nil:

@@ -248,6 +248,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.target, own.Cluster, identity.LogicalClusterAnnotation, own.Key, e.target.Key)
 	}
 
+	logger.V(1).Info("sync target verified")
 	infCtx, stopInformers := context.WithCancel(ctx)
 	defer func() {
 		stopInformers()
@@ -260,6 +261,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return err
 	}
 
+	logger.V(1).Info("sync target and namespace caches synced")
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() { _ = e.resourceRunner.Run(ctx) })
@@ -274,6 +276,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if !e.waitForInformers(ctx) {
 		return nil
 	}
+	logger.V(1).Info("caches synced", "informers", len(e.informers.Running()))
 
 	e.mu.RLock()
 	runners := append([]*queue.Runner(nil), e.runners...)
@@ -306,7 +309,7 @@ func (e *Engine) startBaseInformers(ctx context.Context) error {
 			return fmt.Errorf("start namespace informers: %w", err)
 		}
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), e.syncTarget.HasSynced) || !e.informers.WaitForSync(ctx, nsIDs...) {
+	if !cache.WaitFor(ctx, "", e.syncTarget.HasSyncedChecker()) || !e.informers.WaitForSync(ctx, nsIDs...) {
 		return fmt.Errorf("wait for sync target and namespace informers of %s: %w", e.target, context.Cause(ctx))
 	}
 	return nil

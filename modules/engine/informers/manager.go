@@ -90,6 +90,8 @@ type HandlerFactory func(id ID) cache.ResourceEventHandler
 type entry struct {
 	informer cache.SharedIndexInformer
 	lister   cache.GenericLister
+	// handlers are the registrations of the Manager's handlers (guarded by Manager.mu).
+	handlers []cache.ResourceEventHandlerRegistration
 	cancel   context.CancelFunc
 	done     chan struct{}
 	// managed entries are owned by Sync and stopped when no longer wanted.
@@ -98,6 +100,9 @@ type entry struct {
 	// server does not serve the resource (kcp's virtual workspace for a resource no
 	// workspace binds yet). It clears once the informer has synced.
 	notServed atomic.Bool
+	// answered404 is closed at the first 404 (waiters stop waiting for a sync then).
+	answered404     chan struct{}
+	answered404Once sync.Once
 }
 
 // unserved reports an informer answered 404 that has not synced.
@@ -133,21 +138,23 @@ func (m *Manager) AddEventHandler(side Side, f HandlerFactory) error {
 		if id.Side != side {
 			continue
 		}
-		if err := addHandler(e.informer, f, id); err != nil {
+		if err := e.addHandler(f, id); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func addHandler(inf cache.SharedIndexInformer, f HandlerFactory, id ID) error {
+func (e *entry) addHandler(f HandlerFactory, id ID) error {
 	h := f(id)
 	if h == nil {
 		return nil
 	}
-	if _, err := inf.AddEventHandler(h); err != nil {
+	reg, err := e.informer.AddEventHandler(h)
+	if err != nil {
 		return fmt.Errorf("add event handler to informer %s: %w", id, err)
 	}
+	e.handlers = append(e.handlers, reg)
 	return nil
 }
 
@@ -172,15 +179,19 @@ func (m *Manager) startLocked(ctx context.Context, id ID, managed bool) (*entry,
 	if err != nil {
 		return nil, err
 	}
+	ictx, cancel := context.WithCancel(ctx)
+	e := &entry{informer: inf, lister: lister, cancel: cancel, done: make(chan struct{}), managed: managed, answered404: make(chan struct{})}
 	for _, f := range m.handlers[id.Side] {
-		if err := addHandler(inf, f, id); err != nil {
+		if err := e.addHandler(f, id); err != nil {
+			cancel()
 			return nil, err
 		}
 	}
-	ictx, cancel := context.WithCancel(ctx)
-	e := &entry{informer: inf, lister: lister, cancel: cancel, done: make(chan struct{}), managed: managed}
 	if err := inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, r *cache.Reflector, err error) {
 		e.notServed.Store(apierrors.IsNotFound(err))
+		if apierrors.IsNotFound(err) {
+			e.answered404Once.Do(func() { close(e.answered404) })
+		}
 		cache.DefaultWatchErrorHandler(ctx, r, err)
 	}); err != nil {
 		cancel()
@@ -352,35 +363,70 @@ func (m *Manager) Running() []ID {
 	return ids
 }
 
-// WaitForSync waits until the informers ids have synced, returning false if
-// ctx ends first or one of them is not running.
+// WaitForSync waits until the informers ids have synced and the handlers added with
+// AddEventHandler have been handed their initial lists, returning false if ctx ends
+// first or one of them is not running.
 func (m *Manager) WaitForSync(ctx context.Context, ids ...ID) bool {
-	var synced []cache.InformerSynced
-	for _, id := range ids {
-		inf, ok := m.Informer(id)
-		if !ok {
-			return false
-		}
-		synced = append(synced, inf.HasSynced)
+	entries, ok := m.entries(ids)
+	if !ok {
+		return false
 	}
-	return cache.WaitForCacheSync(ctx.Done(), synced...)
+	var synced []cache.DoneChecker
+	for _, e := range entries {
+		synced = append(synced, e.checkers...)
+	}
+	// Waits on the informers' channels, not client-go's 100 ms poll (cache.WaitForCacheSync):
+	// the start-up waits twice before its first write.
+	return cache.WaitFor(ctx, "", synced...)
+}
+
+// waitEntry is what a wait needs of a running informer.
+type waitEntry struct {
+	// checkers are the informer's and its Manager handlers' HasSyncedCheckers.
+	checkers    []cache.DoneChecker
+	answered404 <-chan struct{}
+}
+
+// entries returns the informers ids to wait for (false: one of them is not running).
+func (m *Manager) entries(ids []ID) ([]waitEntry, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]waitEntry, 0, len(ids))
+	for _, id := range ids {
+		e, ok := m.running[id]
+		if !ok {
+			return nil, false
+		}
+		w := waitEntry{checkers: []cache.DoneChecker{e.informer.HasSyncedChecker()}, answered404: e.answered404}
+		for _, h := range e.handlers {
+			w.checkers = append(w.checkers, h.HasSyncedChecker())
+		}
+		out = append(out, w)
+	}
+	return out, true
 }
 
 // WaitForSyncOrNotServed waits until each of the informers ids has synced or has been
 // answered 404 (its resource is not served), returning false if ctx ends first or one of
 // them is not running. An informer that is not served keeps retrying and syncs once it is.
 func (m *Manager) WaitForSyncOrNotServed(ctx context.Context, ids ...ID) bool {
-	var done []cache.InformerSynced
-	for _, id := range ids {
-		m.mu.RLock()
-		e, ok := m.running[id]
-		m.mu.RUnlock()
-		if !ok {
-			return false
-		}
-		done = append(done, func() bool { return e.informer.HasSynced() || e.unserved() })
+	entries, ok := m.entries(ids)
+	if !ok {
+		return false
 	}
-	return cache.WaitForCacheSync(ctx.Done(), done...)
+	for _, e := range entries {
+	checks:
+		for _, c := range e.checkers {
+			select {
+			case <-c.Done():
+			case <-e.answered404:
+				break checks
+			case <-ctx.Done():
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Status is the state of one informer.
