@@ -375,6 +375,15 @@ type counter struct {
 	mu   sync.Mutex
 	seen map[types.UID]bool
 	n    atomic.Int64
+	// first and last are when the first and the latest new object were seen.
+	first, last time.Time
+}
+
+// times returns when the first and the latest new object were seen.
+func (c *counter) times() (first, last time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.first, c.last
 }
 
 func (c *counter) observe(t watch.EventType, u *unstructured.Unstructured) {
@@ -385,6 +394,11 @@ func (c *counter) observe(t watch.EventType, u *unstructured.Unstructured) {
 	defer c.mu.Unlock()
 	if !c.seen[u.GetUID()] {
 		c.seen[u.GetUID()] = true
+		now := time.Now()
+		if c.first.IsZero() {
+			c.first = now
+		}
+		c.last = now
 		c.n.Add(1)
 	}
 }

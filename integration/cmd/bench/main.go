@@ -27,16 +27,17 @@ func main() {
 	only := flag.String("only", "", "comma-separated scenario steps to run, by the start of their name (e.g. P8); empty runs all")
 	sessions := flag.Int("sessions", 0, "P8's number of sessions (0: the mode's)")
 	kcpObjects := flag.Int("kcp-objects", 0, "K1's number of ConfigMaps (0: the mode's)")
+	p1Objects := flag.Int("p1-objects", 0, "P1's number of ConfigMaps (0: the mode's)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *quick, *syncerBin, *out, *only, *sessions, *kcpObjects); err != nil {
+	if err := run(ctx, *quick, *syncerBin, *out, *only, *sessions, *kcpObjects, *p1Objects); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, quick bool, syncerBin, out, only string, sessions, kcpObjects int) error {
+func run(ctx context.Context, quick bool, syncerBin, out, only string, sessions, kcpObjects, p1Objects int) error {
 	cfg, command := bench.Full(), "make bench"
 	if quick {
 		cfg, command = bench.Quick(), "make bench-quick"
@@ -50,6 +51,10 @@ func run(ctx context.Context, quick bool, syncerBin, out, only string, sessions,
 	}
 	if kcpObjects > 0 {
 		cfg.KCPObjects = kcpObjects
+	}
+	if p1Objects > 0 {
+		cfg.P1Objects = p1Objects
+		command += fmt.Sprintf(" (P1 %d objects)", p1Objects)
 	}
 	bin, err := filepath.Abs(syncerBin)
 	if err != nil {
