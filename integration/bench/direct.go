@@ -263,7 +263,10 @@ func (r *runner) minimalWorkReference(ctx context.Context, t target, n int) (tim
 				break
 			}
 			if time.Now().After(deadline) {
-				return 0, fmt.Errorf("minimal work: namespace %s still there after 2 minutes: %v", ns, err)
+				if err != nil {
+					return 0, fmt.Errorf("minimal work: namespace %s not confirmed gone after 2 minutes: %w", ns, err)
+				}
+				return 0, fmt.Errorf("minimal work: namespace %s still there after 2 minutes", ns)
 			}
 			select {
 			case <-ctx.Done():
