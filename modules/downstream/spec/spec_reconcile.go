@@ -112,6 +112,11 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 		return queue.RequeueAfter(wait, nil)
 	}
 	live, known, remembered := c.cachedLive(r, p.desired.GetNamespace(), p.desired.GetName())
+	if remembered && len(p.preserve) > 0 {
+		// Preserved fields belong to the physical cluster once the object exists (an HPA
+		// scales it right after our create): never take their values from our own write.
+		live, known, remembered = nil, false, false
+	}
 	if !known {
 		return c.create(ctx, r, key, up, p)
 	}

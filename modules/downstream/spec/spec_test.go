@@ -276,6 +276,30 @@ func TestFirstSyncOfAnObjectChangedMeanwhileWritesTheNewVersion(t *testing.T) {
 	assert.Contains(t, f.upstream("web").GetFinalizers(), f.target.SyncerFinalizer())
 }
 
+func TestPreservedFieldsAreNeverTakenFromOurOwnWrite(t *testing.T) {
+	f := newFixture(t)
+	up := f.cm("web", withAnnotation(conflict.IgnoreFieldsAnnotation, "data.k"))
+	f = newFixture(t, up)
+	require.NoError(t, f.ctl.Reconcile(context.Background(), key("web")))
+	require.Len(t, f.writer.applies, 1)
+	// The physical cluster took data.k over right after the create; our cache has not
+	// seen the object yet, our own write's answer would say "v".
+	live := f.downstreamOf(up)
+	require.NoError(t, unstructured.SetNestedField(live.Object, "local", "data", "k"))
+	require.NoError(t, f.downAPI.Tracker().Add(live))
+	changed := f.upstream("web")
+	require.NoError(t, unstructured.SetNestedField(changed.Object, "other", "data", "x"))
+	require.NoError(t, f.upStore.Update(changed))
+
+	require.NoError(t, f.ctl.Reconcile(context.Background(), key("web")))
+	assert.Equal(t, 1, f.writer.refused, "no trust in the remembered write: the create is refused, the object read")
+	require.Len(t, f.writer.applies, 2)
+	sent, _, err := applier.Plan(f.writer.applies[1])
+	require.NoError(t, err)
+	v, _, _ := unstructured.NestedString(sent.Object, "data", "k")
+	assert.Equal(t, "local", v, "the physical cluster's value is kept")
+}
+
 func TestObjectOursButNotYetCachedIsReadAfterTheRefusedCreate(t *testing.T) {
 	f := newFixture(t)
 	up := f.cm("web", withFinalizer(f))
