@@ -191,6 +191,12 @@ func (a *Applier) Apply(ctx context.Context, req Request) (Outcome, *unstructure
 		res, err := a.release(ctx, req.GVR, req.Live, req.ReleaseManagers)
 		return Unchanged, res, err
 	}
+	if len(req.Preserve) > 0 && req.Live != nil && req.Live.GetResourceVersion() != "" {
+		// The preserved values sent back are the live object's: apply only if it is still
+		// that object (409 otherwise, retried with a fresh read), so a local controller's
+		// change made meanwhile is never overwritten.
+		obj.SetResourceVersion(req.Live.GetResourceVersion())
+	}
 	if req.CreateOnly {
 		if req.Live != nil {
 			return "", nil, fmt.Errorf("apply %s: CreateOnly with a live object", ref(obj))

@@ -368,3 +368,28 @@ func TestCreateOnlyCarriesAnImpossibleResourceVersionAndReportsExists(t *testing
 	_, _, err := New(fakeClient(), "").Apply(context.Background(), Request{GVR: cmGVR, Desired: desired(nil), Live: desired(nil), CreateOnly: true})
 	require.Error(t, err, "CreateOnly with a live object is a caller's bug")
 }
+
+func TestAnApplyKeepingPreservedValuesIsConditionalOnTheLiveVersion(t *testing.T) {
+	tests := map[string]struct {
+		preserve []string
+		wantRV   string
+	}{
+		"preserved values: only onto the object they were read from": {preserve: []string{"data.k"}, wantRV: "7"},
+		"nothing preserved: unconditional, as any apply":             {},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			client := fakeClient()
+			var sent map[string]any
+			client.PrependReactor("patch", "configmaps", func(a clienttesting.Action) (bool, runtime.Object, error) {
+				require.NoError(t, json.Unmarshal(a.(clienttesting.PatchAction).GetPatch(), &sent))
+				return true, &unstructured.Unstructured{Object: sent}, nil
+			})
+			live := liveOf(t, desired(map[string]any{"k": "v"}), tc.preserve...)
+			_, _, err := New(client, "").Apply(context.Background(), Request{GVR: cmGVR, Desired: desired(map[string]any{"k": "v", "x": "y"}), Live: live, Preserve: tc.preserve})
+			require.NoError(t, err)
+			rv, _, _ := unstructured.NestedString(sent, "metadata", "resourceVersion")
+			assert.Equal(t, tc.wantRV, rv)
+		})
+	}
+}

@@ -112,10 +112,15 @@ func (c *Controller) sync(ctx context.Context, r Resource, key queue.Key, up *un
 		return queue.RequeueAfter(wait, nil)
 	}
 	live, known, remembered := c.cachedLive(r, p.desired.GetNamespace(), p.desired.GetName())
-	if remembered && len(p.preserve) > 0 {
+	if known && len(p.preserve) > 0 {
 		// Preserved fields belong to the physical cluster once the object exists (an HPA
-		// scales it right after our create): never take their values from our own write.
-		live, known, remembered = nil, false, false
+		// scales it right after our create): their values are read fresh, never taken
+		// from a cache or our own write, and the applier makes the write conditional on
+		// that read's resourceVersion.
+		if live, err = c.get(ctx, r, p.desired.GetNamespace(), p.desired.GetName()); err != nil {
+			return err
+		}
+		known, remembered = live != nil, false
 	}
 	if !known {
 		return c.create(ctx, r, key, up, p)
@@ -327,6 +332,18 @@ func (c *Controller) transformFailed(ctx context.Context, r Resource, key queue.
 		return queue.RequeueAfter(c.cfg.NotReadyRetryDelay, nil)
 	}
 	return c.permanent(ctx, r, key, up, "", "transform", err)
+}
+
+// get reads the downstream object namespace/name from the API server; nil means absent.
+func (c *Controller) get(ctx context.Context, r Resource, ns, name string) (*unstructured.Unstructured, error) {
+	u, err := c.cfg.DownstreamClient.Resource(r.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get downstream %s %s: %w", r.GVR.Resource, cacheKey(ns, name), err)
+	}
+	return u, nil
 }
 
 // cachedLive returns the downstream object namespace/name as our cache (or a write the
