@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -177,8 +178,13 @@ func TestKCPTwoWorkspacesWithTheSameNamesSyncWithoutCollision(t *testing.T) {
 	assert.NotEmpty(t, tenant(nsA), "downstream namespaces carry kcp's tenant id")
 	assert.NotEqual(t, tenant(nsA), tenant(nsB), "two workspaces are two tenants")
 	for _, ns := range []string{nsA, nsB} {
-		np, err := physical.NetworkingV1().NetworkPolicies(ns).Get(ctx, namespaces.IsolationPolicyName, metav1.GetOptions{})
-		require.NoError(t, err, "%s has its tenant isolation NetworkPolicy", ns)
+		// The policy is created right after the namespace, not with it.
+		var np *networkingv1.NetworkPolicy
+		require.Eventually(t, func() bool {
+			var err error
+			np, err = physical.NetworkingV1().NetworkPolicies(ns).Get(ctx, namespaces.IsolationPolicyName, metav1.GetOptions{})
+			return err == nil
+		}, time.Minute, 100*time.Millisecond, "%s has its tenant isolation NetworkPolicy", ns)
 		require.Len(t, np.Spec.Ingress, 1)
 		require.Len(t, np.Spec.Ingress[0].From, 2)
 		assert.Equal(t, map[string]string{"kcp.io/tenant-id": tenant(ns)}, np.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels,
