@@ -369,14 +369,7 @@ func (c *Controller) live(ctx context.Context, r Resource, ns, name string) (*un
 			return u, nil
 		}
 	}
-	u, err := c.cfg.DownstreamClient.Resource(r.GVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("get downstream %s %s: %w", r.GVR.Resource, cacheKey(ns, name), err)
-	}
-	return u, nil
+	return c.get(ctx, r, ns, name)
 }
 
 // applyFailed classifies an apply error: retriable ones go back to the queue's backoff,
