@@ -142,8 +142,10 @@ type runner struct {
 	payload          string
 	mu               sync.Mutex
 	// p1Time and p2Result are P1 and P2 without tunnel, P9's reference.
-	p1Time   time.Duration
-	p2Result Percentiles
+	p1Time time.Duration
+	// minimalCPU is the CPU per object of each process during the minimal-work reference.
+	minimalCPU string
+	p2Result   Percentiles
 }
 
 // Run runs every scenario on env and returns the report; a scenario's failure is

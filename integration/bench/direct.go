@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -72,6 +73,7 @@ func (r *runner) direct(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	cpuBefore := readCPU(r.bedPids())
 	start := time.Now()
 	p, err := startSyncer(r.cfg.SyncerBin, r.cfg.WorkDir, "syncer-direct", r.syncerArgs(t, "")...)
 	if err != nil {
@@ -87,6 +89,10 @@ func (r *runner) direct(ctx context.Context) error {
 	firstSeen, lastSeen := cnt.times()
 	syncTime, startup := lastSeen.Sub(start), firstSeen.Sub(start)
 	r.logf("   P1 timeline: first object downstream after %s, last after %s", startup.Round(time.Millisecond), syncTime.Round(time.Millisecond))
+	pids := r.bedPids()
+	pids["syncer"] = p.cmd.Process.Pid
+	syncerCPU, _ := readCPU(pids).perObject(cpuBefore, n)
+	r.logf("   P1 CPU per object: syncer run: %s; minimal work: %s", syncerCPU, r.minimalCPU)
 	upAfter, downAfter, err := r.scrapeBoth(ctx)
 	if err != nil {
 		return err
@@ -101,7 +107,9 @@ func (r *runner) direct(ctx context.Context) error {
 		Ratio:     fmt.Sprintf("%.2f×", rt), Goal: "≤ 1.10× minimal work", Met: met(rt <= 1.10),
 		Notes: "budget: " + budget + " for the syncer and both references; the minimal-work reference patches a finalizer of the syncer's form " +
 			"(workload.kcp.io/syncer-<key> of another SyncTarget key) onto separate unlabelled upstream ConfigMaps while it applies their copies downstream; " +
-			fmt.Sprintf("the syncer's first object was seen downstream %s after its start", startup.Round(time.Millisecond)),
+			fmt.Sprintf("the syncer's first object was seen downstream %s after its start. ", startup.Round(time.Millisecond)) +
+			"CPU per object (the machine's 2 cores are the limit: every process's CPU per object adds up to the time): syncer run: " + syncerCPU +
+			"; minimal work: " + r.minimalCPU,
 	}, map[string]any{"syncer_seconds": syncTime.Seconds(), "minimal_work_seconds": minTime.Seconds(), "ssa_only_seconds": refTime.Seconds(), "objects": n, "first_object_seconds": startup.Seconds()})
 	r.add(Row{
 		ID: "P1", What: "the same initial sync against a downstream SSA only (the old reference, for comparison with peers)",
@@ -133,6 +141,18 @@ func (r *runner) profile(ctx context.Context, p *syncerProcess, name string) {
 	if err := p.saveProfile(ctx, fmt.Sprintf("profile?seconds=%d", r.cfg.CPUProfileSecs), path); err != nil {
 		r.logf("   profile %s: %v", name, err)
 	}
+}
+
+// bedPids names the test bed's server processes, by side, and this harness.
+func (r *runner) bedPids() map[string]int {
+	out := map[string]int{"harness": os.Getpid()}
+	for name, pid := range r.env.KCP.Processes() {
+		out["upstream "+name] = pid
+	}
+	for name, pid := range r.env.Physical.Processes() {
+		out["downstream "+name] = pid
+	}
+	return out
 }
 
 func (r *runner) scrapeBoth(ctx context.Context) (requestCounts, requestCounts, error) {
@@ -214,6 +234,7 @@ func (r *runner) minimalWorkReference(ctx context.Context, t target, n int) (tim
 		return 0, err
 	}
 	finalizer := identity.SyncerFinalizer(identity.SyncTargetKey("root", t.id.Name+"-minimal-work"))
+	cpuBefore := readCPU(r.bedPids())
 	start := time.Now()
 	err = parallel(ctx, n, r.cfg.Workers, func(ctx context.Context, i int) error {
 		ns, name := up.at(i)
@@ -237,6 +258,7 @@ func (r *runner) minimalWorkReference(ctx context.Context, t target, n int) (tim
 	if err != nil {
 		return 0, err
 	}
+	r.minimalCPU, _ = readCPU(r.bedPids()).perObject(cpuBefore, n)
 	// Clean up before P1: release and delete the upstream objects, one at a time per worker.
 	err = parallel(ctx, n, 16, func(ctx context.Context, i int) error {
 		ns, name := up.at(i)

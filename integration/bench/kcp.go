@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,6 +50,8 @@ type kcpResult struct {
 	Idle         procStat      `json:"idle"`
 	Budget       string        `json:"budget"`
 	DownstreamNS string        `json:"downstream_namespace"`
+	// CPUPerObject is the CPU per object of each process during K1.
+	CPUPerObject string `json:"cpu_per_object"`
 }
 
 // kcpRows runs K1 (initial sync), K2 (spec latency) and K5 (memory) on a real kcp
@@ -106,7 +109,8 @@ func (r *runner) kcpRows(ctx context.Context) error {
 		Notes: budgets + ". Same objects for both: ConfigMaps in one namespace of a workspace placed on the flavour's own SyncTarget by a Placement " +
 			"(kcp's syncer cannot make kcp's compute export Accepted against a v1.37 cluster, so `bind compute` never schedules for it); the plugin ran with " +
 			"--resources configmaps --apiexports= so that both sync exactly ConfigMaps. Each syncer is started once until its SyncTarget is Ready and the " +
-			"namespace scheduled, stopped (the harness heartbeats meanwhile), and started again once kcp has labelled every object; kcp's syncer runs first",
+			"namespace scheduled, stopped (the harness heartbeats meanwhile), and started again once kcp has labelled every object; kcp's syncer runs first. " +
+			"CPU per object during K1 (the machine's 2 cores are the limit): ours: " + ours.CPUPerObject + "; kcp's syncer: " + theirs.CPUPerObject,
 	}, map[string]any{"ours": ours, "kcps": theirs, "objects": n})
 	r.add(Row{
 		ID: "K2", What: fmt.Sprintf("real kcp: spec latency, workspace write → downstream watch, %d updates/s over %d objects for %s", r.cfg.P2Rate, min(r.cfg.P2Objects, n), r.cfg.KCPDuration),
@@ -254,6 +258,12 @@ func (r *runner) kcpRun(ctx context.Context, env *framework.KCPEnvironment, f kc
 	}
 	stopHeartbeat()
 	hb.Wait()
+	pids := map[string]int{"harness": os.Getpid()}
+	maps.Copy(pids, env.KCP.Processes())
+	for name, pid := range env.Physical.Processes() {
+		pids["downstream "+name] = pid
+	}
+	cpuBefore := readCPU(pids)
 	began := time.Now()
 	p, err = startSyncer()
 	if err != nil {
@@ -270,6 +280,9 @@ func (r *runner) kcpRun(ctx context.Context, env *framework.KCPEnvironment, f kc
 	res.InitialSync = time.Since(began)
 	res.DownstreamNS = seen.namespace()
 	pid := p.Cmd.Process.Pid
+	pids["syncer"] = pid
+	res.CPUPerObject, _ = readCPU(pids).perObject(cpuBefore, n)
+	r.logf("   K1 %s CPU per object: %s", f.label, res.CPUPerObject)
 	if res.PeakSync, err = readProc(pid); err != nil {
 		return res, err
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -131,4 +132,37 @@ func readProc(pid int) (procStat, error) {
 		s.CPUSecs = (ut + st) / 100 // USER_HZ is 100 on Linux
 	}
 	return s, nil
+}
+
+// cpuShares is the CPU time (seconds) of named processes, read from /proc.
+type cpuShares map[string]float64
+
+// readCPU reads the CPU time of each process (name → pid); a process that is gone
+// counts 0.
+func readCPU(pids map[string]int) cpuShares {
+	out := cpuShares{}
+	for name, pid := range pids {
+		if s, err := readProc(pid); err == nil {
+			out[name] += s.CPUSecs
+		}
+	}
+	return out
+}
+
+// perObject returns, per process, the CPU milliseconds used between before and c,
+// divided by n objects, as "name X.XX ms" sorted by name, and their total.
+func (c cpuShares) perObject(before cpuShares, n int) (string, float64) {
+	names := make([]string, 0, len(c))
+	for name := range c {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var parts []string
+	total := 0.0
+	for _, name := range names {
+		ms := 1000 * (c[name] - before[name]) / float64(n)
+		total += ms
+		parts = append(parts, fmt.Sprintf("%s %.2f ms", name, ms))
+	}
+	return strings.Join(parts, ", "), total
 }

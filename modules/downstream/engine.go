@@ -137,8 +137,11 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 	// The spec syncer reads no status on either side (ToDownstream drops it): a status
 	// write, upstream by the status syncer or downstream by a controller, is no work for it.
 	statusOnly := func(_ informers.ID, oldObj, newObj any) bool { return informers.OnlyStatusChanged(oldObj, newObj) }
-	// The namespaces controller reads which objects the (label-selected) caches hold per
-	// namespace: only adds and deletes change that, never an update of an object.
+	// The namespaces controller deletes namespaces nothing uses any more, reading which
+	// objects the (label-selected) caches hold per namespace. Only an object's delete can
+	// free a namespace: an update never changes the set, and an add only uses a namespace
+	// more (a namespace waiting out its grace period checks the caches again anyway). Each
+	// add would cost a reconcile scanning the namespace's objects, per object created.
 	objectUpdate := func(id informers.ID, _, _ any) bool { return objectInformer(id) }
 	if reg.Spec, err = e.Register(specCtl,
 		engine.Watch{Side: informers.Upstream, Direction: queue.Down, SkipUpdate: statusOnly},
@@ -157,7 +160,7 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 				return nil
 			}
 			return w.namespaceOfUpstream
-		}, SkipUpdate: objectUpdate},
+		}, SkipUpdate: objectUpdate, SkipAdds: objectInformer},
 		engine.Watch{Side: informers.Downstream, Keys: func(id informers.ID) queue.KeysFunc {
 			if id.GVR == informers.NamespacesGVR {
 				return func(obj metav1.Object) []queue.Key { return []queue.Key{namespaces.Key(obj.GetName())} }
@@ -166,7 +169,7 @@ func Register(e *engine.Engine, clients Clients, opts Options) (*Registration, e
 				return nil
 			}
 			return namespaceOfDownstream
-		}, SkipUpdate: objectUpdate},
+		}, SkipUpdate: objectUpdate, SkipAdds: objectInformer},
 	); err != nil {
 		return nil, fmt.Errorf("downstream: %w", err)
 	}

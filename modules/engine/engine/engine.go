@@ -144,8 +144,12 @@ type Watch struct {
 	Keys func(id informers.ID) queue.KeysFunc
 	// SkipUpdate, when set, drops the update events of informer id it returns true for:
 	// changes the controller does not read (e.g. informers.OnlyStatusChanged), which would
-	// only cost a reconcile on the hot path of every write. Adds and deletes always pass.
+	// only cost a reconcile on the hot path of every write. Deletes always pass.
 	SkipUpdate func(id informers.ID, oldObj, newObj any) bool
+	// SkipAdds, when set, drops every add event (the initial list's too) of the informers
+	// it returns true for: for a controller that only an object's going away can give
+	// work, each add would be a reconcile per object created.
+	SkipAdds func(id informers.ID) bool
 }
 
 // Register adds a controller. Its workers start once the engine is ready; keys
@@ -167,17 +171,20 @@ func (e *Engine) Register(c queue.Controller, watches ...Watch) (*queue.Runner, 
 				return e.DefaultKeys(dir, id)
 			}
 		}
-		skip := w.SkipUpdate
+		skip, skipAdds := w.SkipUpdate, w.SkipAdds
 		err := e.informers.AddEventHandler(w.Side, func(id informers.ID) cache.ResourceEventHandler {
 			f := keys(id)
 			if f == nil {
 				return nil
 			}
 			h := r.EventHandler(f)
-			if skip == nil {
-				return h
+			if skip != nil {
+				h = skippingUpdates{h, func(oldObj, newObj any) bool { return skip(id, oldObj, newObj) }}
 			}
-			return skippingUpdates{h, func(oldObj, newObj any) bool { return skip(id, oldObj, newObj) }}
+			if skipAdds != nil && skipAdds(id) {
+				h = skippingAdds{h}
+			}
+			return h
 		})
 		if err != nil {
 			return nil, fmt.Errorf("register controller %s: %w", c.Name(), err)
@@ -374,6 +381,13 @@ func (e *Engine) syncTargetClient() dynamic.NamespaceableResourceInterface {
 func (e *Engine) resourceKey() queue.Key {
 	return queue.Key{Direction: queue.Up, GVR: workloadv1alpha1.SyncTargetsResource, Cluster: e.cfg.FromCluster, Name: e.cfg.SyncTargetName}
 }
+
+// skippingAdds passes the updates and deletes of an informer to a handler, not its adds.
+type skippingAdds struct {
+	cache.ResourceEventHandler
+}
+
+func (skippingAdds) OnAdd(any, bool) {}
 
 // skippingUpdates passes the events of an informer to a handler, except the updates skip
 // returns true for.

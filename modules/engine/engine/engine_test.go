@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -456,4 +457,55 @@ func TestSkippingUpdatesPassesAddsDeletesAndOtherUpdates(t *testing.T) {
 	h.OnUpdate("keep", "b")
 	h.OnDelete("c")
 	assert.Equal(t, []int{1, 1, 1}, []int{adds, updates, deletes})
+}
+
+func TestSkippingAddsPassesUpdatesAndDeletes(t *testing.T) {
+	var adds, updates, deletes int
+	h := skippingAdds{skippingUpdates{cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { adds++ },
+		UpdateFunc: func(_, _ any) { updates++ },
+		DeleteFunc: func(any) { deletes++ },
+	}, func(oldObj, _ any) bool { return oldObj == "skip" }}}
+	h.OnAdd("a", true)
+	h.OnAdd("a", false)
+	h.OnUpdate("skip", "b")
+	h.OnUpdate("keep", "b")
+	h.OnDelete("c")
+	assert.Equal(t, []int{0, 1, 1}, []int{adds, updates, deletes}, "adds dropped, the update filter still applies")
+}
+
+func TestWatchSkipAddsDropsTheAddsOfTheInformersItSelects(t *testing.T) {
+	target := identity.NewTarget(cluster, stName, stUID)
+	mine := unstr("v1", "ConfigMap", "ns", "mine", map[string]string{target.StateLabel(): "Sync"})
+	mine.SetResourceVersion("1")
+	f := newFixture(t, syncTarget(""), mine)
+	e, err := New(config(), f.up, f.down)
+	require.NoError(t, err)
+	rec := &recordingController{}
+	_, err = e.Register(rec, Watch{Side: informers.Upstream, Direction: queue.Down, SkipAdds: func(id informers.ID) bool {
+		return id.GVR == configmaps
+	}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	select {
+	case <-e.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("engine not ready")
+	}
+	second := unstr("v1", "ConfigMap", "ns", "second", map[string]string{target.StateLabel(): "Sync"})
+	_, err = f.upDyn.Resource(configmaps).Namespace("ns").Create(ctx, second, metav1.CreateOptions{})
+	require.NoError(t, err)
+	require.NoError(t, f.upDyn.Resource(configmaps).Namespace("ns").Delete(ctx, "second", metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool { return len(rec.seen()) > 0 }, 10*time.Second, 5*time.Millisecond, "the delete passes")
+	names := []string{}
+	for _, k := range rec.seen() {
+		names = append(names, k.Name)
+	}
+	assert.Equal(t, []string{"second"}, slices.Compact(names), "neither the listed nor the created object's add was reconciled, only the delete")
 }
