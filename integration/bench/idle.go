@@ -56,6 +56,14 @@ func (r *runner) idle(ctx context.Context, pp **syncerProcess, t target, cnt *co
 	if err != nil {
 		return err
 	}
+	allocated := func() float64 {
+		m, err := p.get(ctx, "/metrics")
+		if err != nil {
+			return 0
+		}
+		return framework.MetricSum(m, "go_memstats_alloc_bytes_total")
+	}
+	allocB := allocated()
 	upIdle, downIdle, err := measure()
 	if err != nil {
 		return err
@@ -64,8 +72,21 @@ func (r *runner) idle(ctx context.Context, pp **syncerProcess, t target, cnt *co
 	if err != nil {
 		return err
 	}
+	memNote := fmt.Sprintf("idle RSS = %.0f MiB anonymous + %.0f MiB file pages (the binary); allocated while idle %.0f KiB/s",
+		procA.AnonMiB, procA.FileMiB, (allocated()-allocB)/1024/window.Seconds())
+	if m, err := p.get(ctx, "/metrics"); err == nil {
+		mib := func(name string) float64 { return framework.MetricSum(m, name) / (1 << 20) }
+		memNote += fmt.Sprintf("; Go runtime: heap in use %.0f MiB, heap free but not returned %.0f, returned %.0f, stacks %.0f, runtime's own %.0f",
+			mib("go_memstats_heap_inuse_bytes"), mib("go_memstats_heap_idle_bytes")-mib("go_memstats_heap_released_bytes"),
+			mib("go_memstats_heap_released_bytes"), mib("go_memstats_stack_inuse_bytes"),
+			mib("go_memstats_mspan_inuse_bytes")+mib("go_memstats_mcache_inuse_bytes")+mib("go_memstats_buck_hash_sys_bytes")+mib("go_memstats_gc_sys_bytes")+mib("go_memstats_other_sys_bytes"))
+	}
 	if err := p.saveProfile(ctx, "heap", filepath.Join(r.cfg.WorkDir, "profiles", "idle.heap.pprof")); err != nil {
 		r.logf("   heap profile: %v", err)
+	}
+	// What the idle syncer allocates (a delta profile over a few seconds).
+	if err := p.saveProfile(ctx, "allocs?seconds=5", filepath.Join(r.cfg.WorkDir, "profiles", "idle.allocs.pprof")); err != nil {
+		r.logf("   allocs profile: %v", err)
 	}
 	p.stop()
 	upBase, downBase, err := measure()
@@ -127,6 +148,7 @@ func (r *runner) idle(ctx context.Context, pp **syncerProcess, t target, cnt *co
 		Measured:  fmt.Sprintf("idle RSS %.0f MiB, CPU %.1f%%; resync peak RSS %.0f MiB, %.1f CPU-s over %s", procA.RSSMiB, idleCPU, procR.HWMMiB, procR.CPUSecs, resync.Round(time.Millisecond)),
 		Reference: "—", Ratio: fmt.Sprintf("%.1f KiB RSS per object; %.0f downstream writes during the resync %v", procR.HWMMiB*1024/float64(total), writes, written),
 		Goal: "idle ≤ 150 MiB RSS (at 10,000 objects), resync peak ≤ 200 MiB", Met: met(procA.RSSMiB <= 150 && procR.HWMMiB <= 200),
+		Notes: memNote,
 	}, map[string]any{"idle_before": procB, "idle_after": procA, "resync": procR, "resync_seconds": resync.Seconds(), "resync_downstream_writes": writes})
 	return nil
 }

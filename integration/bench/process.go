@@ -98,6 +98,10 @@ type procStat struct {
 	RSSMiB  float64 `json:"rss_mib"`
 	HWMMiB  float64 `json:"peak_rss_mib"`
 	CPUSecs float64 `json:"cpu_seconds"`
+	// AnonMiB and FileMiB split RSS: anonymous memory (heap, stacks, runtime) and file
+	// pages (the mapped binary).
+	AnonMiB float64 `json:"rss_anon_mib"`
+	FileMiB float64 `json:"rss_file_mib"`
 }
 
 func readProc(pid int) (procStat, error) {
@@ -117,6 +121,10 @@ func readProc(pid int) (procStat, error) {
 			s.RSSMiB = kb / 1024
 		case "VmHWM:":
 			s.HWMMiB = kb / 1024
+		case "RssAnon:":
+			s.AnonMiB = kb / 1024
+		case "RssFile:":
+			s.FileMiB = kb / 1024
 		}
 	}
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))

@@ -37,6 +37,11 @@ const (
 	// DefaultQuietShare: a process that allocated less than this share of its live heap
 	// during an interval is quiet.
 	DefaultQuietShare = 0.02
+	// DefaultQuietFloor: a process that allocated less than this during an interval is
+	// quiet whatever its live heap. An idle syncer still renews its lease, heartbeats and
+	// answers probes (about 2 MiB per 10 s, measured); a busy phase allocates tens of MiB
+	// per second. Without the floor a syncer with a small live heap is never quiet.
+	DefaultQuietFloor = 4 << 20
 	// DefaultReclaimShare: release when the reclaimable memory exceeds this share of the
 	// live heap (and MinReclaim).
 	DefaultReclaimShare = 0.25
@@ -49,6 +54,7 @@ const (
 type Releaser struct {
 	Interval     time.Duration
 	QuietShare   float64
+	QuietFloor   uint64
 	ReclaimShare float64
 	MinReclaim   uint64
 	// Read returns the current Stats (ReadStats).
@@ -94,12 +100,15 @@ func (r *Releaser) Run(ctx context.Context) {
 }
 
 // ShouldRelease reports whether the process, last seen at prev and now at cur, allocated
-// less than QuietShare of its live heap since and holds more than ReclaimShare of it (and
-// at least MinReclaim) beyond it.
+// less than QuietShare of its live heap (or less than QuietFloor) since and holds more
+// than ReclaimShare of it (and at least MinReclaim) beyond it.
 func (r *Releaser) ShouldRelease(prev, cur Stats) bool {
-	quiet, reclaim, floor := r.QuietShare, r.ReclaimShare, r.MinReclaim
+	quiet, quietFloor, reclaim, floor := r.QuietShare, r.QuietFloor, r.ReclaimShare, r.MinReclaim
 	if quiet <= 0 {
 		quiet = DefaultQuietShare
+	}
+	if quietFloor == 0 {
+		quietFloor = DefaultQuietFloor
 	}
 	if reclaim <= 0 {
 		reclaim = DefaultReclaimShare
@@ -112,7 +121,7 @@ func (r *Releaser) ShouldRelease(prev, cur Stats) bool {
 		allocated = 0
 	}
 	live := float64(cur.Live)
-	return float64(allocated) < quiet*live &&
+	return (float64(allocated) < quiet*live || allocated < quietFloor) &&
 		cur.Reclaimable >= floor && float64(cur.Reclaimable) > reclaim*live
 }
 

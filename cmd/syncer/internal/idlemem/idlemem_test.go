@@ -24,6 +24,8 @@ func TestShouldRelease(t *testing.T) {
 	}{
 		{name: "quiet after a busy phase: released", allocated: 1 * mib, live: 100 * mib, reclaim: 90 * mib, want: true},
 		{name: "busy: left alone", allocated: 50 * mib, live: 100 * mib, reclaim: 90 * mib},
+		{name: "idle with a small live heap: lease, heartbeat and probes only (under the floor)", allocated: 2 * mib, live: 50 * mib, reclaim: 40 * mib, want: true},
+		{name: "busy with a small live heap: over both the share and the floor", allocated: 5 * mib, live: 50 * mib, reclaim: 40 * mib},
 		{name: "quiet, little to reclaim (a quarter of the live heap or less)", allocated: 0, live: 100 * mib, reclaim: 25 * mib},
 		{name: "quiet, small process: under the floor", allocated: 0, live: 4 * mib, reclaim: 15 * mib},
 		{name: "quiet, small process: over the floor", allocated: 0, live: 4 * mib, reclaim: 17 * mib, want: true},
