@@ -423,9 +423,9 @@ func (c *trackedConn) CloseWrite() error { return c.Conn.Close() }
 
 type countingConn struct {
 	net.Conn // websocket.NetConn of ws: writes, Close, addresses
-	target Target
-	obs    Observer
-	cork   corker // nil: no cork under the WebSocket
+	target   Target
+	obs      Observer
+	cork     corker // nil: no cork under the WebSocket
 
 	// Write coalescing: yamux writes a data frame as two writes, the 12-byte
 	// header and then the body. Sending them as one WebSocket message (or,
