@@ -181,7 +181,7 @@ func TestDialWaitsWhileDownAndSucceedsAfterServerReturns(t *testing.T) {
 	snap := stats.Snapshot()
 	assert.EqualValues(t, 2, snap.Connects)
 	assert.Positive(t, snap.LastReconnect)
-	assert.Positive(t, snap.Disconnects[tunnel.ReasonClosed])
+	assert.Positive(t, snap.Disconnects[tunnel.ReasonGoingAway], "the server announced its shutdown")
 	assert.Contains(t, snap.StateTransitions, tunnel.StateBackoff)
 }
 
