@@ -22,6 +22,9 @@ const (
 	// DefaultMaxMissedPings is how many consecutive pings may go unanswered
 	// before the connection is declared dead (3 × 5 s = 15 s).
 	DefaultMaxMissedPings = 3
+	// readEndWait bounds how long a session whose yamux ended waits for the
+	// read side's end, which carries the peer's close status.
+	readEndWait = time.Second
 	// streamWindow is the yamux per-stream receive window; larger than the
 	// 256 KiB default so one bulk stream fills a fast link.
 	streamWindow = 4 << 20
@@ -67,6 +70,8 @@ type Session struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	closing sync.Mutex // held by closeGracefully
+
 	mu         sync.Mutex
 	reason     Reason
 	rtt        time.Duration
@@ -94,7 +99,7 @@ func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target
 	// The connection lives on an inner context so that the end of ctx leads
 	// to a graceful close (GoAway, close frame) rather than an abrupt one.
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	nc := &countingConn{Conn: websocket.NetConn(inner, ws, websocket.MessageBinary), ws: ws, ctx: inner, target: t, obs: obs}
+	nc := &countingConn{Conn: websocket.NetConn(inner, ws, websocket.MessageBinary), ws: ws, ctx: inner, readEnded: make(chan struct{}), target: t, obs: obs}
 	if len(so.cork) > 0 {
 		nc.cork = so.cork
 	}
@@ -157,6 +162,19 @@ func (s *Session) run(ctx context.Context) {
 	select {
 	case <-s.inner.Done(): // Close, the end of ctx, missed pings
 	case <-s.mux.CloseChan():
+		// yamux may notice the end on its write side first (a write after the
+		// close frames crossed fails) while its receive loop is still reading:
+		// the peer's close status comes with the end of that read, which
+		// follows at once (yamux closes the connection). A receive loop that
+		// stopped on its own (a protocol error) is not waited for.
+		if s.conn.reading.Load() {
+			wait := time.NewTimer(readEndWait)
+			select {
+			case <-s.conn.readEnded:
+			case <-wait.C:
+			}
+			wait.Stop()
+		}
 		if s.conn.peerClose() == websocket.StatusGoingAway {
 			s.setReason(ReasonGoingAway)
 		} else {
@@ -164,10 +182,15 @@ func (s *Session) run(ctx context.Context) {
 		}
 	}
 
-	s.cancel()
+	// Let a graceful close in flight finish before the inner context ends:
+	// ending it aborts a blocked read by closing the connection, and the peer
+	// would see a broken connection instead of the close frame (and its reason).
 	if !stopShutdown() {
-		<-shutdown // the end of ctx came first: let its graceful close finish
+		<-shutdown // the end of ctx came first
 	}
+	s.closing.Lock()
+	s.closing.Unlock() //nolint:staticcheck // waits for Close's closeGracefully
+	s.cancel()
 	s.mu.Lock()
 	s.pinger.Stop()
 	s.pinger = nil // no ping starts from here on
@@ -203,6 +226,8 @@ func (s *Session) AfterClose(f func()) {
 }
 
 func (s *Session) closeGracefully() {
+	s.closing.Lock()
+	defer s.closing.Unlock()
 	_ = s.mux.GoAway()
 	s.mu.Lock()
 	reason := s.reason
@@ -440,11 +465,14 @@ type countingConn struct {
 	// the peer's close frame into a bare io.EOF: the session needs its status to
 	// tell a peer going away (1001) from one closing for another reason. Only
 	// yamux's receive loop reads.
-	ws       *websocket.Conn
-	ctx      context.Context
-	reader   io.Reader
-	eof      bool
-	closedBy atomic.Int32 // close status the peer sent; 0 before that
+	ws        *websocket.Conn
+	ctx       context.Context
+	reader    io.Reader
+	eof       bool
+	closedBy  atomic.Int32  // close status the peer sent; 0 before that
+	readEnded chan struct{} // closed once a read fails: the read side is over
+	endOnce   sync.Once
+	reading   atomic.Bool // yamux's receive loop is inside Read
 }
 
 const yamuxHeaderSize = 12
@@ -456,8 +484,13 @@ func isDataHeader(p []byte) bool {
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
+	c.reading.Store(true)
+	defer c.reading.Store(false)
 	for {
 		n, err := c.read(p)
+		if err != nil {
+			c.endOnce.Do(func() { close(c.readEnded) })
+		}
 		if n > 0 {
 			c.obs.Bytes(c.target, Received, n)
 			return n, err
