@@ -50,7 +50,13 @@ const (
 	ReasonConflict Reason = "conflict"
 	// ReasonPingTimeout is a peer that missed too many pongs.
 	ReasonPingTimeout Reason = "ping_timeout"
-	// ReasonClosed is a connection closed or broken by the peer or the network.
+	// ReasonGoingAway is a session whose peer announced that it is going away (WebSocket
+	// close status 1001 Going Away, sent after yamux's GoAway): on the syncer, a tunnel
+	// server shutting down or restarting; on the server, a syncer stopping. A deliberate
+	// end, not a failure: the client retries at once (see client.Backoff.RestartWindow).
+	ReasonGoingAway Reason = "going_away"
+	// ReasonClosed is a connection closed or broken by the peer or the network without
+	// announcing that it is going away.
 	ReasonClosed Reason = "closed"
 	// ReasonDial is a failure to reach the server (TCP, TLS).
 	ReasonDial Reason = "dial"

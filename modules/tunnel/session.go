@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -21,6 +22,9 @@ const (
 	// DefaultMaxMissedPings is how many consecutive pings may go unanswered
 	// before the connection is declared dead (3 × 5 s = 15 s).
 	DefaultMaxMissedPings = 3
+	// readEndWait bounds how long a session whose yamux ended waits for the
+	// read side's end, which carries the peer's close status.
+	readEndWait = time.Second
 	// streamWindow is the yamux per-stream receive window; larger than the
 	// 256 KiB default so one bulk stream fills a fast link.
 	streamWindow = 4 << 20
@@ -55,6 +59,7 @@ func (k Keepalive) withDefaults() Keepalive {
 type Session struct {
 	target Target
 	ws     *websocket.Conn
+	conn   *countingConn
 	mux    *yamux.Session
 	obs    Observer
 	log    logr.Logger
@@ -65,9 +70,12 @@ type Session struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	closing sync.Mutex // held by closeGracefully
+
 	mu         sync.Mutex
 	reason     Reason
 	rtt        time.Duration
+	answered   bool        // the peer answered a ping at least once
 	missed     int         // consecutive unanswered pings
 	pinger     *time.Timer // nil once the session is torn down
 	afterClose []func()
@@ -91,7 +99,7 @@ func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target
 	// The connection lives on an inner context so that the end of ctx leads
 	// to a graceful close (GoAway, close frame) rather than an abrupt one.
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	nc := &countingConn{Conn: websocket.NetConn(inner, ws, websocket.MessageBinary), target: t, obs: obs}
+	nc := &countingConn{Conn: websocket.NetConn(inner, ws, websocket.MessageBinary), ws: ws, ctx: inner, readEnded: make(chan struct{}), target: t, obs: obs}
 	if len(so.cork) > 0 {
 		nc.cork = so.cork
 	}
@@ -110,7 +118,7 @@ func NewSession(ctx context.Context, ws *websocket.Conn, isClient bool, t Target
 		_ = ws.CloseNow()
 		return nil, fmt.Errorf("start yamux session: %w", err)
 	}
-	s := &Session{target: t, ws: ws, mux: mux, obs: obs, log: log, ka: ka, opts: so, inner: inner, cancel: cancel, done: make(chan struct{})}
+	s := &Session{target: t, ws: ws, conn: nc, mux: mux, obs: obs, log: log, ka: ka, opts: so, inner: inner, cancel: cancel, done: make(chan struct{})}
 	go s.run(ctx)
 	return s, nil
 }
@@ -154,13 +162,35 @@ func (s *Session) run(ctx context.Context) {
 	select {
 	case <-s.inner.Done(): // Close, the end of ctx, missed pings
 	case <-s.mux.CloseChan():
-		s.setReason(ReasonClosed)
+		// yamux may notice the end on its write side first (a write after the
+		// close frames crossed fails) while its receive loop is still reading:
+		// the peer's close status comes with the end of that read, which
+		// follows at once (yamux closes the connection). A receive loop that
+		// stopped on its own (a protocol error) is not waited for.
+		if s.conn.reading.Load() {
+			wait := time.NewTimer(readEndWait)
+			select {
+			case <-s.conn.readEnded:
+			case <-wait.C:
+			}
+			wait.Stop()
+		}
+		if s.conn.peerClose() == websocket.StatusGoingAway {
+			s.setReason(ReasonGoingAway)
+		} else {
+			s.setReason(ReasonClosed)
+		}
 	}
 
-	s.cancel()
+	// Let a graceful close in flight finish before the inner context ends:
+	// ending it aborts a blocked read by closing the connection, and the peer
+	// would see a broken connection instead of the close frame (and its reason).
 	if !stopShutdown() {
-		<-shutdown // the end of ctx came first: let its graceful close finish
+		<-shutdown // the end of ctx came first
 	}
+	s.closing.Lock()
+	s.closing.Unlock() //nolint:staticcheck // waits for Close's closeGracefully
+	s.cancel()
 	s.mu.Lock()
 	s.pinger.Stop()
 	s.pinger = nil // no ping starts from here on
@@ -196,6 +226,8 @@ func (s *Session) AfterClose(f func()) {
 }
 
 func (s *Session) closeGracefully() {
+	s.closing.Lock()
+	defer s.closing.Unlock()
 	_ = s.mux.GoAway()
 	s.mu.Lock()
 	reason := s.reason
@@ -232,6 +264,7 @@ func (s *Session) ping() {
 		s.mu.Lock()
 		s.missed = 0
 		s.rtt = rtt
+		s.answered = true
 		s.mu.Unlock()
 		s.obs.PingRTT(s.target, rtt)
 		next -= rtt
@@ -305,6 +338,15 @@ func (s *Session) PingRTT() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.rtt
+}
+
+// Healthy reports whether the peer has answered a keepalive ping on this
+// session: it accepted the connection and is serving it, not just accepting
+// and dropping. The first ping goes out one Keepalive.Interval after the start.
+func (s *Session) Healthy() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.answered
 }
 
 // NumStreams returns the number of open streams.
@@ -405,10 +447,10 @@ func (c *trackedConn) Close() error {
 func (c *trackedConn) CloseWrite() error { return c.Conn.Close() }
 
 type countingConn struct {
-	net.Conn
-	target Target
-	obs    Observer
-	cork   corker // nil: no cork under the WebSocket
+	net.Conn // websocket.NetConn of ws: writes, Close, addresses
+	target   Target
+	obs      Observer
+	cork     corker // nil: no cork under the WebSocket
 
 	// Write coalescing: yamux writes a data frame as two writes, the 12-byte
 	// header and then the body. Sending them as one WebSocket message (or,
@@ -418,6 +460,19 @@ type countingConn struct {
 	hdr     [yamuxHeaderSize]byte
 	pending bool
 	buf     []byte
+
+	// Reads go to ws directly rather than through websocket.NetConn, which turns
+	// the peer's close frame into a bare io.EOF: the session needs its status to
+	// tell a peer going away (1001) from one closing for another reason. Only
+	// yamux's receive loop reads.
+	ws        *websocket.Conn
+	ctx       context.Context
+	reader    io.Reader
+	eof       bool
+	closedBy  atomic.Int32  // close status the peer sent; 0 before that
+	readEnded chan struct{} // closed once a read fails: the read side is over
+	endOnce   sync.Once
+	reading   atomic.Bool // yamux's receive loop is inside Read
 }
 
 const yamuxHeaderSize = 12
@@ -429,11 +484,64 @@ func isDataHeader(p []byte) bool {
 }
 
 func (c *countingConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.obs.Bytes(c.target, Received, n)
+	c.reading.Store(true)
+	defer c.reading.Store(false)
+	for {
+		n, err := c.read(p)
+		if err != nil {
+			c.endOnce.Do(func() { close(c.readEnded) })
+		}
+		if n > 0 {
+			c.obs.Bytes(c.target, Received, n)
+			return n, err
+		}
+		if err != nil || len(p) == 0 {
+			return 0, err
+		}
+	}
+}
+
+// read reads from the current binary message, moving to the next one at its
+// end. Like websocket.NetConn, a normal or going-away close by the peer reads
+// as io.EOF; unlike it, the status is kept (peerClose).
+func (c *countingConn) read(p []byte) (int, error) {
+	if c.eof {
+		return 0, io.EOF
+	}
+	if c.reader == nil {
+		typ, r, err := c.ws.Reader(c.ctx)
+		if err != nil {
+			if code := websocket.CloseStatus(err); code != -1 {
+				c.closedBy.Store(int32(code))
+				if code == websocket.StatusNormalClosure || code == websocket.StatusGoingAway {
+					c.eof = true
+					return 0, io.EOF
+				}
+			}
+			return 0, err
+		}
+		if typ != websocket.MessageBinary {
+			err := fmt.Errorf("unexpected %v message on the tunnel", typ)
+			_ = c.ws.Close(websocket.StatusUnsupportedData, "binary messages only")
+			return 0, err
+		}
+		c.reader = r
+	}
+	n, err := c.reader.Read(p)
+	if errors.Is(err, io.EOF) {
+		c.reader = nil
+		err = nil
 	}
 	return n, err
+}
+
+// peerClose returns the close status the peer sent, or -1 when it sent none
+// (yet): the connection broke, or this side closed first.
+func (c *countingConn) peerClose() websocket.StatusCode {
+	if code := c.closedBy.Load(); code != 0 {
+		return websocket.StatusCode(code)
+	}
+	return -1
 }
 
 func (c *countingConn) Write(p []byte) (int, error) {

@@ -276,7 +276,7 @@ func TestSessionStreamsBothWaysAndMeasuresPings(t *testing.T) {
 	cli.Close(tunnel.ReasonShutdown)
 	assert.Equal(t, tunnel.ReasonShutdown, cli.Reason())
 	<-srv.Done()
-	assert.Equal(t, tunnel.ReasonClosed, srv.Reason())
+	assert.Equal(t, tunnel.ReasonGoingAway, srv.Reason(), "the client's shutdown is announced (1001)")
 	_, err = cli.Open(ctx, tunnel.StreamUpstream)
 	require.Error(t, err)
 	_, err = ln.Accept()
@@ -329,12 +329,84 @@ func TestSessionStreamHandlerAndAfterClose(t *testing.T) {
 		return len(order) == 1
 	})
 	assert.Equal(t, []string{"after done"}, order, "AfterClose runs once, after Done")
-	assert.Equal(t, tunnel.ReasonClosed, srv.Reason())
+	assert.Equal(t, tunnel.ReasonGoingAway, srv.Reason())
 
 	// Registered after the end: runs at once.
 	ran := false
 	srv.AfterClose(func() { ran = true })
 	assert.True(t, ran)
+}
+
+// TestSessionReasonTellsAPeerGoingAwayFromOtherEnds: the close status the peer
+// sends decides the reason: 1001 (a server shutting down or restarting) is
+// going_away, the client's cue to come back at once; any other end is closed.
+func TestSessionReasonTellsAPeerGoingAwayFromOtherEnds(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		end  func(*websocket.Conn)
+		want tunnel.Reason
+	}{
+		{"going away (server shutdown)", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusGoingAway, "shutdown") }, tunnel.ReasonGoingAway},
+		{"normal closure (replaced)", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusNormalClosure, "replaced") }, tunnel.ReasonClosed},
+		{"policy violation", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusPolicyViolation, "no") }, tunnel.ReasonClosed},
+		{"broken connection", func(ws *websocket.Conn) { _ = ws.CloseNow() }, tunnel.ReasonClosed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cli, peer := rawPeer(t)
+			tc.end(peer)
+			select {
+			case <-cli.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatal("session did not end")
+			}
+			assert.Equal(t, tc.want, cli.Reason())
+			assert.False(t, cli.Healthy(), "no ping was answered")
+		})
+	}
+}
+
+func TestSessionIsHealthyOnceThePeerAnswersAPing(t *testing.T) {
+	cli, peer := rawPeer(t, tunnel.Keepalive{Interval: 20 * time.Millisecond})
+	assert.False(t, cli.Healthy())
+	peer.CloseRead(context.Background()) // reads in the background: answers pings
+	tunneltestEventually(t, cli.Healthy)
+	_ = peer.Close(websocket.StatusNormalClosure, "")
+	<-cli.Done()
+	assert.True(t, cli.Healthy(), "stays true after the end")
+}
+
+// rawPeer returns a client session whose peer is a bare WebSocket that does
+// not read (so does not answer pings) until the test makes it.
+func rawPeer(t *testing.T, ka ...tunnel.Keepalive) (*tunnel.Session, *websocket.Conn) {
+	t.Helper()
+	peers := make(chan *websocket.Conn, 1)
+	release := make(chan struct{})
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		peers <- ws
+		<-release
+		_ = ws.CloseNow()
+	}))
+	ws, resp, err := websocket.Dial(context.Background(), hs.URL, nil)
+	require.NoError(t, err)
+	if resp.Body != nil {
+		_ = resp.Body.Close()
+	}
+	var k tunnel.Keepalive
+	if len(ka) > 0 {
+		k = ka[0]
+	}
+	cli, err := tunnel.NewSession(context.Background(), ws, true, target, k, nil, logr.Discard())
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		cli.Close(tunnel.ReasonShutdown)
+		close(release)
+		hs.Close()
+	})
+	return cli, <-peers
 }
 
 func TestSessionOpenHonoursContext(t *testing.T) {

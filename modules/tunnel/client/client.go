@@ -83,7 +83,8 @@ type Options struct {
 	Observer tunnel.Observer
 	// Keepalive configures WebSocket pings (5 s, 3 missed).
 	Keepalive tunnel.Keepalive
-	// Backoff configures reconnect delays (250 ms … 30 s, reset after 60 s up).
+	// Backoff configures reconnect delays (250 ms … 30 s, reset by a healthy
+	// session; ≤ 500 ms for 30 s after the server announced a restart).
 	Backoff Backoff
 	// Breaker configures the circuit breaker (5 failures, 30 s open).
 	Breaker Breaker
@@ -234,7 +235,7 @@ func (c *Client) Run(ctx context.Context) error {
 		close(c.stopped)
 	}()
 
-	attempt := 0
+	p := &pacer{b: c.opts.Backoff, rnd: c.rnd}
 	var lostAt time.Time
 	for ctx.Err() == nil {
 		c.setState(tunnel.StateConnecting)
@@ -244,11 +245,10 @@ func (c *Client) Run(ctx context.Context) error {
 				return nil
 			}
 			reason := classify(err)
-			attempt++
-			delay := c.opts.Backoff.Delay(attempt, c.rnd)
+			delay, bound := p.failed(c.clock.Now(), err)
 			c.obs.ConnectFailed(c.opts.Target, reason)
-			c.log.Info("tunnel connection failed", "reason", string(reason), "attempt", attempt,
-				"retryIn", delay.String(), "backoffBound", c.opts.Backoff.Bound(attempt).String(), "err", err.Error())
+			c.log.Info("tunnel connection failed", "reason", string(reason), "attempt", p.attempt,
+				"retryIn", delay.String(), "backoffBound", bound.String(), "err", err.Error())
 			if !c.wait(ctx, delay) {
 				return nil
 			}
@@ -269,12 +269,10 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if lostAt.Sub(connectedAt) >= c.opts.Backoff.ResetAfter {
-			attempt = 0
-		}
-		attempt++
-		delay := c.opts.Backoff.Delay(attempt, c.rnd)
-		c.log.Info("tunnel disconnected", "reason", string(reason), "retryIn", delay.String())
+		healthy := sess.Healthy() || lostAt.Sub(connectedAt) >= c.opts.Backoff.ResetAfter
+		delay, bound := p.ended(lostAt, reason, healthy)
+		c.log.Info("tunnel disconnected", "reason", string(reason), "healthy", healthy,
+			"retryIn", delay.String(), "backoffBound", bound.String())
 		if !c.wait(ctx, delay) {
 			return nil
 		}
@@ -413,6 +411,7 @@ func (c *Client) attemptClient(corked *attemptCorks) *http.Client {
 // attemptError is a failed attempt with its classified reason.
 type attemptError struct {
 	reason tunnel.Reason
+	status int // HTTP status of a refused handshake; 0 without a response
 	err    error
 }
 
@@ -438,6 +437,7 @@ func handshakeError(resp *http.Response, err error) error {
 	msg := strings.TrimSpace(string(body))
 	return &attemptError{
 		reason: reason,
+		status: resp.StatusCode,
 		err:    fmt.Errorf("tunnel handshake refused: %s: %s", resp.Status, msg),
 	}
 }
@@ -451,6 +451,28 @@ func classify(err error) tunnel.Reason {
 		return tunnel.ReasonBreakerOpen
 	}
 	return tunnel.ReasonHandshake
+}
+
+// serverAway reports whether a failed attempt found no server to talk to: the
+// connection was refused, reset or could not be routed, or the answer was 502,
+// 503 or 504 (a server shutting down, or a proxy in front of it without a
+// backend). Right after an announced restart these are expected and retried
+// quickly; a server that answers and refuses is not.
+func serverAway(err error) bool {
+	var ae *attemptError
+	if errors.As(err, &ae) && ae.status != 0 {
+		switch ae.status {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	for _, errno := range []syscall.Errno{syscall.ECONNREFUSED, syscall.ECONNRESET, syscall.ECONNABORTED, syscall.EHOSTUNREACH, syscall.ENETUNREACH} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // DialContext opens a stream to the upstream API through the tunnel. network

@@ -181,7 +181,7 @@ func TestDialWaitsWhileDownAndSucceedsAfterServerReturns(t *testing.T) {
 	snap := stats.Snapshot()
 	assert.EqualValues(t, 2, snap.Connects)
 	assert.Positive(t, snap.LastReconnect)
-	assert.Positive(t, snap.Disconnects[tunnel.ReasonClosed])
+	assert.Positive(t, snap.Disconnects[tunnel.ReasonGoingAway], "the server announced its shutdown")
 	assert.Contains(t, snap.StateTransitions, tunnel.StateBackoff)
 }
 
@@ -339,4 +339,49 @@ func TestFileTokenIsReadOnEveryAttempt(t *testing.T) {
 
 func acceptRaw(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
 	return websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{tunnel.Subprotocol}})
+}
+
+// TestServerShutdownUnderTrafficIsSeenAsGoingAway: the server shuts down while
+// the syncer's streams carry data, right after each reconnect. The client must
+// read the close frame (status 1001) every time: before, the server's session
+// ended its context while its close handshake was in flight, which aborted the
+// connection, and the client saw a broken one (closed) and backed off.
+func TestServerShutdownUnderTrafficIsSeenAsGoingAway(t *testing.T) {
+	srv := tunneltest.NewServer(t, nil, tunneltest.EchoServer(t), nil)
+	// Max: past 10 quick restarts in a row the backoff grows; keep it small.
+	c, stats := startClient(t, client.Options{ServerURL: srv.URL, Backoff: client.Backoff{Max: 200 * time.Millisecond}})
+	waitConnected(t, c)
+	ctx, cancel := context.WithCancel(context.Background())
+	var traffic sync.WaitGroup
+	defer func() {
+		cancel()
+		traffic.Wait()
+	}()
+	for range 4 {
+		traffic.Go(func() {
+			buf := make([]byte, 64<<10)
+			for ctx.Err() == nil {
+				dctx, dcancel := context.WithTimeout(ctx, time.Second)
+				conn, err := c.DialContext(dctx, "tcp", "x:1")
+				dcancel()
+				if err != nil {
+					continue
+				}
+				_ = conn.SetDeadline(time.Now().Add(time.Second))
+				_, _ = conn.Write(buf)
+				_, _ = conn.Read(buf)
+				_ = conn.Close()
+			}
+		})
+	}
+	const restarts = 20
+	for i := range restarts {
+		time.Sleep(time.Duration(i%4) * 5 * time.Millisecond) // vary where the traffic is
+		srv.Stop()
+		srv.Restart()
+		tunneltest.Eventually(t, 10*time.Second, "reconnected", func() bool { return srv.Registry().Get(tunneltest.Target) != nil })
+	}
+	snap := stats.Snapshot()
+	assert.EqualValues(t, restarts, snap.Disconnects[tunnel.ReasonGoingAway], "disconnects: %v", snap.Disconnects)
+	assert.Zero(t, snap.Disconnects[tunnel.ReasonClosed])
 }

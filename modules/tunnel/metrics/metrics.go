@@ -84,7 +84,7 @@ func NewTunnel(reg prometheus.Registerer) (*Tunnel, error) {
 			Help: "Failed tunnel connection attempts by reason (dial, unauthorized, forbidden, handshake, breaker_open)."},
 			[]string{"target", "reason"}),
 		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: TunnelDisconnects,
-			Help: "Ended tunnels by reason (shutdown, replaced, revoked, ping_timeout, closed)."}, []string{"target", "reason"}),
+			Help: "Ended tunnels by reason (shutdown, going_away: the peer announced its shutdown, replaced, revoked, ping_timeout, closed)."}, []string{"target", "reason"}),
 		reconnect: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: TunnelReconnect,
 			Help:    "Time from losing a tunnel to the next one being established.",
 			Buckets: prometheus.ExponentialBuckets(0.1, 2, 12)}, []string{"target"}),

@@ -74,9 +74,10 @@ func (l *ErrorLog) ConnectFailed(t tunnel.Target, reason tunnel.Reason) {
 	l.Record(t, fmt.Sprintf("tunnel connection attempt failed: %s", reason))
 }
 
-// Disconnected implements tunnel.Observer: shutdowns and replacements are normal.
+// Disconnected implements tunnel.Observer: shutdowns (this side's, or announced
+// by the peer) and replacements are normal.
 func (l *ErrorLog) Disconnected(t tunnel.Target, reason tunnel.Reason) {
-	if reason == tunnel.ReasonShutdown || reason == tunnel.ReasonReplaced {
+	if reason == tunnel.ReasonShutdown || reason == tunnel.ReasonGoingAway || reason == tunnel.ReasonReplaced {
 		return
 	}
 	l.Record(t, fmt.Sprintf("tunnel disconnected: %s", reason))

@@ -59,7 +59,8 @@ func page(t *testing.T) *Handler {
 	west := tunnel.Target{Cluster: "root:org", Name: "west"}
 	errs.ConnectFailed(west, tunnel.ReasonDial)
 	errs.Disconnected(west, tunnel.ReasonPingTimeout)
-	errs.Disconnected(west, tunnel.ReasonShutdown) // normal: not an error
+	errs.Disconnected(west, tunnel.ReasonShutdown)  // normal: not an error
+	errs.Disconnected(west, tunnel.ReasonGoingAway) // the syncer stopping: not an error
 	errs.Record(west, `apply deployments.apps team-a/<web>: conflict`)
 	return New(Options{
 		Targets: fakeTargets{
