@@ -52,6 +52,8 @@ type kcpResult struct {
 	DownstreamNS string        `json:"downstream_namespace"`
 	// CPUPerObject is the CPU per object of each process during K1.
 	CPUPerObject string `json:"cpu_per_object"`
+	// Downstream are the physical cluster's API requests during K1 (WATCH excluded).
+	Downstream requestCounts `json:"downstream_requests"`
 }
 
 // kcpRows runs K1 (initial sync), K2 (spec latency) and K5 (memory) on a real kcp
@@ -110,7 +112,8 @@ func (r *runner) kcpRows(ctx context.Context) error {
 			"(kcp's syncer cannot make kcp's compute export Accepted against a v1.37 cluster, so `bind compute` never schedules for it); the plugin ran with " +
 			"--resources configmaps --apiexports= so that both sync exactly ConfigMaps. Each syncer is started once until its SyncTarget is Ready and the " +
 			"namespace scheduled, stopped (the harness heartbeats meanwhile), and started again once kcp has labelled every object; kcp's syncer runs first. " +
-			"CPU per object during K1 (the machine's 2 cores are the limit): ours: " + ours.CPUPerObject + "; kcp's syncer: " + theirs.CPUPerObject,
+			"CPU per object during K1 (the machine's 2 cores are the limit): ours: " + ours.CPUPerObject + "; kcp's syncer: " + theirs.CPUPerObject +
+			". Physical cluster's requests during K1: ours " + ours.Downstream.top(5) + "; kcp's syncer " + theirs.Downstream.top(5),
 	}, map[string]any{"ours": ours, "kcps": theirs, "objects": n})
 	r.add(Row{
 		ID: "K2", What: fmt.Sprintf("real kcp: spec latency, workspace write → downstream watch, %d updates/s over %d objects for %s", r.cfg.P2Rate, min(r.cfg.P2Objects, n), r.cfg.KCPDuration),
@@ -263,6 +266,14 @@ func (r *runner) kcpRun(ctx context.Context, env *framework.KCPEnvironment, f kc
 	for name, pid := range env.Physical.Processes() {
 		pids["downstream "+name] = pid
 	}
+	physKube, err := kubernetes.NewForConfig(env.Physical.Config)
+	if err != nil {
+		return res, err
+	}
+	downBefore, err := scrapeRequests(ctx, physKube)
+	if err != nil {
+		return res, err
+	}
 	cpuBefore := readCPU(pids)
 	began := time.Now()
 	p, err = startSyncer()
@@ -282,7 +293,12 @@ func (r *runner) kcpRun(ctx context.Context, env *framework.KCPEnvironment, f kc
 	pid := p.Cmd.Process.Pid
 	pids["syncer"] = pid
 	res.CPUPerObject, _ = readCPU(pids).perObject(cpuBefore, n)
-	r.logf("   K1 %s CPU per object: %s", f.label, res.CPUPerObject)
+	downAfter, err := scrapeRequests(ctx, physKube)
+	if err != nil {
+		return res, err
+	}
+	res.Downstream = downAfter.delta(downBefore)
+	r.logf("   K1 %s CPU per object: %s; downstream requests: %s", f.label, res.CPUPerObject, res.Downstream.top(5))
 	if res.PeakSync, err = readProc(pid); err != nil {
 		return res, err
 	}
