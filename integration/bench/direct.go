@@ -91,7 +91,7 @@ func (r *runner) direct(ctx context.Context) error {
 	r.logf("   P1 timeline: first object downstream after %s, last after %s", startup.Round(time.Millisecond), syncTime.Round(time.Millisecond))
 	pids := r.bedPids()
 	pids["syncer"] = p.cmd.Process.Pid
-	syncerCPU, _ := readCPU(pids).perObject(cpuBefore, n)
+	syncerCPU := readCPU(pids).perObject(cpuBefore, n)
 	r.logf("   P1 CPU per object: syncer run: %s; minimal work: %s", syncerCPU, r.minimalCPU)
 	upAfter, downAfter, err := r.scrapeBoth(ctx)
 	if err != nil {
@@ -258,7 +258,7 @@ func (r *runner) minimalWorkReference(ctx context.Context, t target, n int) (tim
 	if err != nil {
 		return 0, err
 	}
-	r.minimalCPU, _ = readCPU(r.bedPids()).perObject(cpuBefore, n)
+	r.minimalCPU = readCPU(r.bedPids()).perObject(cpuBefore, n)
 	// Clean up before P1: release and delete the upstream objects, one at a time per worker.
 	err = parallel(ctx, n, 16, func(ctx context.Context, i int) error {
 		ns, name := up.at(i)

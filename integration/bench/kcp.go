@@ -292,7 +292,7 @@ func (r *runner) kcpRun(ctx context.Context, env *framework.KCPEnvironment, f kc
 	res.DownstreamNS = seen.namespace()
 	pid := p.Cmd.Process.Pid
 	pids["syncer"] = pid
-	res.CPUPerObject, _ = readCPU(pids).perObject(cpuBefore, n)
+	res.CPUPerObject = readCPU(pids).perObject(cpuBefore, n)
 	downAfter, err := scrapeRequests(ctx, physKube)
 	if err != nil {
 		return res, err

@@ -53,3 +53,22 @@ func TestSelectedByPrefix(t *testing.T) {
 	assert.False(t, selected([]string{"P1"}, step))
 	assert.False(t, selected([]string{""}, step), "an empty entry selects nothing")
 }
+
+func TestCPUPerObjectSumsEveryProcessByName(t *testing.T) {
+	tests := []struct {
+		name          string
+		before, after cpuShares
+		n             int
+		want          string
+	}{
+		{name: "two processes", before: cpuShares{"b": 1, "a": 2}, after: cpuShares{"b": 2, "a": 2.5}, n: 1000,
+			want: "a 0.50 ms, b 1.00 ms; total 1.50 ms"},
+		{name: "a process started meanwhile counts from zero", before: cpuShares{}, after: cpuShares{"syncer": 3}, n: 1500,
+			want: "syncer 2.00 ms; total 2.00 ms"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, tt.after.perObject(tt.before, tt.n))
+		})
+	}
+}

@@ -158,8 +158,8 @@ func readCPU(pids map[string]int) cpuShares {
 }
 
 // perObject returns, per process, the CPU milliseconds used between before and c,
-// divided by n objects, as "name X.XX ms" sorted by name, and their total.
-func (c cpuShares) perObject(before cpuShares, n int) (string, float64) {
+// divided by n objects, as "name X.XX ms" sorted by name and ending with their total.
+func (c cpuShares) perObject(before cpuShares, n int) string {
 	names := make([]string, 0, len(c))
 	for name := range c {
 		names = append(names, name)
@@ -172,5 +172,5 @@ func (c cpuShares) perObject(before cpuShares, n int) (string, float64) {
 		total += ms
 		parts = append(parts, fmt.Sprintf("%s %.2f ms", name, ms))
 	}
-	return strings.Join(parts, ", "), total
+	return strings.Join(parts, ", ") + fmt.Sprintf("; total %.2f ms", total)
 }
