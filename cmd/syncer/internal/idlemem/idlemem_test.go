@@ -27,7 +27,8 @@ func TestShouldRelease(t *testing.T) {
 		{name: "idle with a small live heap: lease, heartbeat and probes only (under the floor)", allocated: 2 * mib, live: 50 * mib, reclaim: 40 * mib, want: true},
 		{name: "idle with a small live heap, a burst of probes (under the floor)", allocated: 7 * mib, live: 50 * mib, reclaim: 40 * mib, want: true},
 		{name: "busy with a small live heap: over both the share and the floor", allocated: 20 * mib, live: 50 * mib, reclaim: 40 * mib},
-		{name: "quiet, little to reclaim (a quarter of the live heap or less)", allocated: 0, live: 100 * mib, reclaim: 25 * mib},
+		{name: "quiet, little to reclaim (a tenth of the live heap or less)", allocated: 0, live: 200 * mib, reclaim: 20 * mib},
+		{name: "quiet, a quarter of the live heap to reclaim: released", allocated: 0, live: 100 * mib, reclaim: 25 * mib, want: true},
 		{name: "quiet, small process: under the floor", allocated: 0, live: 4 * mib, reclaim: 15 * mib},
 		{name: "quiet, small process: over the floor", allocated: 0, live: 4 * mib, reclaim: 17 * mib, want: true},
 	}
