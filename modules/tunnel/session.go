@@ -175,9 +175,12 @@ func (s *Session) run(ctx context.Context) {
 			}
 			wait.Stop()
 		}
-		if s.conn.peerClose() == websocket.StatusGoingAway {
+		switch r, named := s.conn.closedFor.Load().(Reason); {
+		case s.conn.peerClose() == websocket.StatusGoingAway:
 			s.setReason(ReasonGoingAway)
-		} else {
+		case named:
+			s.setReason(r)
+		default:
 			s.setReason(ReasonClosed)
 		}
 	}
@@ -470,6 +473,7 @@ type countingConn struct {
 	reader    io.Reader
 	eof       bool
 	closedBy  atomic.Int32  // close status the peer sent; 0 before that
+	closedFor atomic.Value  // Reason the peer's normal closure named (replaced, revoked), if known
 	readEnded chan struct{} // closed once a read fails: the read side is over
 	endOnce   sync.Once
 	reading   atomic.Bool // yamux's receive loop is inside Read
@@ -512,6 +516,12 @@ func (c *countingConn) read(p []byte) (int, error) {
 		typ, r, err := c.ws.Reader(c.ctx)
 		if err != nil {
 			if code := websocket.CloseStatus(err); code != -1 {
+				var ce websocket.CloseError
+				if errors.As(err, &ce) && code == websocket.StatusNormalClosure {
+					if r, ok := peerReasons[ce.Reason]; ok {
+						c.closedFor.Store(r)
+					}
+				}
 				c.closedBy.Store(int32(code))
 				if code == websocket.StatusNormalClosure || code == websocket.StatusGoingAway {
 					c.eof = true
@@ -534,6 +544,12 @@ func (c *countingConn) read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// peerReasons are the reasons a peer may name in a normal closure's text and this
+// side reports as such: the server replaced the session by a newer one of the same
+// SyncTarget, or revoked it (token or RBAC gone). Any other text (it comes off the
+// wire) is never used as a reason.
+var peerReasons = map[string]Reason{string(ReasonReplaced): ReasonReplaced, string(ReasonRevoked): ReasonRevoked}
 
 // peerClose returns the close status the peer sent, or -1 when it sent none
 // (yet): the connection broke, or this side closed first.

@@ -347,7 +347,11 @@ func TestSessionReasonTellsAPeerGoingAwayFromOtherEnds(t *testing.T) {
 		want tunnel.Reason
 	}{
 		{"going away (server shutdown)", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusGoingAway, "shutdown") }, tunnel.ReasonGoingAway},
-		{"normal closure (replaced)", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusNormalClosure, "replaced") }, tunnel.ReasonClosed},
+		{"normal closure, replaced by a newer session", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusNormalClosure, "replaced") }, tunnel.ReasonReplaced},
+		{"normal closure, revoked", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusNormalClosure, "revoked") }, tunnel.ReasonRevoked},
+		{"normal closure, any other text is not a reason", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusNormalClosure, "shutdown\nevil") }, tunnel.ReasonClosed},
+		{"normal closure without text", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusNormalClosure, "") }, tunnel.ReasonClosed},
+		{"policy violation naming a reason", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusPolicyViolation, "revoked") }, tunnel.ReasonClosed},
 		{"policy violation", func(ws *websocket.Conn) { _ = ws.Close(websocket.StatusPolicyViolation, "no") }, tunnel.ReasonClosed},
 		{"broken connection", func(ws *websocket.Conn) { _ = ws.CloseNow() }, tunnel.ReasonClosed},
 	} {
