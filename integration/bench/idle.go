@@ -84,10 +84,6 @@ func (r *runner) idle(ctx context.Context, pp **syncerProcess, t target, cnt *co
 	if err := p.saveProfile(ctx, "heap", filepath.Join(r.cfg.WorkDir, "profiles", "idle.heap.pprof")); err != nil {
 		r.logf("   heap profile: %v", err)
 	}
-	// What the idle syncer allocates (a delta profile over a few seconds).
-	if err := p.saveProfile(ctx, "allocs?seconds=5", filepath.Join(r.cfg.WorkDir, "profiles", "idle.allocs.pprof")); err != nil {
-		r.logf("   allocs profile: %v", err)
-	}
 	p.stop()
 	upBase, downBase, err := measure()
 	if err != nil {

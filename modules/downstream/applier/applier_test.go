@@ -133,6 +133,21 @@ func TestHashIgnoresPreservedFieldsAndItself(t *testing.T) {
 	assert.NotEqual(t, a, d)
 }
 
+// recordPatch makes client keep the last ConfigMap patch it is sent and answer it with
+// serverErr, or with the patch itself as the stored object.
+func recordPatch(t *testing.T, client *dynamicfake.FakeDynamicClient, serverErr error) *map[string]any {
+	t.Helper()
+	var sent map[string]any
+	client.PrependReactor("patch", "configmaps", func(a clienttesting.Action) (bool, runtime.Object, error) {
+		require.NoError(t, json.Unmarshal(a.(clienttesting.PatchAction).GetPatch(), &sent))
+		if serverErr != nil {
+			return true, nil, serverErr
+		}
+		return true, &unstructured.Unstructured{Object: sent}, nil
+	})
+	return &sent
+}
+
 func fakeClient() *dynamicfake.FakeDynamicClient {
 	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(), map[schema.GroupVersionResource]string{cmGVR: "ConfigMapList"})
 }
@@ -344,17 +359,10 @@ func TestCreateOnlyCarriesAnImpossibleResourceVersionAndReportsExists(t *testing
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			client := fakeClient()
-			var sent map[string]any
-			client.PrependReactor("patch", "configmaps", func(a clienttesting.Action) (bool, runtime.Object, error) {
-				require.NoError(t, json.Unmarshal(a.(clienttesting.PatchAction).GetPatch(), &sent))
-				if tc.serverErr != nil {
-					return true, nil, tc.serverErr
-				}
-				return true, &unstructured.Unstructured{Object: sent}, nil
-			})
+			sent := recordPatch(t, client, tc.serverErr)
 			d := desired(map[string]any{"k": "v"})
 			outcome, _, err := New(client, "").Apply(context.Background(), Request{GVR: cmGVR, Desired: d, Force: true, CreateOnly: true})
-			rv, _, _ := unstructured.NestedString(sent, "metadata", "resourceVersion")
+			rv, _, _ := unstructured.NestedString(*sent, "metadata", "resourceVersion")
 			assert.Equal(t, createOnlyResourceVersion, rv, "the precondition no stored object meets")
 			assert.Empty(t, d.GetResourceVersion(), "the request's object is not modified")
 			assert.Equal(t, tc.wantErr, err != nil, "%v", err)
@@ -380,15 +388,11 @@ func TestAnApplyKeepingPreservedValuesIsConditionalOnTheLiveVersion(t *testing.T
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			client := fakeClient()
-			var sent map[string]any
-			client.PrependReactor("patch", "configmaps", func(a clienttesting.Action) (bool, runtime.Object, error) {
-				require.NoError(t, json.Unmarshal(a.(clienttesting.PatchAction).GetPatch(), &sent))
-				return true, &unstructured.Unstructured{Object: sent}, nil
-			})
+			sent := recordPatch(t, client, nil)
 			live := liveOf(t, desired(map[string]any{"k": "v"}), tc.preserve...)
 			_, _, err := New(client, "").Apply(context.Background(), Request{GVR: cmGVR, Desired: desired(map[string]any{"k": "v", "x": "y"}), Live: live, Preserve: tc.preserve})
 			require.NoError(t, err)
-			rv, _, _ := unstructured.NestedString(sent, "metadata", "resourceVersion")
+			rv, _, _ := unstructured.NestedString(*sent, "metadata", "resourceVersion")
 			assert.Equal(t, tc.wantRV, rv)
 		})
 	}

@@ -102,6 +102,29 @@ func newFixture(t *testing.T, st *unstructured.Unstructured, upObjs ...runtime.O
 	return f
 }
 
+// runEngine runs e until the test ends (then requires a clean stop) and waits until it
+// is ready; it returns the engine's context.
+func runEngine(t *testing.T, e *Engine) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+	select {
+	case <-e.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("engine stopped early: %v", err)
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("engine not ready")
+	}
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	return ctx
+}
+
 type recordingController struct {
 	mu   sync.Mutex
 	keys []queue.Key
@@ -170,20 +193,7 @@ func TestEngineDeliversOwnObjectsAndFollowsSyncedResources(t *testing.T) {
 	_, err = e.Register(rec, Watch{Side: informers.Upstream, Direction: queue.Down}, Watch{Side: informers.Downstream, Direction: queue.Up})
 	require.NoError(t, err)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	select {
-	case <-e.Ready():
-	case err := <-done:
-		t.Fatalf("engine stopped early: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("engine not ready")
-	}
+	ctx := runEngine(t, e)
 	_, err = e.Register(&recordingController{}, Watch{Side: informers.Upstream})
 	require.Error(t, err, "registering after Run fails")
 	require.Error(t, e.Run(ctx), "Run twice fails")
@@ -282,18 +292,7 @@ func TestMetadataOnlySideRunsMetadataInformers(t *testing.T) {
 	_, err = e.Register(rec, Watch{Side: informers.Upstream, Direction: queue.Up})
 	require.NoError(t, err)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	select {
-	case <-e.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("engine not ready")
-	}
+	runEngine(t, e)
 
 	id := e.SetInformer(informers.Upstream, configmaps)
 	assert.True(t, id.MetadataOnly)
@@ -420,13 +419,7 @@ func TestWatchSkipUpdateDropsTheUpdatesItSelects(t *testing.T) {
 		return true
 	}})
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
+	ctx := runEngine(t, e)
 	require.Eventually(t, func() bool { return len(rec.seen()) == 1 }, 10*time.Second, 5*time.Millisecond, "the add passes")
 
 	mine.Object["data"] = map[string]any{"k": "v"}
@@ -486,18 +479,7 @@ func TestWatchSkipAddsDropsTheAddsOfTheInformersItSelects(t *testing.T) {
 		return id.GVR == configmaps
 	}})
 	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- e.Run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	select {
-	case <-e.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("engine not ready")
-	}
+	ctx := runEngine(t, e)
 	second := unstr("v1", "ConfigMap", "ns", "second", map[string]string{target.StateLabel(): "Sync"})
 	_, err = f.upDyn.Resource(configmaps).Namespace("ns").Create(ctx, second, metav1.CreateOptions{})
 	require.NoError(t, err)

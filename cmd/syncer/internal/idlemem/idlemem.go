@@ -39,7 +39,7 @@ const (
 	DefaultQuietShare = 0.02
 	// DefaultQuietFloor: a process that allocated less than this during an interval is
 	// quiet whatever its live heap. An idle syncer still renews its lease, heartbeats,
-	// answers probes and rechecks namespaces (0.2–0.7 MiB/s measured at 10,000 objects);
+	// answers probes and rechecks namespaces (0.12–0.7 MiB/s measured at 10,000 objects, P5);
 	// an initial sync or a resync allocates tens of MiB per second. Without the floor a
 	// syncer with a live heap under ~400 MiB is never quiet. A release costs one garbage
 	// collection, and needs MinReclaim (or a tenth of the live heap) reclaimable again
